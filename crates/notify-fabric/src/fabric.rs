@@ -28,8 +28,11 @@ pub(crate) struct Slot {
     listeners: AtomicUsize,
 }
 
+/// One shard of the key table.
+type Shard<K> = Mutex<HashMap<K, Arc<Slot>>>;
+
 pub(crate) struct Inner<K> {
-    shards: Box<[Mutex<HashMap<K, Arc<Slot>>>]>,
+    shards: Box<[Shard<K>]>,
     hasher: RandomState,
     pub(crate) shutdown: AtomicBool,
     pub(crate) counters: Counters,
@@ -219,7 +222,7 @@ impl<K: Eq + Hash + Clone> Fabric<K> {
 }
 
 impl<K: Hash> Inner<K> {
-    fn shard(&self, key: &K) -> &Mutex<HashMap<K, Arc<Slot>>> {
+    fn shard(&self, key: &K) -> &Shard<K> {
         let hash = self.hasher.hash_one(key) as usize;
         &self.shards[hash % SHARDS]
     }

@@ -26,13 +26,19 @@ pub fn wait_fd_writable_until(fd: BorrowedFd<'_>, deadline: Instant) -> io::Resu
 }
 
 fn poll_one(fd: BorrowedFd<'_>, events: libc::c_short, deadline: Instant) -> io::Result<bool> {
+    // The first look has a zero timeout: for an fd that is already ready it is the
+    // cheapest form of the call (no clock read, no kernel timer set up).
+    let mut first = true;
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        // Round up so a wait never ends before its deadline.
-        let millis = left
-            .as_micros()
-            .div_ceil(1000)
-            .min(libc::c_int::MAX as u128);
+        let millis = if first {
+            0
+        } else {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // Round up so a wait never ends before its deadline.
+            left.as_micros()
+                .div_ceil(1000)
+                .min(libc::c_int::MAX as u128)
+        };
         let mut pollfd = libc::pollfd {
             fd: fd.as_raw_fd(),
             events,
@@ -53,9 +59,10 @@ fn poll_one(fd: BorrowedFd<'_>, events: libc::c_short, deadline: Instant) -> io:
             }
             return Ok(true);
         }
-        if Instant::now() >= deadline {
+        if !first && Instant::now() >= deadline {
             return Ok(false);
         }
+        first = false;
     }
 }
 
