@@ -1,0 +1,255 @@
+//! The in-process transport: a duplex pipe of encoded frames.
+//!
+//! # Why
+//!
+//! An embedder that runs its isolates on threads of the sidecar's own process (and every
+//! test and criterion bench) needs a transport with no socket in it. The sidecar core does
+//! not know what carries its frames, so this pipe carries exactly what a socket would:
+//! complete encoded frames (`u32 total | u32 header | JSON | payload`), one `Vec<u8>` each.
+//! It lives in its own crate because both ends use it and the guest client must never
+//! depend on the sidecar.
+//!
+//! Each direction is an unbounded queue plus an `event-listener` event: sending never
+//! blocks (the sidecar's pushes must not; bounds come from the protocol's credit and
+//! limits), and a receiver waits blocking (a guest thread frozen in a sync call) or async
+//! (the sidecar's RPC loop), always with a deadline, never polling. Dropping either end of
+//! a direction closes it: the other end's waits return [`Closed`] once the queue is empty.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use event_listener::{Event, Listener as _};
+use parking_lot::Mutex;
+
+/// The other end of the direction was dropped (and, for receivers, the queue is empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
+
+impl fmt::Display for Closed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the in-process pipe is closed")
+    }
+}
+
+impl std::error::Error for Closed {}
+
+struct Direction {
+    queue: Mutex<VecDeque<Vec<u8>>>,
+    event: Event,
+    closed: AtomicBool,
+}
+
+impl Direction {
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.event.notify(usize::MAX);
+    }
+}
+
+/// Sends frames one way. Dropping it closes the direction.
+pub struct Sender {
+    dir: Arc<Direction>,
+}
+
+/// Receives frames sent the other way. Dropping it closes the direction.
+pub struct Receiver {
+    dir: Arc<Direction>,
+}
+
+/// One side of a duplex pipe: what it sends and what it receives.
+pub struct End {
+    pub tx: Sender,
+    pub rx: Receiver,
+}
+
+/// A one-way pipe.
+pub fn pipe() -> (Sender, Receiver) {
+    let dir = Arc::new(Direction {
+        queue: Mutex::new(VecDeque::new()),
+        event: Event::new(),
+        closed: AtomicBool::new(false),
+    });
+    (
+        Sender {
+            dir: Arc::clone(&dir),
+        },
+        Receiver { dir },
+    )
+}
+
+/// A duplex pipe: `(guest end, sidecar end)`.
+pub fn duplex() -> (End, End) {
+    let (guest_tx, sidecar_rx) = pipe();
+    let (sidecar_tx, guest_rx) = pipe();
+    (
+        End {
+            tx: guest_tx,
+            rx: guest_rx,
+        },
+        End {
+            tx: sidecar_tx,
+            rx: sidecar_rx,
+        },
+    )
+}
+
+impl Sender {
+    /// Queues one encoded frame. Never blocks.
+    pub fn send(&self, frame: Vec<u8>) -> Result<(), Closed> {
+        if self.dir.closed.load(Ordering::SeqCst) {
+            return Err(Closed);
+        }
+        self.dir.queue.lock().push_back(frame);
+        self.dir.event.notify(usize::MAX);
+        Ok(())
+    }
+
+    /// Whether the receiver is gone.
+    pub fn is_closed(&self) -> bool {
+        self.dir.closed.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.dir.close();
+    }
+}
+
+impl Receiver {
+    /// Takes every queued frame (appending to `out`) without waiting. `Err(Closed)` once
+    /// the sender is gone and nothing is left.
+    pub fn try_recv_all(&self, out: &mut Vec<Vec<u8>>) -> Result<usize, Closed> {
+        let mut queue = self.dir.queue.lock();
+        if queue.is_empty() {
+            drop(queue);
+            return match self.dir.closed.load(Ordering::SeqCst) {
+                // Re-check: the sender may have queued its last frames before closing.
+                true if self.dir.queue.lock().is_empty() => Err(Closed),
+                true => self.try_recv_all(out),
+                false => Ok(0),
+            };
+        }
+        let n = queue.len();
+        out.extend(queue.drain(..));
+        Ok(n)
+    }
+
+    /// Takes one frame without waiting.
+    pub fn try_recv(&self) -> Result<Option<Vec<u8>>, Closed> {
+        if let Some(frame) = self.dir.queue.lock().pop_front() {
+            return Ok(Some(frame));
+        }
+        if self.dir.closed.load(Ordering::SeqCst) {
+            return self.dir.queue.lock().pop_front().map(Some).ok_or(Closed);
+        }
+        Ok(None)
+    }
+
+    /// Blocks until a frame arrives (`Ok(Some)`), the deadline passes (`Ok(None)`), or the
+    /// pipe closes with nothing left (`Err(Closed)`).
+    pub fn recv_until(&self, deadline: Instant) -> Result<Option<Vec<u8>>, Closed> {
+        loop {
+            if let Some(frame) = self.try_recv()? {
+                return Ok(Some(frame));
+            }
+            let listener = self.dir.event.listen();
+            if let Some(frame) = self.try_recv()? {
+                return Ok(Some(frame));
+            }
+            if listener.wait_deadline(deadline).is_none() {
+                return self.try_recv();
+            }
+        }
+    }
+
+    /// Waits (async, no timer needed) until at least one frame is queued, then takes them
+    /// all into `out`. `Err(Closed)` when the pipe closed with nothing left.
+    pub async fn recv_all(&self, out: &mut Vec<Vec<u8>>) -> Result<usize, Closed> {
+        loop {
+            let n = self.try_recv_all(out)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            let listener = self.dir.event.listen();
+            let n = self.try_recv_all(out)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            listener.await;
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.dir.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::thread;
+    use std::time::Duration;
+
+    #[test]
+    fn frames_arrive_in_order_across_threads() {
+        let (guest, sidecar) = duplex();
+        let writer = thread::spawn(move || {
+            for i in 0..1000u32 {
+                guest.tx.send(i.to_be_bytes().to_vec()).unwrap();
+            }
+            guest
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for i in 0..1000u32 {
+            let frame = sidecar.rx.recv_until(deadline).unwrap().expect("frame");
+            assert_eq!(frame, i.to_be_bytes());
+        }
+        drop(writer.join().unwrap());
+        assert_eq!(sidecar.rx.recv_until(deadline), Err(Closed));
+        assert_eq!(sidecar.tx.send(vec![1]), Err(Closed));
+    }
+
+    #[test]
+    fn a_wait_on_nothing_ends_at_its_deadline() {
+        let (_guest, sidecar) = duplex();
+        let until = Instant::now() + Duration::from_millis(20);
+        assert_eq!(sidecar.rx.recv_until(until), Ok(None));
+        assert!(Instant::now() >= until);
+    }
+
+    #[test]
+    fn frames_sent_before_close_are_still_received() {
+        let (tx, rx) = pipe();
+        tx.send(vec![1]).unwrap();
+        tx.send(vec![2]).unwrap();
+        drop(tx);
+        let mut all = Vec::new();
+        assert_eq!(rx.try_recv_all(&mut all), Ok(2));
+        assert_eq!(all, vec![vec![1], vec![2]]);
+        assert_eq!(rx.try_recv_all(&mut all), Err(Closed));
+    }
+
+    #[test]
+    fn async_receive_wakes_on_send_from_another_thread() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (tx, rx) = pipe();
+        let sender = thread::spawn(move || {
+            tx.send(b"hello".to_vec()).unwrap();
+            tx
+        });
+        let mut got = Vec::new();
+        runtime.block_on(async { rx.recv_all(&mut got).await.unwrap() });
+        assert_eq!(got, vec![b"hello".to_vec()]);
+        drop(sender.join().unwrap());
+        let closed = runtime.block_on(async { rx.recv_all(&mut got).await });
+        assert_eq!(closed, Err(Closed));
+    }
+}

@@ -1,0 +1,479 @@
+//! Incremental frame decoder for non-blocking streams.
+//!
+//! A non-blocking reader gets bytes in whatever pieces the kernel hands out: half a prefix,
+//! three frames and a bit, one byte. [`FrameDecoder`] keeps the partial frame between
+//! reads, validates each prefix the moment its bytes are there (the `total` limit after 4
+//! bytes, consistency after 8) and only then lets the buffer grow toward the claimed size,
+//! in bounded steps as bytes really arrive. After a [`FrameError`] it stays failed: the
+//! stream is out of sync and the session must close.
+//!
+//! The canonical loop for a non-blocking fd:
+//!
+//! ```no_run
+//! # use sidecar_protocol::{FrameDecoder, FrameError};
+//! # fn handle(_: sidecar_protocol::RawFrame) {}
+//! # fn pump(stream: &mut std::os::unix::net::UnixStream) -> Result<bool, FrameError> {
+//! let mut decoder = FrameDecoder::default();
+//! loop {
+//!     while let Some(frame) = decoder.next_frame()? {
+//!         handle(frame); // parse_header() errors here are per-call, not fatal
+//!     }
+//!     match decoder.read_from(stream) {
+//!         Ok(0) => { decoder.finish()?; return Ok(false); } // EOF (Truncated if mid-frame)
+//!         Ok(_) => {}
+//!         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
+//!         Err(e) => return Err(e.into()),
+//!     }
+//! }
+//! # }
+//! ```
+
+use std::io::{self, Read};
+
+use crate::frame::{
+    check_total, parse_prefix, FrameError, Prefix, RawFrame, DEFAULT_MAX_FRAME, PREFIX_LEN,
+    READ_STEP,
+};
+
+/// Bytes read per `read_from` when nothing tells us more is needed.
+const MIN_READ: usize = 16 * 1024;
+/// Largest single `read_from` (bounds each growth step of the buffer).
+const MAX_READ: usize = READ_STEP * 16;
+/// An idle buffer above this is released (after a large frame).
+const KEEP_IDLE: usize = 256 * 1024;
+
+/// Why the decoder stopped; kept so later calls report the same failure.
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    TooLarge { total: u64 },
+    Inconsistent { total: u32, header_len: u32 },
+}
+
+/// Push bytes in, pop complete [`RawFrame`]s out.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    /// Initialized storage; `buf[start..end]` is undecoded data.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    max_frame: usize,
+    failed: Option<Failure>,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        FrameDecoder::new(DEFAULT_MAX_FRAME)
+    }
+}
+
+impl FrameDecoder {
+    /// A decoder that rejects frames whose `total` exceeds `max_frame`.
+    pub fn new(max_frame: usize) -> FrameDecoder {
+        FrameDecoder {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            max_frame,
+            failed: None,
+        }
+    }
+
+    /// The limit in force.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    /// Undecoded bytes held (a partial frame, or frames not yet popped).
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Bytes of memory the buffer currently holds (for tests and metrics).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Appends bytes received by other means (e.g. an async read into a scratch buffer).
+    ///
+    /// For a bounded buffer, pop frames with [`FrameDecoder::next_frame`] between pushes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.failed.is_some() {
+            return; // nothing after a framing error is kept
+        }
+        self.make_room(bytes.len());
+        self.buf[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
+    }
+
+    /// One `read` from `reader` into the buffer; returns the bytes read (0 = EOF).
+    ///
+    /// Reads at most what the current frame still needs (at least 16 KiB, at most 1 MiB),
+    /// so the buffer stays bounded by about `max_frame` plus one read. Call it only after
+    /// [`FrameDecoder::next_frame`] returned `Ok(None)`; otherwise it fails with
+    /// `InvalidInput` without reading. `WouldBlock` and other I/O errors pass through.
+    pub fn read_from<R: Read + ?Sized>(&mut self, reader: &mut R) -> io::Result<usize> {
+        let need = self.bytes_needed();
+        if need == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "FrameDecoder::read_from: a complete frame (or an error) is pending; \
+                 drain next_frame() first",
+            ));
+        }
+        let want = need.clamp(MIN_READ, MAX_READ);
+        self.make_room(want);
+        loop {
+            match reader.read(&mut self.buf[self.end..self.end + want]) {
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The next complete frame, `Ok(None)` if more bytes are needed, or a fatal error.
+    pub fn next_frame(&mut self) -> Result<Option<RawFrame>, FrameError> {
+        let prefix = match self.prefix()? {
+            Some(p) => p,
+            None => return Ok(None),
+        };
+        if self.buffered() < prefix.frame_len() {
+            return Ok(None);
+        }
+        let header_start = self.start + PREFIX_LEN;
+        let payload_start = header_start + prefix.header_len as usize;
+        let frame_end = self.start + prefix.frame_len();
+        let frame = RawFrame {
+            header: self.buf[header_start..payload_start].to_vec(),
+            payload: self.buf[payload_start..frame_end].to_vec(),
+        };
+        self.start = frame_end;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.buf.len() > KEEP_IDLE {
+                self.buf = Vec::new();
+            }
+        }
+        Ok(Some(frame))
+    }
+
+    /// Call at end of stream: `Ok` if no partial frame is pending, else
+    /// [`FrameError::Truncated`] (or the error the decoder already failed with).
+    pub fn finish(&mut self) -> Result<(), FrameError> {
+        self.prefix()?;
+        match self.buffered() {
+            0 => Ok(()),
+            buffered => Err(FrameError::Truncated { buffered }),
+        }
+    }
+
+    /// The validated prefix of the frame at `start`, once enough bytes are there.
+    fn prefix(&mut self) -> Result<Option<Prefix>, FrameError> {
+        if let Some(failure) = self.failed {
+            return Err(self.error(failure));
+        }
+        let data = &self.buf[self.start..self.end];
+        let result = if data.len() >= PREFIX_LEN {
+            let mut bytes = [0u8; PREFIX_LEN];
+            bytes.copy_from_slice(&data[..PREFIX_LEN]);
+            parse_prefix(bytes, self.max_frame).map(Some)
+        } else if data.len() >= 4 {
+            let total = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
+            check_total(total, self.max_frame).map(|()| None)
+        } else {
+            Ok(None)
+        };
+        if let Err(err) = &result {
+            self.failed = match *err {
+                FrameError::TooLarge { total, .. } => Some(Failure::TooLarge { total }),
+                FrameError::Inconsistent { total, header_len } => {
+                    Some(Failure::Inconsistent { total, header_len })
+                }
+                _ => None,
+            };
+            // Drop whatever was buffered: nothing after a framing error is trustworthy.
+            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+        }
+        result
+    }
+
+    fn error(&self, failure: Failure) -> FrameError {
+        match failure {
+            Failure::TooLarge { total } => FrameError::TooLarge {
+                total,
+                max: self.max_frame,
+            },
+            Failure::Inconsistent { total, header_len } => {
+                FrameError::Inconsistent { total, header_len }
+            }
+        }
+    }
+
+    /// Bytes still missing for the frame at `start` (0 when one is complete or the
+    /// decoder has failed / is about to fail).
+    fn bytes_needed(&mut self) -> usize {
+        match self.prefix() {
+            Err(_) => 0,
+            Ok(None) => PREFIX_LEN - self.buffered().min(PREFIX_LEN),
+            Ok(Some(p)) => p.frame_len().saturating_sub(self.buffered()),
+        }
+    }
+
+    /// Ensures `n` writable bytes after `end`, compacting before growing.
+    fn make_room(&mut self, n: usize) {
+        if self.buf.len() - self.end >= n {
+            return;
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() - self.end < n {
+            self.buf.resize(self.end + n, 0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::encode_raw_frame;
+
+    fn frames() -> (Vec<u8>, Vec<RawFrame>) {
+        let list = vec![
+            RawFrame {
+                header: br#"{"type":"call","id":1,"method":"stats"}"#.to_vec(),
+                payload: Vec::new(),
+            },
+            RawFrame {
+                header: br#"{"a":1}"#.to_vec(),
+                payload: b"some payload bytes".to_vec(),
+            },
+            RawFrame::default(),
+            RawFrame {
+                header: b"not json at all".to_vec(),
+                payload: vec![0; 70_000],
+            },
+        ];
+        let mut wire = Vec::new();
+        for f in &list {
+            f.encode(DEFAULT_MAX_FRAME, &mut wire).unwrap();
+        }
+        (wire, list)
+    }
+
+    #[test]
+    fn byte_by_byte() {
+        let (wire, expected) = frames();
+        let mut d = FrameDecoder::default();
+        let mut got = Vec::new();
+        for b in &wire {
+            d.push(std::slice::from_ref(b));
+            while let Some(f) = d.next_frame().unwrap() {
+                got.push(f);
+            }
+        }
+        assert_eq!(got, expected);
+        assert_eq!(d.buffered(), 0);
+        d.finish().unwrap();
+    }
+
+    #[test]
+    fn all_at_once_and_in_odd_chunks() {
+        let (wire, expected) = frames();
+        for chunk in [wire.len(), 7, 4096, 3] {
+            let mut d = FrameDecoder::default();
+            let mut got = Vec::new();
+            for piece in wire.chunks(chunk) {
+                d.push(piece);
+                while let Some(f) = d.next_frame().unwrap() {
+                    got.push(f);
+                }
+            }
+            assert_eq!(got, expected, "chunk {chunk}");
+        }
+    }
+
+    /// A reader that hands out at most `step` bytes per read, then WouldBlock once.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+        block_next: bool,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if std::mem::replace(&mut self.block_next, false) {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.block_next = true;
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn read_from_nonblocking_reader() {
+        let (wire, expected) = frames();
+        let mut r = Trickle {
+            data: &wire,
+            step: 1000,
+            block_next: false,
+        };
+        let mut d = FrameDecoder::default();
+        let mut got = Vec::new();
+        let mut would_block = 0;
+        loop {
+            while let Some(f) = d.next_frame().unwrap() {
+                got.push(f);
+            }
+            match d.read_from(&mut r) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => would_block += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        d.finish().unwrap();
+        assert_eq!(got, expected);
+        assert!(would_block > 0);
+    }
+
+    #[test]
+    fn read_from_refuses_while_a_frame_is_pending() {
+        let mut wire = Vec::new();
+        encode_raw_frame(b"{}", b"", DEFAULT_MAX_FRAME, &mut wire).unwrap();
+        let mut d = FrameDecoder::default();
+        d.push(&wire);
+        let err = d.read_from(&mut &b"more"[..]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(d.next_frame().unwrap().is_some());
+        assert_eq!(d.read_from(&mut &b"more"[..]).unwrap(), 4);
+    }
+
+    #[test]
+    fn oversized_prefix_fails_after_four_bytes_without_allocating() {
+        let mut d = FrameDecoder::default();
+        d.push(&[0xff, 0xff]);
+        assert!(d.next_frame().unwrap().is_none());
+        d.push(&[0xff, 0xff]);
+        let err = d.next_frame().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FrameError::TooLarge {
+                    total: 0xffff_ffff,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(d.capacity() < 1024, "capacity {}", d.capacity());
+        // Sticky: the stream is out of sync for good, and nothing more is buffered.
+        d.push(&[0, 0, 0, 4, 0, 0, 0, 0]);
+        assert_eq!(d.buffered(), 0);
+        assert!(matches!(d.next_frame(), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(d.finish(), Err(FrameError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn four_gib_claim_fed_eight_bytes() {
+        let mut d = FrameDecoder::default();
+        d.push(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 8]);
+        assert!(matches!(d.next_frame(), Err(FrameError::TooLarge { .. })));
+        assert!(d.capacity() < 1024);
+        assert_eq!(d.buffered(), 0);
+        let mut r = &[1u8; 100][..];
+        assert_eq!(
+            d.read_from(&mut r).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+        assert_eq!(r.len(), 100, "nothing read after failure");
+    }
+
+    #[test]
+    fn limit_is_configurable_and_inclusive() {
+        let mut wire = Vec::new();
+        encode_raw_frame(b"{}", &[7; 94], 100, &mut wire).unwrap(); // total = 100
+        let mut d = FrameDecoder::new(100);
+        d.push(&wire);
+        assert_eq!(d.next_frame().unwrap().unwrap().payload.len(), 94);
+        let mut d = FrameDecoder::new(99);
+        d.push(&wire[..4]);
+        assert!(matches!(
+            d.next_frame(),
+            Err(FrameError::TooLarge {
+                total: 100,
+                max: 99
+            })
+        ));
+    }
+
+    #[test]
+    fn inconsistent_lengths_are_fatal() {
+        let mut d = FrameDecoder::default();
+        d.push(&[0, 0, 0, 10, 0, 0, 0, 7]);
+        assert!(matches!(
+            d.next_frame(),
+            Err(FrameError::Inconsistent {
+                total: 10,
+                header_len: 7
+            })
+        ));
+        let mut d = FrameDecoder::default();
+        d.push(&[0, 0, 0, 2, 0, 0, 0, 0]);
+        assert!(matches!(
+            d.next_frame(),
+            Err(FrameError::Inconsistent { .. })
+        ));
+    }
+
+    #[test]
+    fn truncated_at_eof() {
+        let (wire, _) = frames();
+        let mut d = FrameDecoder::default();
+        d.push(&wire[..wire.len() - 1]);
+        while d.next_frame().unwrap().is_some() {}
+        assert!(matches!(d.finish(), Err(FrameError::Truncated { .. })));
+        let mut d = FrameDecoder::default();
+        d.push(&[0, 0]);
+        assert!(matches!(
+            d.finish(),
+            Err(FrameError::Truncated { buffered: 2 })
+        ));
+    }
+
+    #[test]
+    fn large_claim_grows_with_data_not_with_the_claim() {
+        let mut d = FrameDecoder::default();
+        d.push(&(DEFAULT_MAX_FRAME as u32).to_be_bytes());
+        d.push(&0u32.to_be_bytes());
+        assert!(d.next_frame().unwrap().is_none());
+        let mut r = &[0u8; 10][..];
+        assert_eq!(d.read_from(&mut r).unwrap(), 10);
+        assert!(
+            d.capacity() <= 2 * MAX_READ + 64,
+            "capacity {}",
+            d.capacity()
+        );
+    }
+
+    #[test]
+    fn big_idle_buffer_is_released() {
+        let mut wire = Vec::new();
+        encode_raw_frame(b"{}", &vec![1; 1 << 20], DEFAULT_MAX_FRAME, &mut wire).unwrap();
+        let mut d = FrameDecoder::default();
+        d.push(&wire);
+        assert_eq!(d.next_frame().unwrap().unwrap().payload.len(), 1 << 20);
+        assert_eq!(d.capacity(), 0);
+    }
+}
