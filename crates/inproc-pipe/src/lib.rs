@@ -107,7 +107,13 @@ impl Sender {
         Ok(())
     }
 
-    /// Whether the receiver is gone.
+    /// Closes the direction now (as dropping the sender does): frames already sent are
+    /// still received, later sends fail.
+    pub fn close(&self) {
+        self.dir.close();
+    }
+
+    /// Whether the direction is closed (the receiver is gone, or [`Sender::close`]).
     pub fn is_closed(&self) -> bool {
         self.dir.closed.load(Ordering::SeqCst)
     }

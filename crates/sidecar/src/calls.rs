@@ -1,0 +1,258 @@
+//! From a session's frame to its answer: parse the header and the request, check the
+//! capability, run it against the [`Core`], reply (or, for `noreply` calls, report only a
+//! failure as an `error` event carrying the request id).
+//!
+//! Nothing here blocks or sleeps. A connect that must wait for backlog room is *parked*: a
+//! task on the RPC loop waits on the server's fabric key ([`crate::parked`]) while this
+//! loop goes on serving every other call.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use serde::Serialize;
+use sidecar_protocol::{
+    capability, Address, ConnectResult, Empty, Endpoint, ErrorCode, EventBody, Family, Header,
+    LookupAddress, LookupResult, RawFrame, Request, SocketId, WireError,
+};
+
+use crate::core::{ConnectStep, Core, SessionId};
+use crate::metrics::bump;
+use crate::outbound::Outbound;
+
+/// Answers one call: a reply, or for `noreply` calls an `error` event on failure only.
+#[derive(Clone)]
+pub struct Responder {
+    pub out: Arc<Outbound>,
+    pub id: u64,
+    pub noreply: bool,
+    /// The socket the call names, reported with a `noreply` failure.
+    pub socket: Option<SocketId>,
+}
+
+impl Responder {
+    pub fn ok<T: Serialize + ?Sized>(&self, result: &T) {
+        if !self.noreply {
+            self.out.reply_ok(self.id, result, &[]);
+        }
+    }
+
+    pub fn err(&self, error: WireError) {
+        if self.noreply {
+            let body = EventBody::request_error(self.id, self.socket, error);
+            self.out.event(body, &[]);
+        } else {
+            self.out.reply_err(self.id, &error);
+        }
+    }
+
+    pub fn done<T: Serialize>(&self, result: Result<T, WireError>) {
+        match result {
+            Ok(value) => self.ok(&value),
+            Err(e) => self.err(e),
+        }
+    }
+
+    /// A connection is established: the reply, then the `connect` event (which carries the
+    /// request id instead when the connect was `noreply`, since the guest learns the new
+    /// socket id from it).
+    pub fn connected(&self, socket: SocketId, local: Address, remote: Address) {
+        let result = ConnectResult {
+            socket,
+            local: local.clone(),
+            remote: remote.clone(),
+        };
+        self.ok(&result);
+        let request = self.noreply.then_some(self.id);
+        let event = EventBody::Connect {
+            socket,
+            local,
+            remote,
+            request,
+        };
+        self.out.event(event, &[]);
+    }
+}
+
+/// Handles one frame of an attached session.
+pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) {
+    let mut core = core_rc.borrow_mut();
+    let Some(session) = core.session(sid) else {
+        return;
+    };
+    let out = Arc::clone(&session.out);
+    let call = match raw.parse_header() {
+        Ok(Header::Call(call)) => call,
+        Ok(_) => {
+            bump(&core.metrics.bad_frames);
+            let error = WireError::new(ErrorCode::Eproto, "a guest sends calls only");
+            out.event(EventBody::request_error(0, None, error), &[]);
+            return;
+        }
+        Err(e) => {
+            bump(&core.metrics.bad_frames);
+            match e.to_reply() {
+                Some(reply) => out.reply_err(reply.id, &e.to_wire_error()),
+                None => {
+                    let body = EventBody::Error {
+                        socket: None,
+                        server: None,
+                        request: None,
+                        code: ErrorCode::Eproto,
+                        message: e.to_string(),
+                    };
+                    out.event(body, &[]);
+                }
+            }
+            return;
+        }
+    };
+    let noreply = call.noreply && session.has(capability::NOREPLY);
+    let mut responder = Responder {
+        out,
+        id: call.id,
+        noreply,
+        socket: None,
+    };
+    let request = match call.into_request() {
+        Ok(request) => request,
+        Err(e) => {
+            bump(&core.metrics.bad_frames);
+            return responder.err(e.to_wire_error());
+        }
+    };
+    let method = request.method();
+    core.metrics.calls.bump(method);
+    core.sessions.get(&sid).map(|s| s.calls.bump(method));
+    if !raw.payload.is_empty() && !method.has_payload() {
+        return responder.err(WireError::invalid(format!("{method} takes no payload")));
+    }
+    if let Err(e) = check_capability(&core, sid, &request) {
+        return responder.err(e);
+    }
+    responder.socket = named_socket(&request);
+    match request {
+        Request::Hello(_) => responder.err(WireError::invalid("this stream already said hello")),
+        Request::Connect(p) => {
+            drop(core);
+            connect(core_rc, sid, &p.endpoint, p.timeout(), responder);
+        }
+        Request::Listen(p) => responder.done(core.listen(sid, &p)),
+        Request::Write(p) => responder.done(core.write(sid, p.socket, &raw.payload)),
+        Request::Shutdown(p) => responder.done(core.shutdown(sid, p.socket).map(|_| Empty {})),
+        Request::Destroy(p) => match core.destroy(sid, p.socket) {
+            Ok(()) => {
+                responder.ok(&Empty {});
+                let closed = EventBody::socket_closed(p.socket, false);
+                responder.out.event(closed, &[]);
+            }
+            Err(e) => responder.err(e),
+        },
+        Request::ServerClose(p) => match core.server_of(sid, p.server) {
+            Ok(key) => {
+                responder.ok(&Empty {});
+                core.close_server(key, true);
+            }
+            Err(e) => responder.err(e),
+        },
+        Request::SetNoDelay(p) => {
+            let set = core.set_option(sid, p.socket, |end| end.no_delay = p.enable);
+            responder.done(set.map(|_| Empty {}))
+        }
+        Request::SetKeepAlive(p) => {
+            let set = core.set_option(sid, p.socket, |end| end.keep_alive = p.enable);
+            responder.done(set.map(|_| Empty {}))
+        }
+        Request::Credit(p) => responder.done(core.credit(sid, p.socket).map(|_| Empty {})),
+        Request::DnsLookup(p) => responder.done(lookup(&p.host, p.family)),
+        Request::Stats(_) => responder.ok(&crate::stats::session_stats(&core, sid)),
+        other => responder.err(WireError::new(
+            ErrorCode::Enotsup,
+            format!("{} is not supported yet", other.method()),
+        )),
+    }
+}
+
+/// The socket a call names (for `noreply` failure reports).
+fn named_socket(request: &Request) -> Option<SocketId> {
+    match request {
+        Request::Write(p) => Some(p.socket),
+        Request::Shutdown(p) => Some(p.socket),
+        Request::Destroy(p) => Some(p.socket),
+        Request::SetNoDelay(p) => Some(p.socket),
+        Request::SetKeepAlive(p) => Some(p.socket),
+        Request::Credit(p) => Some(p.socket),
+        _ => None,
+    }
+}
+
+/// A call may use only what hello negotiated.
+fn check_capability(core: &Core, sid: SessionId, request: &Request) -> Result<(), WireError> {
+    let needed = match request {
+        Request::Connect(p) => endpoint_capability(&p.endpoint),
+        Request::Listen(p) => endpoint_capability(&p.endpoint),
+        Request::DnsLookup(_) => capability::DNS,
+        Request::Credit(_) => capability::CREDIT,
+        _ => return Ok(()),
+    };
+    match core.session(sid) {
+        Some(session) if session.has(needed) => Ok(()),
+        _ => Err(WireError::new(
+            ErrorCode::Enotsup,
+            format!("the {needed:?} capability was not negotiated in hello"),
+        )),
+    }
+}
+
+fn endpoint_capability(endpoint: &Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::Inet { .. } => capability::TCP,
+        Endpoint::Unix { .. } => capability::UNIX,
+    }
+}
+
+fn connect(
+    core_rc: &Rc<RefCell<Core>>,
+    sid: SessionId,
+    endpoint: &Endpoint,
+    timeout: std::time::Duration,
+    responder: Responder,
+) {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut core = core_rc.borrow_mut();
+    let step = core
+        .connect_target(sid, endpoint)
+        .and_then(|target| core.try_connect(sid, &target).map(|step| (target, step)));
+    match step {
+        Ok((
+            _,
+            ConnectStep::Connected {
+                socket,
+                local,
+                remote,
+            },
+        )) => responder.connected(socket, local, remote),
+        Ok((target, ConnectStep::Full(server))) => {
+            drop(core);
+            crate::parked::park_connect(core_rc, sid, target, server, deadline, responder);
+        }
+        Err(e) => responder.err(e),
+    }
+}
+
+/// `dns.lookup` inside a VM: `localhost` → its loopbacks, an IP literal → itself.
+fn lookup(host: &str, family: Family) -> Result<LookupResult, WireError> {
+    let ips = crate::core::resolve_in_vm(host)?;
+    let addresses: Vec<LookupAddress> = ips
+        .into_iter()
+        .filter(|ip| family == Family::Any || Family::of(ip) == family)
+        .map(LookupAddress::from)
+        .collect();
+    if addresses.is_empty() {
+        return Err(WireError::new(
+            ErrorCode::Enotfound,
+            format!("getaddrinfo ENOTFOUND {host} (no address of that family)"),
+        ));
+    }
+    Ok(LookupResult { addresses })
+}

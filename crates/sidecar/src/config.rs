@@ -1,0 +1,112 @@
+//! What the operator decides: which VMs exist, their attach secrets, and the limits.
+//!
+//! A guest can never create a VM or pick one it has no secret for: VMs come only from
+//! here (CLI flags, later a config file, or the embedding API).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sidecar_protocol::DEFAULT_MAX_FRAME;
+
+/// One VM: a private network namespace (loopback, ports, Unix paths) shared by the
+/// sessions that attach to it with its secret.
+#[derive(Clone)]
+pub struct VmConfig {
+    /// The secret a `hello` must present to attach to this VM.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for VmConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmConfig")
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Per-session and per-VM limits. Exceeding one is a typed error for that guest only.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest frame accepted from a guest (bytes, as the protocol counts them).
+    pub max_frame: usize,
+    /// Calls one session may have parked at once (a connect waiting for backlog room…).
+    pub parked_calls_per_session: usize,
+    /// Open sockets + servers per VM (`EMFILE` beyond).
+    pub sockets_per_vm: usize,
+    /// Period of the counted fallback re-check of parked waits (they are woken by
+    /// notifications; the fallback only guards against a lost one).
+    pub parked_fallback: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame: DEFAULT_MAX_FRAME,
+            parked_calls_per_session: 64,
+            sockets_per_vm: 65_536,
+            parked_fallback: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The whole operator configuration of a sidecar.
+#[derive(Debug, Clone, Default)]
+pub struct SidecarConfig {
+    /// VMs by name.
+    pub vms: BTreeMap<String, VmConfig>,
+    pub limits: Limits,
+}
+
+impl SidecarConfig {
+    /// Adds (or replaces) a VM.
+    pub fn with_vm(mut self, name: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.vms.insert(
+            name.into(),
+            VmConfig {
+                secret: secret.into(),
+            },
+        );
+        self
+    }
+
+    /// Whether `secret` attaches to VM `name`. Compares in constant time for equal lengths,
+    /// so the answer's timing does not leak how much of a guess was right.
+    pub fn secret_matches(&self, name: &str, secret: &str) -> bool {
+        let Some(vm) = self.vms.get(name) else {
+            return false;
+        };
+        let (a, b) = (vm.secret.as_bytes(), secret.as_bytes());
+        if a.len() != b.len() {
+            return false;
+        }
+        a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+/// An unguessable token (hex of 32 random bytes from the OS), for event-channel attach.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the OS random source is unavailable");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_must_match_exactly() {
+        let config = SidecarConfig::default().with_vm("a", "s3cret");
+        assert!(config.secret_matches("a", "s3cret"));
+        assert!(!config.secret_matches("a", "s3cres"));
+        assert!(!config.secret_matches("a", "s3cret!"));
+        assert!(!config.secret_matches("b", "s3cret"));
+    }
+
+    #[test]
+    fn tokens_are_long_and_distinct() {
+        let (a, b) = (random_token(), random_token());
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,149 @@
+//! A session's beginning (`hello`: attach to a VM, or attach an event channel) and end
+//! (its sockets close as a process exit closes them, its servers vanish, its parked calls
+//! are dropped).
+
+use std::sync::Arc;
+
+use sidecar_protocol::{
+    capability, ErrorCode, HelloParams, HelloResult, Mode, WireError, DEFAULT_MAX_FRAME,
+    PROTOCOL_VERSION,
+};
+
+use super::{Core, Handle, Session, SessionId};
+use crate::config::random_token;
+use crate::metrics::{bump, drop_one};
+use crate::outbound::{FrameSink, Outbound};
+
+/// What this sidecar offers in hello (the reply carries the intersection).
+pub const SUPPORTED_CAPABILITIES: &[&str] = &[
+    capability::PUSH,
+    capability::EVENT_CHANNEL,
+    capability::NOREPLY,
+    capability::TCP,
+    capability::UNIX,
+    capability::DNS,
+    capability::CREDIT,
+];
+
+/// A successful hello.
+pub enum HelloOutcome {
+    /// A new session on its primary stream.
+    Session(SessionId, HelloResult),
+    /// This stream is now the event channel of an existing session.
+    EventChannel(SessionId, HelloResult),
+}
+
+impl Core {
+    pub fn hello(
+        &mut self,
+        params: &HelloParams,
+        sink: Arc<dyn FrameSink>,
+    ) -> Result<HelloOutcome, WireError> {
+        let refused = |code, message: String| {
+            bump(&self.metrics.refused_hellos);
+            Err(WireError::new(code, message))
+        };
+        if params.version != PROTOCOL_VERSION {
+            return refused(
+                ErrorCode::Eprotonosupport,
+                format!(
+                    "protocol version {} is not supported (this sidecar speaks {PROTOCOL_VERSION})",
+                    params.version
+                ),
+            );
+        }
+        if !self.config.secret_matches(&params.vm, &params.secret) {
+            return refused(ErrorCode::Eacces, "unknown VM or wrong secret".into());
+        }
+        if let Some(token) = &params.event_channel_token {
+            return match self.event_tokens.remove(token) {
+                Some(sid) if self.sessions.get(&sid).is_some_and(|s| s.vm == params.vm) => {
+                    let session = &self.sessions[&sid];
+                    session.out.attach_event_channel(sink);
+                    Ok(HelloOutcome::EventChannel(
+                        sid,
+                        self.hello_result(sid, None),
+                    ))
+                }
+                _ => refused(
+                    ErrorCode::Eacces,
+                    "unknown or already used event channel token".into(),
+                ),
+            };
+        }
+        if params.mode == Mode::Poll {
+            return refused(ErrorCode::Enotsup, "poll mode is not supported yet".into());
+        }
+        if params.credit == 0 {
+            return refused(ErrorCode::Einval, "the credit window must be > 0".into());
+        }
+        let capabilities = capability::intersect(SUPPORTED_CAPABILITIES, &params.capabilities);
+        let guest_max_frame = params
+            .max_frame
+            .map(|m| m as usize)
+            .unwrap_or(DEFAULT_MAX_FRAME)
+            .max(4096);
+        let sid = self.next_key();
+        let out = Arc::new(Outbound::new(
+            sink,
+            guest_max_frame,
+            Arc::clone(&self.metrics),
+        ));
+        let token = capability::has(&capabilities, capability::EVENT_CHANNEL).then(|| {
+            let token = random_token();
+            self.event_tokens.insert(token.clone(), sid);
+            out.expect_event_channel();
+            token
+        });
+        let cwd = params.cwd.clone().unwrap_or_else(|| "/".into());
+        let session = Session::new(
+            sid,
+            params.vm.clone(),
+            params.mode,
+            params.credit,
+            cwd,
+            capabilities,
+            out,
+        );
+        self.sessions.insert(sid, session);
+        bump(&self.metrics.sessions_now);
+        bump(&self.metrics.sessions_total);
+        tracing::debug!(session = sid, vm = %params.vm, "session attached");
+        Ok(HelloOutcome::Session(sid, self.hello_result(sid, token)))
+    }
+
+    fn hello_result(&self, sid: SessionId, token: Option<String>) -> HelloResult {
+        HelloResult {
+            version: PROTOCOL_VERSION,
+            session: sid,
+            capabilities: self.sessions[&sid].capabilities.clone(),
+            event_channel_token: token,
+            max_frame: self.config.limits.max_frame as u32,
+        }
+    }
+
+    /// Ends a session: its sockets close (peers get `end` then `close`), its servers
+    /// vanish (connects parked on them are refused), its parked calls are dropped.
+    pub fn end_session(&mut self, sid: SessionId) {
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let dropped = session.drop_parked();
+        for _ in 0..dropped {
+            drop_one(&self.metrics.parked_now);
+        }
+        let handles: Vec<Handle> = session.handles().map(|(_, h)| h).collect();
+        for handle in handles {
+            match handle {
+                Handle::Stream(key) => self.abort_stream(key),
+                Handle::Server(key) => self.close_server(key, false),
+            }
+        }
+        self.event_tokens.retain(|_, owner| *owner != sid);
+        if let Some(session) = self.sessions.remove(&sid) {
+            session.out.close();
+            drop_one(&self.metrics.sessions_now);
+            tracing::debug!(session = sid, vm = %session.vm, "session ended");
+        }
+    }
+}

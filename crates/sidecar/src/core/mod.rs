@@ -1,0 +1,148 @@
+//! The sidecar's state: sessions, VMs and their socket tables, in-VM stream sockets and
+//! servers. It lives on the RPC loop thread only (one `Rc<RefCell<Core>>`), so it needs no
+//! locks; no borrow of it is ever held across an `.await`.
+//!
+//! Split by subject: [`session`] (a guest's ids and push side), [`vm`] (a VM's listener
+//! table and ports), [`servers`] (listen, accept, backlog), [`streams`] (connect, write,
+//! shutdown, destroy), [`lifecycle`] (hello and session end).
+
+mod lifecycle;
+mod servers;
+mod session;
+mod streams;
+mod vm;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use notify_fabric::Fabric;
+use sidecar_protocol::{ErrorCode, ServerId, SocketId, WireError};
+
+use crate::config::SidecarConfig;
+use crate::metrics::Metrics;
+
+pub use lifecycle::HelloOutcome;
+pub use servers::{resolve_in_vm, Server};
+pub use session::{Handle, Session};
+pub use streams::{ConnectStep, StreamEnd, Target};
+pub use vm::Vm;
+
+/// A session's id (sidecar-wide, never reused).
+pub type SessionId = u64;
+
+/// An in-VM stream end, sidecar-wide (never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StreamKey(pub u64);
+
+/// A server, sidecar-wide (never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ServerKey(pub u64);
+
+/// What the sidecar's internal waits wait on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// A server's backlog got room, or the server went away.
+    ServerRoom(ServerKey),
+}
+
+pub struct Core {
+    pub config: Arc<SidecarConfig>,
+    pub fabric: Fabric<Key>,
+    pub metrics: Arc<Metrics>,
+    pub(crate) vms: HashMap<String, Vm>,
+    pub(crate) sessions: HashMap<SessionId, Session>,
+    pub(crate) streams: HashMap<StreamKey, StreamEnd>,
+    pub(crate) servers: HashMap<ServerKey, Server>,
+    /// One-time event-channel tokens → their session.
+    pub(crate) event_tokens: HashMap<String, SessionId>,
+    next_key: u64,
+}
+
+impl Core {
+    pub fn new(config: Arc<SidecarConfig>, metrics: Arc<Metrics>) -> Self {
+        let vms = config
+            .vms
+            .keys()
+            .map(|name| (name.clone(), Vm::new(name.clone())))
+            .collect();
+        Core {
+            config,
+            fabric: Fabric::new(),
+            metrics,
+            vms,
+            sessions: HashMap::new(),
+            streams: HashMap::new(),
+            servers: HashMap::new(),
+            event_tokens: HashMap::new(),
+            next_key: 1,
+        }
+    }
+
+    /// A fresh sidecar-wide key (sessions, streams, servers share the counter).
+    pub(crate) fn next_key(&mut self) -> u64 {
+        let key = self.next_key;
+        self.next_key += 1;
+        key
+    }
+
+    pub fn session(&self, sid: SessionId) -> Option<&Session> {
+        self.sessions.get(&sid)
+    }
+
+    pub(crate) fn session_mut(&mut self, sid: SessionId) -> Result<&mut Session, WireError> {
+        self.sessions
+            .get_mut(&sid)
+            .ok_or_else(|| WireError::new(ErrorCode::Ebadf, "the session has ended"))
+    }
+
+    /// The stream a guest's socket id names, or `EBADF`.
+    pub(crate) fn stream_of(
+        &self,
+        sid: SessionId,
+        socket: SocketId,
+    ) -> Result<StreamKey, WireError> {
+        match self.sessions.get(&sid).and_then(|s| s.handle(socket.0)) {
+            Some(Handle::Stream(key)) => Ok(key),
+            _ => Err(WireError::new(
+                ErrorCode::Ebadf,
+                format!("no such socket: {socket}"),
+            )),
+        }
+    }
+
+    /// The server a guest's server id names, or `EBADF`.
+    pub(crate) fn server_of(
+        &self,
+        sid: SessionId,
+        server: ServerId,
+    ) -> Result<ServerKey, WireError> {
+        match self.sessions.get(&sid).and_then(|s| s.handle(server.0)) {
+            Some(Handle::Server(key)) => Ok(key),
+            _ => Err(WireError::new(
+                ErrorCode::Ebadf,
+                format!("no such server: {server}"),
+            )),
+        }
+    }
+
+    /// The VM a session belongs to.
+    pub(crate) fn vm_of(&mut self, sid: SessionId) -> Result<&mut Vm, WireError> {
+        let name = self.session_mut(sid)?.vm.clone();
+        self.vms
+            .get_mut(&name)
+            .ok_or_else(|| WireError::new(ErrorCode::Eacces, "the VM no longer exists"))
+    }
+
+    /// Refuses a new socket or server past the VM's limit.
+    pub(crate) fn check_room(&mut self, sid: SessionId, count: usize) -> Result<(), WireError> {
+        let limit = self.config.limits.sockets_per_vm;
+        let vm = self.vm_of(sid)?;
+        if vm.open + count > limit {
+            return Err(WireError::new(
+                ErrorCode::Emfile,
+                format!("the VM has {} sockets open (limit {limit})", vm.open),
+            ));
+        }
+        Ok(())
+    }
+}

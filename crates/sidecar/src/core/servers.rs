@@ -1,0 +1,165 @@
+//! Servers: `net.listen`, `net.server_close`, and the backlog.
+//!
+//! In push mode a connection is accepted at once and pushed as an `accept` event; it then
+//! counts against its server's backlog until the guest *acknowledges* it (any call naming
+//! the accepted socket; the guest client sends a zero-byte `net.credit` when its program
+//! takes the connection). A connect that finds the backlog full is parked on the server's
+//! [`Key::ServerRoom`] until an acknowledgement frees a slot, the server closes, or the
+//! connect's timeout passes (`ETIMEDOUT`).
+
+use std::net::{IpAddr, SocketAddr};
+
+use sidecar_protocol::{
+    Address, Endpoint, ErrorCode, EventBody, ListenParams, ListenResult, ServerId, WireError,
+    DEFAULT_LISTEN_HOST,
+};
+
+use super::{Core, Handle, Key, ServerKey, SessionId};
+use crate::addr::{bindable, normalize_unix_path};
+
+/// Where a server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bound {
+    Tcp(IpAddr, u16),
+    Unix(String),
+}
+
+pub struct Server {
+    pub session: SessionId,
+    pub id: ServerId,
+    pub vm: String,
+    pub bound: Bound,
+    pub local: Address,
+    pub backlog: u32,
+    /// Accepted connections the guest has not acknowledged yet.
+    pub pending: u32,
+}
+
+impl Server {
+    pub fn has_room(&self) -> bool {
+        self.pending < self.backlog
+    }
+}
+
+/// Resolves a host inside a VM: `localhost` (both loopbacks, IPv4 first), or an IP literal.
+pub fn resolve_in_vm(host: &str) -> Result<Vec<IpAddr>, WireError> {
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(vec![
+            IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ]);
+    }
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    literal.parse::<IpAddr>().map(|ip| vec![ip]).map_err(|_| {
+        WireError::new(
+            ErrorCode::Enotfound,
+            format!("getaddrinfo ENOTFOUND {host}"),
+        )
+    })
+}
+
+impl Core {
+    pub fn listen(
+        &mut self,
+        sid: SessionId,
+        params: &ListenParams,
+    ) -> Result<ListenResult, WireError> {
+        self.check_room(sid, 1)?;
+        let backlog = params.backlog().max(1);
+        let key = ServerKey(self.next_key());
+        let (bound, local) = match &params.endpoint {
+            Endpoint::Inet { host, port } => {
+                let host = host.as_deref().unwrap_or(DEFAULT_LISTEN_HOST);
+                let ip = *resolve_in_vm(host)?
+                    .first()
+                    .expect("resolve returns one or more");
+                if !bindable(ip) {
+                    return Err(WireError::new(
+                        ErrorCode::Eaddrnotavail,
+                        format!("{ip} is not an address of this VM (it has loopback only)"),
+                    ));
+                }
+                let vm = self.vm_of(sid)?;
+                let port = match *port {
+                    0 => vm.free_port().ok_or_else(|| {
+                        WireError::new(ErrorCode::Eaddrinuse, "no ephemeral port is free")
+                    })?,
+                    port => port,
+                };
+                if vm.tcp_bind_conflicts(ip, port) {
+                    return Err(WireError::new(
+                        ErrorCode::Eaddrinuse,
+                        format!("listen EADDRINUSE: address already in use {ip}:{port}"),
+                    ));
+                }
+                vm.add_tcp(ip, port, key);
+                (
+                    Bound::Tcp(ip, port),
+                    Address::Inet(SocketAddr::new(ip, port)),
+                )
+            }
+            Endpoint::Unix { path } => {
+                let cwd = self.session_mut(sid)?.cwd.clone();
+                let path = normalize_unix_path(path, &cwd).ok_or_else(|| {
+                    WireError::invalid("a Unix path must be non-empty, without NUL")
+                })?;
+                if !self.vm_of(sid)?.add_unix(path.clone(), key) {
+                    return Err(WireError::new(
+                        ErrorCode::Eaddrinuse,
+                        format!("listen EADDRINUSE: address already in use {path}"),
+                    ));
+                }
+                (Bound::Unix(path.clone()), Address::Unix(path))
+            }
+        };
+        let session = self.session_mut(sid)?;
+        let vm = session.vm.clone();
+        let id = ServerId(session.insert(Handle::Server(key)));
+        self.vm_of(sid)?.open += 1;
+        self.servers.insert(
+            key,
+            Server {
+                session: sid,
+                id,
+                vm,
+                bound,
+                local: local.clone(),
+                backlog,
+                pending: 0,
+            },
+        );
+        Ok(ListenResult { server: id, local })
+    }
+
+    /// Stops a server. Accepted connections are not affected; connects parked on its
+    /// backlog are woken and find no listener. `notify_guest` pushes the `close` event
+    /// (not when the session itself is ending).
+    pub fn close_server(&mut self, key: ServerKey, notify_guest: bool) {
+        let Some(server) = self.servers.remove(&key) else {
+            return;
+        };
+        if let Some(vm) = self.vms.get_mut(&server.vm) {
+            match &server.bound {
+                Bound::Tcp(_, port) => vm.remove_tcp(*port, key),
+                Bound::Unix(path) => vm.remove_unix(path),
+            }
+            vm.open -= 1;
+        }
+        if let Some(session) = self.sessions.get_mut(&server.session) {
+            session.remove(server.id.0);
+            if notify_guest {
+                session.out.event(EventBody::server_closed(server.id), &[]);
+            }
+        }
+        self.fabric.notify_all(&Key::ServerRoom(key));
+    }
+
+    /// The guest took an accepted connection: it no longer counts against the backlog.
+    pub(crate) fn acknowledge(&mut self, server: Option<ServerKey>) {
+        let Some(key) = server else { return };
+        if let Some(server) = self.servers.get_mut(&key) {
+            server.pending = server.pending.saturating_sub(1);
+            self.fabric.notify_all(&Key::ServerRoom(key));
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! One guest's session: its VM, mode, the ids it holds, its parked calls, its push side.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sidecar_protocol::{capability, Mode};
+use tokio::task::AbortHandle;
+
+use super::{ServerKey, SessionId, StreamKey};
+use crate::metrics::CallCounts;
+use crate::outbound::Outbound;
+
+/// What a guest-visible id names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handle {
+    Stream(StreamKey),
+    Server(ServerKey),
+}
+
+pub struct Session {
+    pub id: SessionId,
+    pub vm: String,
+    pub mode: Mode,
+    /// Initial per-socket credit window (enforced with flow control).
+    pub credit: u64,
+    /// Directory for relative Unix paths.
+    pub cwd: String,
+    /// The negotiated capabilities.
+    pub capabilities: Vec<String>,
+    pub out: Arc<Outbound>,
+    handles: HashMap<u64, Handle>,
+    next_id: u64,
+    /// Parked calls, so they can be dropped with the session.
+    parked: HashMap<u64, AbortHandle>,
+    next_park: u64,
+    pub calls: CallCounts,
+}
+
+impl Session {
+    pub fn new(
+        id: SessionId,
+        vm: String,
+        mode: Mode,
+        credit: u64,
+        cwd: String,
+        capabilities: Vec<String>,
+        out: Arc<Outbound>,
+    ) -> Self {
+        Session {
+            id,
+            vm,
+            mode,
+            credit,
+            cwd,
+            capabilities,
+            out,
+            handles: HashMap::new(),
+            next_id: 1,
+            parked: HashMap::new(),
+            next_park: 1,
+            calls: CallCounts::default(),
+        }
+    }
+
+    pub fn has(&self, cap: &str) -> bool {
+        capability::has(&self.capabilities, cap)
+    }
+
+    pub fn handle(&self, id: u64) -> Option<Handle> {
+        self.handles.get(&id).copied()
+    }
+
+    /// Mints the next id (ids are never reused within a session).
+    pub fn insert(&mut self, handle: Handle) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.handles.insert(id, handle);
+        id
+    }
+
+    /// Whether `id` was ever handed out (a closed id stays "issued": ids are not reused).
+    pub fn was_issued(&self, id: u64) -> bool {
+        id >= 1 && id < self.next_id
+    }
+
+    pub fn remove(&mut self, id: u64) -> Option<Handle> {
+        self.handles.remove(&id)
+    }
+
+    pub fn handles(&self) -> impl Iterator<Item = (u64, Handle)> + '_ {
+        self.handles.iter().map(|(id, h)| (*id, *h))
+    }
+
+    pub fn open_handles(&self) -> usize {
+        self.handles.len()
+    }
+
+    pub fn parked_count(&self) -> usize {
+        self.parked.len()
+    }
+
+    /// Records a parked call; returns its ticket for [`Session::unpark`].
+    pub fn park(&mut self, abort: AbortHandle) -> u64 {
+        let ticket = self.next_park;
+        self.next_park += 1;
+        self.parked.insert(ticket, abort);
+        ticket
+    }
+
+    pub fn unpark(&mut self, ticket: u64) -> bool {
+        self.parked.remove(&ticket).is_some()
+    }
+
+    /// Aborts every parked call (the session ended).
+    pub fn drop_parked(&mut self) -> usize {
+        let n = self.parked.len();
+        for (_, abort) in self.parked.drain() {
+            abort.abort();
+        }
+        n
+    }
+}

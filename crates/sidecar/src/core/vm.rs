@@ -1,0 +1,114 @@
+//! One VM's network namespace: its TCP listeners by port, its Unix paths, the ports its
+//! connected sockets use, and its ephemeral port allocator. Two VMs share nothing.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use super::ServerKey;
+use crate::addr::{binds_overlap, listener_matches, EphemeralPorts};
+
+pub struct Vm {
+    pub name: String,
+    tcp: HashMap<u16, Vec<(IpAddr, ServerKey)>>,
+    unix: HashMap<String, ServerKey>,
+    /// Local ports held by connected in-VM sockets (a count per port).
+    client_ports: HashMap<u16, u32>,
+    ephemeral: EphemeralPorts,
+    /// Sockets and servers open in this VM.
+    pub open: usize,
+}
+
+impl Vm {
+    pub fn new(name: String) -> Self {
+        Vm {
+            name,
+            tcp: HashMap::new(),
+            unix: HashMap::new(),
+            client_ports: HashMap::new(),
+            ephemeral: EphemeralPorts::default(),
+            open: 0,
+        }
+    }
+
+    /// The listener a connection to `dest:port` reaches. An exact address beats a
+    /// wildcard, as a more specific bind does on Linux.
+    pub fn find_tcp(&self, dest: IpAddr, port: u16) -> Option<ServerKey> {
+        let listeners = self.tcp.get(&port)?;
+        let matching = || {
+            listeners
+                .iter()
+                .filter(|(ip, _)| listener_matches(*ip, dest))
+        };
+        matching()
+            .find(|(ip, _)| !ip.is_unspecified())
+            .or_else(|| matching().next())
+            .map(|(_, key)| *key)
+    }
+
+    pub fn find_unix(&self, path: &str) -> Option<ServerKey> {
+        self.unix.get(path).copied()
+    }
+
+    pub fn tcp_bind_conflicts(&self, ip: IpAddr, port: u16) -> bool {
+        self.tcp
+            .get(&port)
+            .is_some_and(|l| l.iter().any(|(bound, _)| binds_overlap(*bound, ip)))
+    }
+
+    fn port_in_use(&self, port: u16) -> bool {
+        self.tcp.contains_key(&port) || self.client_ports.contains_key(&port)
+    }
+
+    /// An ephemeral port nobody in this VM uses.
+    pub fn free_port(&mut self) -> Option<u16> {
+        let (tcp, clients) = (&self.tcp, &self.client_ports);
+        self.ephemeral
+            .allocate(|p| tcp.contains_key(&p) || clients.contains_key(&p))
+    }
+
+    pub fn add_tcp(&mut self, ip: IpAddr, port: u16, key: ServerKey) {
+        self.tcp.entry(port).or_default().push((ip, key));
+    }
+
+    pub fn remove_tcp(&mut self, port: u16, key: ServerKey) {
+        if let Some(list) = self.tcp.get_mut(&port) {
+            list.retain(|(_, k)| *k != key);
+            if list.is_empty() {
+                self.tcp.remove(&port);
+            }
+        }
+    }
+
+    pub fn add_unix(&mut self, path: String, key: ServerKey) -> bool {
+        if self.unix.contains_key(&path) {
+            return false;
+        }
+        self.unix.insert(path, key);
+        true
+    }
+
+    pub fn remove_unix(&mut self, path: &str) {
+        self.unix.remove(path);
+    }
+
+    /// Claims an ephemeral port for a connecting socket.
+    pub fn claim_client_port(&mut self) -> Option<u16> {
+        let port = self.free_port()?;
+        debug_assert!(!self.port_in_use(port));
+        *self.client_ports.entry(port).or_default() += 1;
+        Some(port)
+    }
+
+    pub fn release_client_port(&mut self, port: u16) {
+        if let Some(n) = self.client_ports.get_mut(&port) {
+            *n -= 1;
+            if *n == 0 {
+                self.client_ports.remove(&port);
+            }
+        }
+    }
+
+    pub fn listener_count(&self) -> usize {
+        self.tcp.values().map(Vec::len).sum::<usize>() + self.unix.len()
+    }
+}

@@ -1,0 +1,29 @@
+//! The push-based networking sidecar.
+//!
+//! A guest (a JS isolate, a WASM module) reaches the network only through synchronous
+//! calls into this process and events it pushes back. Sessions attach to operator-defined
+//! VMs (private loopbacks, ports and Unix paths); their sockets' events are **pushed** as
+//! they happen, so a guest never waits on a timer. See `docs/PROTOCOL.md` for the wire and
+//! `../shared/DESIGN.md` for the architecture.
+//!
+//! - [`Sidecar`] ([`runtime`]): the embedding API: start, attach sessions (in-process,
+//!   fds, a Unix listening socket), stats, shutdown.
+//! - [`core`]: sessions, VMs, the socket table (single-threaded, on the RPC loop).
+//! - [`calls`] / [`parked`]: serving calls, and the calls that must wait.
+//! - [`outbound`]: a session's push side, never blocking the pusher.
+//! - [`transport`]: in-process pipe, fd streams, the Unix listener.
+//! - [`addr`]: address matching inside a VM; [`config`], [`metrics`], [`stats`].
+
+pub mod addr;
+pub mod calls;
+pub mod config;
+pub mod core;
+pub mod metrics;
+pub mod outbound;
+pub mod parked;
+pub mod runtime;
+pub mod stats;
+pub mod transport;
+
+pub use config::{Limits, SidecarConfig, VmConfig};
+pub use runtime::Sidecar;

@@ -1,0 +1,119 @@
+//! The `sidecar` command: serve guests over stdio or a Unix listening socket.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use sidecar::{Sidecar, SidecarConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "sidecar",
+    version,
+    about = "Push-based networking sidecar for sandboxed guests"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve guests: one over stdin/stdout (--stdio), or many over a Unix socket (--listen).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Serve one session over stdin/stdout (logs go to stderr only).
+    #[arg(long, conflicts_with = "listen", required_unless_present = "listen")]
+    stdio: bool,
+    /// Serve sessions on a Unix socket created at PATH (mode 0600).
+    #[arg(long, value_name = "PATH")]
+    listen: Option<PathBuf>,
+    /// Define a VM guests may attach to: NAME=SECRET, or NAME=@FILE to read the secret
+    /// from a file (first line). Repeatable; at least one.
+    #[arg(long = "vm", value_name = "NAME=SECRET", required = true)]
+    vms: Vec<String>,
+    /// Largest frame accepted from a guest, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = sidecar_protocol::DEFAULT_MAX_FRAME)]
+    max_frame: usize,
+}
+
+fn parse_vm(spec: &str) -> Result<(String, String)> {
+    let Some((name, secret)) = spec.split_once('=') else {
+        bail!("--vm {spec:?}: expected NAME=SECRET or NAME=@FILE");
+    };
+    if name.is_empty() {
+        bail!("--vm {spec:?}: the VM name is empty");
+    }
+    let secret = match secret.strip_prefix('@') {
+        Some(file) => std::fs::read_to_string(file)
+            .with_context(|| format!("reading the secret of VM {name} from {file}"))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        None => secret.to_owned(),
+    };
+    if secret.is_empty() {
+        bail!("--vm {name}: the secret is empty");
+    }
+    Ok((name.to_owned(), secret))
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let mut config = SidecarConfig::default();
+    for spec in &args.vms {
+        let (name, secret) = parse_vm(spec)?;
+        config = config.with_vm(name, secret);
+    }
+    config.limits.max_frame = args.max_frame;
+    let sidecar = Sidecar::start(config).context("starting the sidecar")?;
+    if args.stdio {
+        let (stdin, stdout) = sidecar::runtime::stdio_fds()?;
+        let finished = sidecar.serve_fds(stdin, Some(stdout))?;
+        let _ = finished.recv();
+        sidecar.shutdown();
+        return Ok(());
+    }
+    let path = args.listen.expect("clap requires --listen without --stdio");
+    sidecar
+        .listen_unix(&path)
+        .with_context(|| format!("listening on {}", path.display()))?;
+    tracing::info!(path = %path.display(), "listening");
+    wait_for_termination()?;
+    sidecar.shutdown();
+    Ok(())
+}
+
+/// Blocks until SIGINT or SIGTERM.
+fn wait_for_termination() -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        Ok::<_, std::io::Error>(())
+    })?;
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args),
+    }
+}

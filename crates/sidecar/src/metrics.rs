@@ -1,0 +1,126 @@
+//! Counters of the sidecar, readable through the `stats` call (a guest sees its own
+//! session and VM) and the embedding API (the operator sees everything).
+//!
+//! Relaxed atomics: pushers on any thread bump them without a lock; they are diagnostics,
+//! never used to synchronise.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{json, Map, Value};
+use sidecar_protocol::{EventKind, Method};
+
+/// One counter per event kind (indexed like `EventKind::ALL`).
+pub struct EventCounts(Box<[AtomicU64]>);
+
+/// One counter per method (indexed like `Method::ALL`).
+pub struct CallCounts(Box<[AtomicU64]>);
+
+fn counters(n: usize) -> Box<[AtomicU64]> {
+    (0..n).map(|_| AtomicU64::new(0)).collect()
+}
+
+fn kind_index(kind: EventKind) -> usize {
+    EventKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
+}
+
+fn method_index(method: Method) -> usize {
+    Method::ALL.iter().position(|m| *m == method).unwrap_or(0)
+}
+
+impl Default for EventCounts {
+    fn default() -> Self {
+        EventCounts(counters(EventKind::ALL.len()))
+    }
+}
+
+impl Default for CallCounts {
+    fn default() -> Self {
+        CallCounts(counters(Method::ALL.len()))
+    }
+}
+
+impl EventCounts {
+    pub fn bump(&self, kind: EventKind) {
+        self.0[kind_index(kind)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, kind: EventKind) -> u64 {
+        self.0[kind_index(kind)].load(Ordering::Relaxed)
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut map = Map::new();
+        for kind in EventKind::ALL {
+            map.insert(kind.as_str().into(), self.get(*kind).into());
+        }
+        Value::Object(map)
+    }
+}
+
+impl CallCounts {
+    pub fn bump(&self, method: Method) {
+        self.0[method_index(method)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut map = Map::new();
+        for method in Method::ALL {
+            let n = self.0[method_index(*method)].load(Ordering::Relaxed);
+            if n > 0 {
+                map.insert(method.as_str().into(), n.into());
+            }
+        }
+        Value::Object(map)
+    }
+}
+
+/// Sidecar-wide counters.
+#[derive(Default)]
+pub struct Metrics {
+    pub events: EventCounts,
+    pub calls: CallCounts,
+    /// Calls parked right now, and ever.
+    pub parked_now: AtomicU64,
+    pub parked_total: AtomicU64,
+    /// Wakes of a data-path thread caused by a timer rather than an event. Push mode has
+    /// none; the poll lane's re-poll ticks are counted here by the guest side.
+    pub timer_origin_wakes: AtomicU64,
+    pub sessions_now: AtomicU64,
+    pub sessions_total: AtomicU64,
+    /// Frames refused: malformed header, unknown method, bad params.
+    pub bad_frames: AtomicU64,
+    /// Sessions closed because their stream broke framing (oversized, inconsistent).
+    pub framing_errors: AtomicU64,
+    /// Hellos refused (wrong VM/secret, version).
+    pub refused_hellos: AtomicU64,
+}
+
+pub fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn drop_one(counter: &AtomicU64) {
+    counter.fetch_sub(1, Ordering::Relaxed);
+}
+
+pub fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+impl Metrics {
+    /// The sidecar-wide part of `stats` (fabric counters are added by the caller).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "events_pushed": self.events.to_json(),
+            "calls": self.calls.to_json(),
+            "parked_calls": get(&self.parked_now),
+            "parked_calls_total": get(&self.parked_total),
+            "timer_origin_wakes": get(&self.timer_origin_wakes),
+            "sessions": get(&self.sessions_now),
+            "sessions_total": get(&self.sessions_total),
+            "bad_frames": get(&self.bad_frames),
+            "framing_errors": get(&self.framing_errors),
+            "refused_hellos": get(&self.refused_hellos),
+        })
+    }
+}

@@ -1,0 +1,217 @@
+//! The embedding API: start a sidecar (its RPC loop on a thread of its own), attach
+//! sessions over any transport, read the operator's stats, shut it down.
+//!
+//! The RPC loop is a single-thread tokio runtime with a `LocalSet`, as in the system this
+//! replaces: every call is served there, none may block, and a call that must wait is
+//! parked as a local task. Commands reach the loop through a channel, so the handle is
+//! `Send + Sync` and usable from any thread.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::thread::JoinHandle;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::config::SidecarConfig;
+use crate::core::Core;
+use crate::metrics::Metrics;
+use crate::transport::inproc::{PipeSink, PipeSource};
+use crate::transport::listen::{accept_loop, bind_private, serve_fds};
+use crate::transport::serve_connection;
+use crate::transport::stream::async_fd;
+
+enum Command {
+    InProcess(inproc_pipe::End),
+    Fds {
+        read: OwnedFd,
+        write: Option<OwnedFd>,
+        done: std_mpsc::Sender<()>,
+    },
+    Listen(std::os::unix::net::UnixListener),
+    Stats(std_mpsc::Sender<Value>),
+}
+
+/// A running sidecar. Dropping it (or [`Sidecar::shutdown`]) ends every session, stops
+/// the RPC loop and removes the Unix socket files it created.
+pub struct Sidecar {
+    commands: Option<mpsc::UnboundedSender<Command>>,
+    thread: Option<JoinHandle<()>>,
+    metrics: Arc<Metrics>,
+    socket_files: parking_lot::Mutex<Vec<PathBuf>>,
+}
+
+impl Sidecar {
+    /// Starts the RPC loop thread (`sidecar-rpc`).
+    pub fn start(config: SidecarConfig) -> io::Result<Sidecar> {
+        let metrics = Arc::new(Metrics::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let loop_metrics = Arc::clone(&metrics);
+        let thread = std::thread::Builder::new()
+            .name("sidecar-rpc".into())
+            .spawn(move || run_loop(runtime, Arc::new(config), loop_metrics, rx))?;
+        Ok(Sidecar {
+            commands: Some(tx),
+            thread: Some(thread),
+            metrics,
+            socket_files: parking_lot::Mutex::new(Vec::new()),
+        })
+    }
+
+    fn send(&self, command: Command) -> io::Result<()> {
+        self.commands
+            .as_ref()
+            .and_then(|tx| tx.send(command).ok())
+            .ok_or_else(|| io::Error::other("the sidecar has shut down"))
+    }
+
+    /// A new in-process connection; returns the guest's end of the pipe.
+    pub fn connect_in_process(&self) -> io::Result<inproc_pipe::End> {
+        let (guest, sidecar) = inproc_pipe::duplex();
+        self.send(Command::InProcess(sidecar))?;
+        Ok(guest)
+    }
+
+    /// Serves one connection over fds: a socket (`write` = `None`: the same fd both ways)
+    /// or a pipe pair such as stdin/stdout. The returned channel yields once the
+    /// connection has ended.
+    pub fn serve_fds(
+        &self,
+        read: OwnedFd,
+        write: Option<OwnedFd>,
+    ) -> io::Result<std_mpsc::Receiver<()>> {
+        let (done, finished) = std_mpsc::channel();
+        self.send(Command::Fds { read, write, done })?;
+        Ok(finished)
+    }
+
+    /// Listens on a Unix socket at `path` (created mode 0600); each connection is a
+    /// session. The file is removed when the sidecar shuts down.
+    pub fn listen_unix(&self, path: &Path) -> io::Result<()> {
+        let listener = bind_private(path)?;
+        self.send(Command::Listen(listener))?;
+        self.socket_files.lock().push(path.to_path_buf());
+        Ok(())
+    }
+
+    /// The operator's view of the counters (every VM).
+    pub fn stats(&self) -> io::Result<Value> {
+        let (tx, rx) = std_mpsc::channel();
+        self.send(Command::Stats(tx))?;
+        rx.recv()
+            .map_err(|_| io::Error::other("the sidecar has shut down"))
+    }
+
+    /// Sidecar-wide counters, readable without a round trip to the loop.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Ends every session and stops the loop (also done on drop).
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.commands = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        for path in self.socket_files.lock().drain(..) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run_loop(
+    runtime: tokio::runtime::Runtime,
+    config: Arc<SidecarConfig>,
+    metrics: Arc<Metrics>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let local = tokio::task::LocalSet::new();
+    let max_frame = config.limits.max_frame;
+    local.block_on(&runtime, async move {
+        let core = Rc::new(RefCell::new(Core::new(config, metrics)));
+        while let Some(command) = commands.recv().await {
+            match command {
+                Command::InProcess(end) => {
+                    let source = PipeSource::new(end.rx, max_frame);
+                    let sink = Arc::new(PipeSink(end.tx));
+                    tokio::task::spawn_local(serve_connection(
+                        Rc::clone(&core),
+                        source,
+                        sink,
+                        max_frame,
+                    ));
+                }
+                Command::Fds { read, write, done } => {
+                    serve_fd_command(&core, read, write, done, max_frame)
+                }
+                Command::Listen(listener) => {
+                    tokio::task::spawn_local(accept_loop(Rc::clone(&core), listener, max_frame));
+                }
+                Command::Stats(reply) => {
+                    let _ = reply.send(crate::stats::sidecar_stats(&core.borrow()));
+                }
+            }
+        }
+        let sessions: Vec<_> = core.borrow().sessions.keys().copied().collect();
+        for sid in sessions {
+            core.borrow_mut().end_session(sid);
+        }
+        core.borrow().fabric.shutdown();
+    });
+}
+
+fn serve_fd_command(
+    core: &Rc<RefCell<Core>>,
+    read: OwnedFd,
+    write: Option<OwnedFd>,
+    done: std_mpsc::Sender<()>,
+    max_frame: usize,
+) {
+    let is_socket = write.is_none();
+    let fds = async_fd(read).and_then(|read| {
+        let write = match write {
+            Some(fd) => async_fd(fd)?,
+            None => Arc::clone(&read),
+        };
+        Ok::<_, io::Error>((read, write))
+    });
+    match fds {
+        Ok((read, write)) => {
+            let core = Rc::clone(core);
+            tokio::task::spawn_local(async move {
+                serve_fds(core, read, write, is_socket, max_frame).await;
+                let _ = done.send(());
+            });
+        }
+        Err(e) => {
+            tracing::error!(%e, "cannot serve these fds (regular files cannot be polled)");
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Opens stdin and stdout as a connection's fds (duplicated, so the originals stay).
+pub fn stdio_fds() -> io::Result<(OwnedFd, OwnedFd)> {
+    use std::os::fd::AsFd;
+    let stdin = io::stdin().as_fd().try_clone_to_owned()?;
+    let stdout = io::stdout().as_fd().try_clone_to_owned()?;
+    Ok((stdin, stdout))
+}

@@ -1,0 +1,77 @@
+//! The `stats` schema. A guest sees its own session, its own VM and the sidecar's
+//! data-path health counters; it never sees other VMs (their names, sockets or traffic).
+//! The operator's view ([`sidecar_stats`], through the embedding API) has every VM.
+//!
+//! ```text
+//! {
+//!   "session": {"id", "vm", "mode", "last_seq", "events_pushed": {kind: n},
+//!               "events_undeliverable", "calls": {method: n}, "open_handles",
+//!               "parked_calls"},
+//!   "vm":      {"name", "sockets", "listeners"},
+//!   "health":  {"fallback_fired", "fallback_found_work", "timer_origin_wakes"}
+//! }
+//! ```
+//!
+//! `fallback_found_work` must stay 0 (non-zero means a lost notification); push mode
+//! has no timer-origin wakes.
+
+use serde_json::{json, Value};
+
+use crate::core::{Core, SessionId};
+use crate::metrics::get;
+
+fn health(core: &Core) -> Value {
+    let fabric = core.fabric.stats();
+    json!({
+        "fallback_fired": fabric.fallback_fired,
+        "fallback_found_work": fabric.fallback_found_work,
+        "timer_origin_wakes": get(&core.metrics.timer_origin_wakes),
+    })
+}
+
+fn vm_json(core: &Core, name: &str) -> Value {
+    match core.vms.get(name) {
+        Some(vm) => json!({"name": name, "sockets": vm.open, "listeners": vm.listener_count()}),
+        None => json!({"name": name}),
+    }
+}
+
+/// What `stats` returns to a guest.
+pub fn session_stats(core: &Core, sid: SessionId) -> Value {
+    let Some(session) = core.session(sid) else {
+        return Value::Null;
+    };
+    json!({
+        "session": {
+            "id": sid,
+            "vm": session.vm,
+            "mode": session.mode,
+            "last_seq": session.out.last_seq(),
+            "events_pushed": session.out.session_events.to_json(),
+            "events_undeliverable": session.out.events_undeliverable.load(std::sync::atomic::Ordering::Relaxed),
+            "calls": session.calls.to_json(),
+            "open_handles": session.open_handles(),
+            "parked_calls": session.parked_count(),
+        },
+        "vm": vm_json(core, &session.vm),
+        "health": health(core),
+    })
+}
+
+/// The operator's view: sidecar-wide counters and every VM.
+pub fn sidecar_stats(core: &Core) -> Value {
+    let vms: serde_json::Map<String, Value> = core
+        .vms
+        .keys()
+        .map(|name| (name.clone(), vm_json(core, name)))
+        .collect();
+    let fabric = core.fabric.stats();
+    let mut all = core.metrics.to_json();
+    all["vms"] = Value::Object(vms);
+    all["fallback_fired"] = fabric.fallback_fired.into();
+    all["fallback_found_work"] = fabric.fallback_found_work.into();
+    all["fabric_live_keys"] = fabric.live_keys.into();
+    all["streams"] = core.streams.len().into();
+    all["servers"] = core.servers.len().into();
+    all
+}

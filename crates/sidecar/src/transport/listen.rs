@@ -1,0 +1,106 @@
+//! The Unix listening socket (`serve --listen PATH`): many sessions, one per connection.
+//!
+//! The socket file is created mode 0600 with no window where it is more open: it is
+//! bound inside a fresh private (0700) directory, chmod'ed, then renamed into place. A
+//! path that already holds a live socket is refused (`EADDRINUSE`) rather than stolen; a
+//! stale one (nobody answers) is replaced.
+
+use std::cell::RefCell;
+use std::fs::{self, DirBuilder, File};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use tokio::io::unix::AsyncFd;
+
+use super::serve_connection;
+use super::stream::{async_fd, FdSink, FdSource};
+use crate::config::random_token;
+use crate::core::Core;
+
+/// Binds `path` as a Unix listening socket readable and writable by this user only.
+pub fn bind_private(path: &Path) -> io::Result<UnixListener> {
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{} is in use by a running listener", path.display()),
+            ));
+        }
+        fs::remove_file(path)?;
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let staging = parent.join(format!(".sidecar-bind-{}", &random_token()[..16]));
+    DirBuilder::new().mode(0o700).create(&staging)?;
+    let staged = staging.join("s");
+    let result = (|| {
+        let listener = UnixListener::bind(&staged)?;
+        fs::set_permissions(&staged, fs::Permissions::from_mode(0o600))?;
+        fs::rename(&staged, path)?;
+        Ok(listener)
+    })();
+    let _ = fs::remove_file(&staged);
+    let _ = fs::remove_dir(&staging);
+    result
+}
+
+/// Accepts connections until the loop shuts down; each becomes a session.
+pub async fn accept_loop(core: Rc<RefCell<Core>>, listener: UnixListener, max_frame: usize) {
+    let listener = match listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixListener::from_std(listener))
+    {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(%e, "cannot serve the Unix listener");
+            return;
+        }
+    };
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let fd = match stream.into_std() {
+                    Ok(std_stream) => OwnedFd::from(std_stream),
+                    Err(e) => {
+                        tracing::warn!(%e, "accepted connection unusable");
+                        continue;
+                    }
+                };
+                match async_fd(fd) {
+                    Ok(fd) => {
+                        let task =
+                            serve_fds(Rc::clone(&core), Arc::clone(&fd), fd, true, max_frame);
+                        tokio::task::spawn_local(task);
+                    }
+                    Err(e) => tracing::warn!(%e, "cannot register a connection"),
+                }
+            }
+            Err(e) => {
+                // EMFILE and friends: nothing notifies "an fd was freed", so this is the
+                // one bounded retry of the listener (logged), never a spin.
+                tracing::warn!(%e, "accept failed; retrying in 50 ms");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Serves one fd-based connection (a socket, or stdin + stdout).
+pub async fn serve_fds(
+    core: Rc<RefCell<Core>>,
+    read: Arc<AsyncFd<File>>,
+    write: Arc<AsyncFd<File>>,
+    is_socket: bool,
+    max_frame: usize,
+) {
+    let sink = FdSink::new(write, is_socket);
+    tokio::task::spawn_local(Arc::clone(&sink).run_writer());
+    serve_connection(core, FdSource::new(read, max_frame), sink, max_frame).await;
+}

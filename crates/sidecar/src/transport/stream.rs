@@ -1,0 +1,208 @@
+//! Byte-stream transports over file descriptors: a Unix socket connection (one fd for
+//! both directions) or stdin/stdout (two fds).
+//!
+//! Reading: the RPC loop awaits readability through tokio's reactor and decodes frames as
+//! they complete ([`FdSource`]). Writing ([`FdSink`]): a push first tries a non-blocking
+//! `write` straight to the fd, from whatever thread pushes; what the kernel does not take
+//! is queued, and a writer task on the RPC loop flushes the queue when the fd turns
+//! writable. A push never blocks and never waits for the writer.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use sidecar_protocol::{FrameDecoder, RawFrame};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
+
+use super::{FrameSource, SourceEnd};
+use crate::outbound::{FrameSink, SinkClosed};
+
+/// Registers an fd with the RPC loop's reactor, switched to non-blocking mode.
+/// Regular files cannot be polled: stdio must be pipes, sockets or terminals.
+pub fn async_fd(fd: OwnedFd) -> io::Result<Arc<AsyncFd<File>>> {
+    let file = File::from(fd);
+    set_nonblocking(&file)?;
+    // SAFETY: the `File` owns its fd and is owned by the `AsyncFd` for its whole life, so
+    // the fd stays open and names the same file description until the `AsyncFd` drops.
+    let registered = unsafe { AsyncFd::register(file) };
+    Ok(Arc::new(registered.map_err(io::Error::from)?))
+}
+
+fn set_nonblocking(file: &File) -> io::Result<()> {
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on an fd we own; only its status flags change.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Frames read from an fd.
+pub struct FdSource {
+    fd: Arc<AsyncFd<File>>,
+    decoder: FrameDecoder,
+}
+
+impl FdSource {
+    pub fn new(fd: Arc<AsyncFd<File>>, max_frame: usize) -> Self {
+        FdSource {
+            fd,
+            decoder: FrameDecoder::new(max_frame),
+        }
+    }
+}
+
+impl FrameSource for FdSource {
+    async fn next_batch(&mut self, out: &mut Vec<RawFrame>) -> Result<(), SourceEnd> {
+        loop {
+            loop {
+                match self.decoder.next_frame() {
+                    Ok(Some(frame)) => out.push(frame),
+                    Ok(None) => break,
+                    Err(e) => return Err(SourceEnd::Framing(e)),
+                }
+            }
+            if !out.is_empty() {
+                return Ok(());
+            }
+            let mut guard = self.fd.readable().await.map_err(|_| SourceEnd::Closed)?;
+            let decoder = &mut self.decoder;
+            match guard.try_io(|fd| decoder.read_from(&mut fd.get_ref())) {
+                Ok(Ok(0)) => {
+                    return match self.decoder.finish() {
+                        Ok(()) => Err(SourceEnd::Closed),
+                        Err(e) => Err(SourceEnd::Framing(e)),
+                    }
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(_)) => return Err(SourceEnd::Closed),
+                Err(_would_block) => {}
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Pending {
+    frames: VecDeque<Vec<u8>>,
+    /// Bytes of the front frame already written.
+    offset: usize,
+    broken: bool,
+    closing: bool,
+}
+
+/// Pushes to an fd without blocking.
+pub struct FdSink {
+    fd: Arc<AsyncFd<File>>,
+    pending: Mutex<Pending>,
+    wake_writer: Notify,
+    /// Whether closing should also shut the socket's write side down (not for stdout).
+    is_socket: bool,
+}
+
+impl FdSink {
+    pub fn new(fd: Arc<AsyncFd<File>>, is_socket: bool) -> Arc<Self> {
+        Arc::new(FdSink {
+            fd,
+            pending: Mutex::new(Pending::default()),
+            wake_writer: Notify::new(),
+            is_socket,
+        })
+    }
+
+    /// Writes queued frames until the queue is empty or the kernel's buffer is full.
+    /// Returns `Ok(true)` when the queue is empty.
+    fn flush(&self, pending: &mut Pending) -> io::Result<bool> {
+        while let Some(front) = pending.frames.front() {
+            match self.fd.get_ref().write(&front[pending.offset..]) {
+                Ok(n) => {
+                    pending.offset += n;
+                    if pending.offset == front.len() {
+                        pending.frames.pop_front();
+                        pending.offset = 0;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// The writer task: flushes whenever pushes left bytes queued, until closed or broken.
+    pub async fn run_writer(self: Arc<Self>) {
+        loop {
+            self.wake_writer.notified().await;
+            loop {
+                let (empty, closing) = {
+                    let mut pending = self.pending.lock();
+                    match self.flush(&mut pending) {
+                        Ok(empty) => (empty, pending.closing),
+                        Err(_) => {
+                            pending.broken = true;
+                            pending.frames.clear();
+                            return;
+                        }
+                    }
+                };
+                if empty && closing {
+                    self.finish();
+                    return;
+                }
+                if empty {
+                    break;
+                }
+                match self.fd.writable().await {
+                    Ok(mut guard) => guard.clear_ready(),
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if self.is_socket {
+            // SAFETY: shutdown(2) on a socket fd we own; SHUT_WR sends FIN after the data.
+            unsafe { libc::shutdown(self.fd.get_ref().as_raw_fd(), libc::SHUT_WR) };
+        }
+    }
+}
+
+impl FrameSink for FdSink {
+    fn send(&self, frame: Vec<u8>) -> Result<(), SinkClosed> {
+        let mut pending = self.pending.lock();
+        if pending.broken || pending.closing {
+            return Err(SinkClosed);
+        }
+        let was_empty = pending.frames.is_empty();
+        pending.frames.push_back(frame);
+        if was_empty {
+            match self.flush(&mut pending) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(_) => {
+                    pending.broken = true;
+                    pending.frames.clear();
+                    return Err(SinkClosed);
+                }
+            }
+        }
+        drop(pending);
+        self.wake_writer.notify_one();
+        Ok(())
+    }
+
+    fn close(&self) {
+        self.pending.lock().closing = true;
+        self.wake_writer.notify_one();
+    }
+}

@@ -1,0 +1,308 @@
+//! A raw protocol guest for the sidecar's own tests: speaks frames directly (so tests can
+//! also send broken ones) over the in-process pipe or a Unix socket.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sidecar_protocol::{read_frame, Header, DEFAULT_MAX_FRAME};
+
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+pub enum Wire {
+    Pipe(inproc_pipe::End),
+    Unix(UnixStream),
+}
+
+/// One received frame: a reply or an event, with its payload.
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    Reply {
+        id: u64,
+        outcome: Result<Value, Value>,
+        payload: Vec<u8>,
+    },
+    Event {
+        event: Value,
+        payload: Vec<u8>,
+    },
+}
+
+pub struct RawGuest {
+    wire: Wire,
+    next_id: u64,
+    pending_events: VecDeque<(Value, Vec<u8>)>,
+    pub hello: Value,
+}
+
+pub fn encode(header: &Value, payload: &[u8]) -> Vec<u8> {
+    let h = serde_json::to_vec(header).unwrap();
+    let total = 4 + h.len() + payload.len();
+    let mut out = Vec::with_capacity(4 + total);
+    out.extend((total as u32).to_be_bytes());
+    out.extend((h.len() as u32).to_be_bytes());
+    out.extend(h);
+    out.extend(payload);
+    out
+}
+
+pub const ALL_CAPS: &[&str] = &["push", "noreply", "tcp", "unix", "dns", "credit"];
+
+impl RawGuest {
+    pub fn new(wire: Wire) -> Self {
+        RawGuest {
+            wire,
+            next_id: 1,
+            pending_events: VecDeque::new(),
+            hello: Value::Null,
+        }
+    }
+
+    /// Connects and says hello; panics if refused.
+    pub fn attach(wire: Wire, vm: &str, secret: &str) -> Self {
+        let mut guest = RawGuest::new(wire);
+        let hello = guest
+            .call(
+                "hello",
+                json!({"version": 1, "vm": vm, "secret": secret, "capabilities": ALL_CAPS}),
+                b"",
+            )
+            .expect("hello refused");
+        guest.hello = hello;
+        guest
+    }
+
+    pub fn send_raw(&mut self, bytes: Vec<u8>) -> bool {
+        match &mut self.wire {
+            Wire::Pipe(end) => end.tx.send(bytes).is_ok(),
+            Wire::Unix(stream) => stream.write_all(&bytes).is_ok(),
+        }
+    }
+
+    /// The next frame, or `None` when the sidecar closed the stream or the deadline passed.
+    pub fn recv(&mut self, deadline: Instant) -> Option<Incoming> {
+        let bytes = match &mut self.wire {
+            Wire::Pipe(end) => end.rx.recv_until(deadline).ok()??,
+            Wire::Unix(stream) => {
+                stream
+                    .set_read_timeout(Some(
+                        deadline
+                            .saturating_duration_since(Instant::now())
+                            .max(Duration::from_millis(1)),
+                    ))
+                    .unwrap();
+                let frame = read_frame(stream, DEFAULT_MAX_FRAME).ok()??;
+                let mut out = Vec::new();
+                out.extend(((4 + frame.header.len() + frame.payload.len()) as u32).to_be_bytes());
+                out.extend((frame.header.len() as u32).to_be_bytes());
+                out.extend(&frame.header);
+                out.extend(&frame.payload);
+                out
+            }
+        };
+        let mut reader = bytes.as_slice();
+        let raw = read_frame(&mut reader, DEFAULT_MAX_FRAME).unwrap().unwrap();
+        let value: Value = serde_json::from_slice(&raw.header).unwrap();
+        match raw.parse_header().unwrap() {
+            Header::Reply(reply) => Some(Incoming::Reply {
+                id: reply.id,
+                outcome: reply.outcome.map_err(|e| serde_json::to_value(e).unwrap()),
+                payload: raw.payload,
+            }),
+            Header::Event(_) => Some(Incoming::Event {
+                event: value,
+                payload: raw.payload,
+            }),
+            Header::Call(_) => panic!("the sidecar sent a call"),
+        }
+    }
+
+    pub fn send_call(&mut self, method: &str, params: Value, payload: &[u8], noreply: bool) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut header = json!({"type": "call", "id": id, "method": method, "params": params});
+        if noreply {
+            header["noreply"] = true.into();
+        }
+        self.send_raw(encode(&header, payload));
+        id
+    }
+
+    /// A blocking call: events that arrive first are queued. `Err` holds the error object.
+    pub fn call(&mut self, method: &str, params: Value, payload: &[u8]) -> Result<Value, Value> {
+        let id = self.send_call(method, params, payload, false);
+        self.wait_reply(id)
+    }
+
+    pub fn wait_reply(&mut self, id: u64) -> Result<Value, Value> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match self.recv(deadline).expect("no reply before the deadline") {
+                Incoming::Reply {
+                    id: got, outcome, ..
+                } if got == id => return outcome,
+                Incoming::Reply { id: got, .. } => panic!("reply to {got} while waiting for {id}"),
+                Incoming::Event { event, payload } => {
+                    self.pending_events.push_back((event, payload))
+                }
+            }
+        }
+    }
+
+    /// The next event (queued ones first).
+    pub fn event(&mut self) -> (Value, Vec<u8>) {
+        if let Some(e) = self.pending_events.pop_front() {
+            return e;
+        }
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match self.recv(deadline).expect("no event before the deadline") {
+                Incoming::Event { event, payload } => return (event, payload),
+                Incoming::Reply { id, .. } => panic!("unexpected reply {id}"),
+            }
+        }
+    }
+
+    /// The next event of a given kind, skipping (and returning) others before it.
+    pub fn event_of(&mut self, kind: &str) -> (Value, Vec<u8>, Vec<Value>) {
+        let mut skipped = Vec::new();
+        loop {
+            let (event, payload) = self.event();
+            if event["event"] == kind {
+                return (event, payload, skipped);
+            }
+            skipped.push(event);
+        }
+    }
+
+    /// Reads `len` bytes of `data` events for `socket`.
+    pub fn read_data(&mut self, socket: u64, len: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        while got.len() < len {
+            let (event, payload) = self.event();
+            assert_eq!(event["event"], "data", "expected data, got {event}");
+            assert_eq!(event["socket"], socket);
+            got.extend(payload);
+        }
+        got
+    }
+
+    pub fn stats(&mut self) -> Value {
+        self.call("stats", json!({}), b"").unwrap()
+    }
+
+    pub fn into_wire(self) -> Wire {
+        self.wire
+    }
+
+    pub fn read_unix_to_end(&mut self) -> Vec<u8> {
+        let mut rest = Vec::new();
+        if let Wire::Unix(stream) = &mut self.wire {
+            stream.set_read_timeout(Some(DEADLINE)).unwrap();
+            let _ = stream.read_to_end(&mut rest);
+        }
+        rest
+    }
+}
+
+/// A sidecar with two VMs (`a`/`sa`, `b`/`sb`) serving in-process and on a Unix socket.
+pub struct Harness {
+    pub sidecar: sidecar::Sidecar,
+    pub socket: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Transport {
+    InProcess,
+    Unix,
+}
+
+pub const TRANSPORTS: [Transport; 2] = [Transport::InProcess, Transport::Unix];
+
+impl Harness {
+    pub fn new() -> Self {
+        let config = sidecar::SidecarConfig::default()
+            .with_vm("a", "sa")
+            .with_vm("b", "sb");
+        Self::with_config(config)
+    }
+
+    pub fn with_config(config: sidecar::SidecarConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("sidecar.sock");
+        let sidecar = sidecar::Sidecar::start(config).unwrap();
+        sidecar.listen_unix(&socket).unwrap();
+        Harness {
+            sidecar,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    pub fn wire(&self, transport: Transport) -> Wire {
+        match transport {
+            Transport::InProcess => Wire::Pipe(self.sidecar.connect_in_process().unwrap()),
+            Transport::Unix => Wire::Unix(UnixStream::connect(&self.socket).unwrap()),
+        }
+    }
+
+    /// A guest attached to VM `a` over `transport`.
+    pub fn guest(&self, transport: Transport) -> RawGuest {
+        RawGuest::attach(self.wire(transport), "a", "sa")
+    }
+
+    pub fn guest_in(&self, transport: Transport, vm: &str) -> RawGuest {
+        let secret = format!("s{vm}");
+        RawGuest::attach(self.wire(transport), vm, &secret)
+    }
+
+    /// The operator's view, once the sidecar has processed everything sent so far.
+    pub fn stats(&self) -> Value {
+        self.sidecar.stats().unwrap()
+    }
+}
+
+/// A connected pair: (server guest, server-side socket id, client guest, client socket id).
+pub struct Conn {
+    pub server: RawGuest,
+    pub server_sock: u64,
+    pub client: RawGuest,
+    pub client_sock: u64,
+    pub server_id: u64,
+}
+
+pub fn connect_pair(h: &Harness, transport: Transport, listen: Value, connect: Value) -> Conn {
+    let mut server = h.guest(transport);
+    let mut client = h.guest(transport);
+    let listened = server.call("net.listen", listen, b"").expect("listen");
+    let server_id = listened["server"].as_u64().unwrap();
+    let mut connect = connect;
+    if connect.get("path").is_none() && connect.get("port").is_none() {
+        connect["port"] = listened["local"]["port"].clone();
+    }
+    let connected = client.call("net.connect", connect, b"").expect("connect");
+    let client_sock = connected["socket"].as_u64().unwrap();
+    let (accept, _, _) = server.event_of("accept");
+    let server_sock = accept["socket"].as_u64().unwrap();
+    // Take the connection (acknowledges the accept, as the guest client does).
+    server.send_call(
+        "net.credit",
+        json!({"socket": server_sock, "bytes": 0}),
+        b"",
+        true,
+    );
+    let (connect_event, _, _) = client.event_of("connect");
+    assert_eq!(connect_event["socket"], client_sock);
+    Conn {
+        server,
+        server_sock,
+        client,
+        client_sock,
+        server_id,
+    }
+}
