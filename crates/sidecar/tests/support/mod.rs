@@ -16,6 +16,8 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 pub enum Wire {
     Pipe(inproc_pipe::End),
     Unix(UnixStream),
+    /// A `sidecar serve --stdio` child: we write its stdin, read its stdout.
+    Child(std::process::ChildStdin, std::process::ChildStdout),
 }
 
 /// One received frame: a reply or an event, with its payload.
@@ -80,6 +82,7 @@ impl RawGuest {
         match &mut self.wire {
             Wire::Pipe(end) => end.tx.send(bytes).is_ok(),
             Wire::Unix(stream) => stream.write_all(&bytes).is_ok(),
+            Wire::Child(stdin, _) => stdin.write_all(&bytes).and_then(|()| stdin.flush()).is_ok(),
         }
     }
 
@@ -96,6 +99,15 @@ impl RawGuest {
                     ))
                     .unwrap();
                 let frame = read_frame(stream, DEFAULT_MAX_FRAME).ok()??;
+                let mut out = Vec::new();
+                out.extend(((4 + frame.header.len() + frame.payload.len()) as u32).to_be_bytes());
+                out.extend((frame.header.len() as u32).to_be_bytes());
+                out.extend(&frame.header);
+                out.extend(&frame.payload);
+                out
+            }
+            Wire::Child(_, stdout) => {
+                let frame = read_frame(stdout, DEFAULT_MAX_FRAME).ok()??;
                 let mut out = Vec::new();
                 out.extend(((4 + frame.header.len() + frame.payload.len()) as u32).to_be_bytes());
                 out.extend((frame.header.len() as u32).to_be_bytes());
