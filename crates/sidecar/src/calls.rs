@@ -123,7 +123,9 @@ pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) 
     };
     let method = request.method();
     core.metrics.calls.bump(method);
-    core.sessions.get(&sid).map(|s| s.calls.bump(method));
+    if let Some(session) = core.sessions.get(&sid) {
+        session.calls.bump(method);
+    }
     if !raw.payload.is_empty() && !method.has_payload() {
         return responder.err(WireError::invalid(format!("{method} takes no payload")));
     }

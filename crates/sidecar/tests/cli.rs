@@ -28,8 +28,19 @@ fn serve_stdio_runs_one_session_and_exits_when_it_ends() {
     let wire = Wire::Child(child.stdin.take().unwrap(), child.stdout.take().unwrap());
     let mut g = RawGuest::attach(wire, "a", "sa");
     let listened = g.call("net.listen", json!({"port": 0}), b"").unwrap();
-    let connected = g.call("net.connect", json!({"port": listened["local"]["port"]}), b"").unwrap();
-    g.send_call("net.write", json!({"socket": connected["socket"]}), b"over stdio", true);
+    let connected = g
+        .call(
+            "net.connect",
+            json!({"port": listened["local"]["port"]}),
+            b"",
+        )
+        .unwrap();
+    g.send_call(
+        "net.write",
+        json!({"socket": connected["socket"]}),
+        b"over stdio",
+        true,
+    );
     let (accept, _, _) = g.event_of("accept");
     let (data, payload, _) = g.event_of("data");
     assert_eq!(data["socket"], accept["socket"]);
@@ -55,7 +66,10 @@ fn serve_listen_creates_a_private_socket_and_removes_it_on_sigterm() {
     let mut line = String::new();
     while !line.contains("listening") {
         line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "sidecar exited before listening");
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "sidecar exited before listening"
+        );
     }
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
@@ -69,7 +83,10 @@ fn serve_listen_creates_a_private_socket_and_removes_it_on_sigterm() {
 
 #[test]
 fn bad_arguments_are_refused_with_a_message() {
-    let out = sidecar().args(["serve", "--stdio", "--vm", "nosecret"]).output().unwrap();
+    let out = sidecar()
+        .args(["serve", "--stdio", "--vm", "nosecret"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("NAME=SECRET"));
     let out = sidecar().args(["serve", "--vm", "a=b"]).output().unwrap();

@@ -6,10 +6,13 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{encode, Harness, Incoming, RawGuest, Transport, Wire, ALL_CAPS, TRANSPORTS};
+use support::{encode, Harness, Incoming, RawGuest, Transport, TRANSPORTS};
 
 fn code(result: Result<serde_json::Value, serde_json::Value>) -> String {
-    result.expect_err("the call should fail")["code"].as_str().unwrap().to_owned()
+    result.expect_err("the call should fail")["code"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[test]
@@ -17,21 +20,65 @@ fn refused_connects_and_binds_have_posix_codes() {
     let h = Harness::new();
     for transport in TRANSPORTS {
         let mut g = h.guest(transport);
-        assert_eq!(code(g.call("net.connect", json!({"port": 9}), b"")), "ECONNREFUSED");
-        assert_eq!(code(g.call("net.connect", json!({"host": "10.1.2.3", "port": 80}), b"")), "EACCES");
-        assert_eq!(code(g.call("net.connect", json!({"path": "/nobody.sock"}), b"")), "ENOENT");
-        assert_eq!(code(g.call("net.connect", json!({"host": "example.invalid", "port": 80}), b"")), "ENOTFOUND");
-        g.call("net.listen", json!({"host": "0.0.0.0", "port": 8080}), b"").unwrap();
-        assert_eq!(code(g.call("net.listen", json!({"host": "127.0.0.1", "port": 8080}), b"")), "EADDRINUSE");
-        assert_eq!(code(g.call("net.listen", json!({"host": "::", "port": 8080}), b"")), "EADDRINUSE");
+        assert_eq!(
+            code(g.call("net.connect", json!({"port": 9}), b"")),
+            "ECONNREFUSED"
+        );
+        assert_eq!(
+            code(g.call("net.connect", json!({"host": "10.1.2.3", "port": 80}), b"")),
+            "EACCES"
+        );
+        assert_eq!(
+            code(g.call("net.connect", json!({"path": "/nobody.sock"}), b"")),
+            "ENOENT"
+        );
+        assert_eq!(
+            code(g.call(
+                "net.connect",
+                json!({"host": "example.invalid", "port": 80}),
+                b""
+            )),
+            "ENOTFOUND"
+        );
+        g.call("net.listen", json!({"host": "0.0.0.0", "port": 8080}), b"")
+            .unwrap();
+        assert_eq!(
+            code(g.call(
+                "net.listen",
+                json!({"host": "127.0.0.1", "port": 8080}),
+                b""
+            )),
+            "EADDRINUSE"
+        );
+        assert_eq!(
+            code(g.call("net.listen", json!({"host": "::", "port": 8080}), b"")),
+            "EADDRINUSE"
+        );
         // A different loopback family does not overlap 0.0.0.0.
-        g.call("net.listen", json!({"host": "::1", "port": 8080}), b"").unwrap();
-        assert_eq!(code(g.call("net.listen", json!({"host": "192.168.1.1", "port": 1}), b"")), "EADDRNOTAVAIL");
-        g.call("net.listen", json!({"path": "/x.sock"}), b"").unwrap();
-        assert_eq!(code(g.call("net.listen", json!({"path": "/tmp/../x.sock"}), b"")), "EADDRINUSE");
-        assert_eq!(code(g.call("net.write", json!({"socket": 999}), b"x")), "EBADF");
-        assert_eq!(code(g.call("net.destroy", json!({"socket": 999}), b"")), "EBADF");
-        assert_eq!(code(g.call("net.server_close", json!({"server": 999}), b"")), "EBADF");
+        g.call("net.listen", json!({"host": "::1", "port": 8080}), b"")
+            .unwrap();
+        assert_eq!(
+            code(g.call("net.listen", json!({"host": "192.168.1.1", "port": 1}), b"")),
+            "EADDRNOTAVAIL"
+        );
+        g.call("net.listen", json!({"path": "/x.sock"}), b"")
+            .unwrap();
+        assert_eq!(
+            code(g.call("net.listen", json!({"path": "/tmp/../x.sock"}), b"")),
+            "EADDRINUSE"
+        );
+        assert_eq!(
+            code(g.call("net.write", json!({"socket": 999}), b"x")),
+            "EBADF"
+        );
+        assert_eq!(
+            code(g.call("net.destroy", json!({"socket": 999}), b"")),
+            "EBADF"
+        );
+        assert_eq!(
+            code(g.call("net.server_close", json!({"server": 999}), b"")),
+            "EBADF"
+        );
     }
 }
 
@@ -42,9 +89,15 @@ fn another_sessions_ids_are_ebadf() {
     let mut b = h.guest(Transport::InProcess);
     let listened = a.call("net.listen", json!({"port": 0}), b"").unwrap();
     let server = listened["server"].clone();
-    assert_eq!(code(b.call("net.server_close", json!({"server": server}), b"")), "EBADF");
+    assert_eq!(
+        code(b.call("net.server_close", json!({"server": server}), b"")),
+        "EBADF"
+    );
     // A server id is not a socket id either.
-    assert_eq!(code(a.call("net.write", json!({"socket": server}), b"x")), "EBADF");
+    assert_eq!(
+        code(a.call("net.write", json!({"socket": server}), b"x")),
+        "EBADF"
+    );
 }
 
 #[test]
@@ -71,9 +124,16 @@ fn hellos_with_a_wrong_secret_unknown_vm_or_version_are_refused_then_closed() {
         ] {
             let mut g = RawGuest::new(h.wire(transport));
             let err = g.call("hello", params.clone(), b"").unwrap_err();
-            let expected = if params["version"] == 99 { "EPROTONOSUPPORT" } else { "EACCES" };
+            let expected = if params["version"] == 99 {
+                "EPROTONOSUPPORT"
+            } else {
+                "EACCES"
+            };
             assert_eq!(err["code"], expected, "{params}");
-            assert!(g.recv(Instant::now() + Duration::from_secs(10)).is_none(), "stream not closed");
+            assert!(
+                g.recv(Instant::now() + Duration::from_secs(10)).is_none(),
+                "stream not closed"
+            );
         }
     }
 }
@@ -82,7 +142,10 @@ fn hellos_with_a_wrong_secret_unknown_vm_or_version_are_refused_then_closed() {
 fn a_call_before_hello_is_eproto_then_closed() {
     let h = Harness::new();
     let mut g = RawGuest::new(h.wire(Transport::Unix));
-    assert_eq!(code(g.call("net.listen", json!({"port": 0}), b"")), "EPROTO");
+    assert_eq!(
+        code(g.call("net.listen", json!({"port": 0}), b"")),
+        "EPROTO"
+    );
     assert!(g.recv(Instant::now() + Duration::from_secs(10)).is_none());
 }
 
@@ -101,12 +164,29 @@ fn malformed_frames_get_typed_errors_and_the_session_goes_on() {
         assert_eq!(code(g.wait_reply(77)), "EPROTO");
         // Unknown method; bad params; payload on a call that takes none; second hello.
         assert_eq!(code(g.call("net.teleport", json!({}), b"")), "ENOSYS");
-        assert_eq!(code(g.call("net.listen", json!({"port": "eighty"}), b"")), "EINVAL");
-        assert_eq!(code(g.call("net.listen", json!({"port": 0}), b"payload")), "EINVAL");
-        assert_eq!(code(g.call("hello", json!({"version": 1, "vm": "a", "secret": "sa"}), b"")), "EINVAL");
+        assert_eq!(
+            code(g.call("net.listen", json!({"port": "eighty"}), b"")),
+            "EINVAL"
+        );
+        assert_eq!(
+            code(g.call("net.listen", json!({"port": 0}), b"payload")),
+            "EINVAL"
+        );
+        assert_eq!(
+            code(g.call(
+                "hello",
+                json!({"version": 1, "vm": "a", "secret": "sa"}),
+                b""
+            )),
+            "EINVAL"
+        );
         // Still serving this session.
         g.call("net.listen", json!({"port": 0}), b"").unwrap();
-        assert_eq!(g.stats()["session"]["calls"]["net.listen"], 2, "well-formed listens counted");
+        assert_eq!(
+            g.stats()["session"]["calls"]["net.listen"],
+            2,
+            "well-formed listens counted"
+        );
     }
 }
 
@@ -116,7 +196,9 @@ fn oversized_and_truncated_frames_close_only_their_session() {
     config.limits.max_frame = 64 * 1024;
     let h = Harness::with_config(config);
     let mut bystander = h.guest(Transport::Unix);
-    bystander.call("net.listen", json!({"port": 7000}), b"").unwrap();
+    bystander
+        .call("net.listen", json!({"port": 7000}), b"")
+        .unwrap();
 
     // Oversized: the prefix alone announces 1 GiB; the sidecar must refuse before reading.
     for transport in TRANSPORTS {
@@ -154,7 +236,10 @@ fn oversized_and_truncated_frames_close_only_their_session() {
     let stats = bystander.stats();
     assert_eq!(stats["vm"]["listeners"], 1);
     let operator = h.stats();
-    assert!(operator["framing_errors"].as_u64().unwrap() >= 3, "{operator}");
+    assert!(
+        operator["framing_errors"].as_u64().unwrap() >= 3,
+        "{operator}"
+    );
     assert_eq!(operator["sessions"], 1);
 }
 
@@ -163,12 +248,20 @@ fn capabilities_not_negotiated_are_enotsup() {
     let h = Harness::new();
     let mut g = RawGuest::new(h.wire(Transport::InProcess));
     let hello = g
-        .call("hello", json!({"version": 1, "vm": "a", "secret": "sa", "capabilities": ["push", "tcp"]}), b"")
+        .call(
+            "hello",
+            json!({"version": 1, "vm": "a", "secret": "sa", "capabilities": ["push", "tcp"]}),
+            b"",
+        )
         .unwrap();
     assert_eq!(hello["capabilities"], json!(["push", "tcp"]));
-    assert_eq!(code(g.call("net.listen", json!({"path": "/u.sock"}), b"")), "ENOTSUP");
-    assert_eq!(code(g.call("dns.lookup", json!({"host": "localhost"}), b"")), "ENOTSUP");
+    assert_eq!(
+        code(g.call("net.listen", json!({"path": "/u.sock"}), b"")),
+        "ENOTSUP"
+    );
+    assert_eq!(
+        code(g.call("dns.lookup", json!({"host": "localhost"}), b"")),
+        "ENOTSUP"
+    );
     g.call("net.listen", json!({"port": 0}), b"").unwrap();
-    let _ = ALL_CAPS;
-    let _ = Wire::Pipe;
 }

@@ -37,7 +37,10 @@ fn sessions_that_end_release_every_fd() {
             g.call("net.listen", json!({"path": path}), b"").unwrap();
             g.call("net.connect", json!({"path": path}), b"").unwrap();
         }
-        assert!(open_fds() >= baseline + 40, "each guest holds two fds (ours and the sidecar's)");
+        assert!(
+            open_fds() >= baseline + 40,
+            "each guest holds two fds (ours and the sidecar's)"
+        );
         drop(guests);
         settle(&h);
         let stats = h.stats();

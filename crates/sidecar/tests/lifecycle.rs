@@ -16,14 +16,34 @@ fn two_vms_with_the_same_port_and_path_do_not_see_each_other() {
     let mut a = h.guest_in(Transport::InProcess, "a");
     let mut b = h.guest_in(Transport::Unix, "b");
     // Same address and path in both VMs: no EADDRINUSE across VMs.
-    a.call("net.listen", json!({"host": "127.0.0.1", "port": 8080}), b"").unwrap();
-    b.call("net.listen", json!({"host": "127.0.0.1", "port": 8080}), b"").unwrap();
-    a.call("net.listen", json!({"path": "/run/app.sock"}), b"").unwrap();
-    b.call("net.listen", json!({"path": "/run/app.sock"}), b"").unwrap();
+    a.call(
+        "net.listen",
+        json!({"host": "127.0.0.1", "port": 8080}),
+        b"",
+    )
+    .unwrap();
+    b.call(
+        "net.listen",
+        json!({"host": "127.0.0.1", "port": 8080}),
+        b"",
+    )
+    .unwrap();
+    a.call("net.listen", json!({"path": "/run/app.sock"}), b"")
+        .unwrap();
+    b.call("net.listen", json!({"path": "/run/app.sock"}), b"")
+        .unwrap();
     // A client in VM b reaches b's listeners only.
     let mut b_client = h.guest_in(Transport::InProcess, "b");
-    b_client.call("net.connect", json!({"host": "127.0.0.1", "port": 8080}), b"").unwrap();
-    b_client.call("net.connect", json!({"path": "/run/app.sock"}), b"").unwrap();
+    b_client
+        .call(
+            "net.connect",
+            json!({"host": "127.0.0.1", "port": 8080}),
+            b"",
+        )
+        .unwrap();
+    b_client
+        .call("net.connect", json!({"path": "/run/app.sock"}), b"")
+        .unwrap();
     let (accept1, _, _) = b.event_of("accept");
     let (accept2, _, _) = b.event_of("accept");
     assert_ne!(accept1["socket"], accept2["socket"]);
@@ -31,8 +51,15 @@ fn two_vms_with_the_same_port_and_path_do_not_see_each_other() {
     assert_eq!(a.stats()["session"]["events_pushed"]["accept"], 0);
     // A VM with nobody listening refuses, even though the other VM has the port.
     let mut lonely = h.guest_in(Transport::InProcess, "a");
-    a.call("net.server_close", json!({"server": 1}), b"").unwrap();
-    let err = lonely.call("net.connect", json!({"host": "127.0.0.1", "port": 8080}), b"").unwrap_err();
+    a.call("net.server_close", json!({"server": 1}), b"")
+        .unwrap();
+    let err = lonely
+        .call(
+            "net.connect",
+            json!({"host": "127.0.0.1", "port": 8080}),
+            b"",
+        )
+        .unwrap_err();
     assert_eq!(err["code"], "ECONNREFUSED");
 }
 
@@ -41,9 +68,16 @@ fn a_guest_that_disconnects_mid_stream_leaves_nothing_behind() {
     let h = Harness::new();
     for transport in TRANSPORTS {
         let mut c = connect_pair(&h, transport, json!({"port": 0}), json!({}));
-        c.client.send_call("net.write", json!({"socket": c.client_sock}), b"partial", true);
+        c.client.send_call(
+            "net.write",
+            json!({"socket": c.client_sock}),
+            b"partial",
+            true,
+        );
         // Give the client more sockets and a server of its own, then let it vanish.
-        c.client.call("net.listen", json!({"path": "/gone.sock"}), b"").unwrap();
+        c.client
+            .call("net.listen", json!({"path": "/gone.sock"}), b"")
+            .unwrap();
         let server_id = c.server_id;
         assert_eq!(c.server.read_data(c.server_sock, 7), b"partial");
         drop(c.client);
@@ -55,9 +89,14 @@ fn a_guest_that_disconnects_mid_stream_leaves_nothing_behind() {
         let stats = c.server.stats();
         assert_eq!(stats["vm"]["sockets"], 1, "{stats}");
         assert_eq!(stats["vm"]["listeners"], 1);
-        let err = c.server.call("net.connect", json!({"path": "/gone.sock"}), b"").unwrap_err();
+        let err = c
+            .server
+            .call("net.connect", json!({"path": "/gone.sock"}), b"")
+            .unwrap_err();
         assert_eq!(err["code"], "ENOENT", "the vanished guest's server is gone");
-        c.server.call("net.server_close", json!({"server": server_id}), b"").unwrap();
+        c.server
+            .call("net.server_close", json!({"server": server_id}), b"")
+            .unwrap();
         drop(c.server);
         let operator = h.stats();
         assert_eq!(operator["streams"], 0, "{operator}");
@@ -71,10 +110,14 @@ fn a_guest_that_disconnects_mid_stream_leaves_nothing_behind() {
 fn a_full_backlog_parks_the_connect_until_an_accept_is_taken() {
     let h = Harness::new();
     let mut server = h.guest(Transport::InProcess);
-    let listened = server.call("net.listen", json!({"port": 0, "backlog": 1}), b"").unwrap();
+    let listened = server
+        .call("net.listen", json!({"port": 0, "backlog": 1}), b"")
+        .unwrap();
     let port = listened["local"]["port"].clone();
     let mut first = h.guest(Transport::InProcess);
-    first.call("net.connect", json!({"port": port}), b"").unwrap();
+    first
+        .call("net.connect", json!({"port": port}), b"")
+        .unwrap();
     let (accept, _, _) = server.event_of("accept");
     // The backlog (1) is now full until the server takes that connection.
     let mut second = h.guest(Transport::Unix);
@@ -84,8 +127,15 @@ fn a_full_backlog_parks_the_connect_until_an_accept_is_taken() {
     let stats = second.stats();
     assert_eq!(stats["session"]["parked_calls"], 1, "{stats}");
     assert_eq!(h.stats()["parked_calls"], 1);
-    server.send_call("net.credit", json!({"socket": accept["socket"], "bytes": 0}), b"", true);
-    let connected = second.wait_reply(parked).expect("connect after room was made");
+    server.send_call(
+        "net.credit",
+        json!({"socket": accept["socket"], "bytes": 0}),
+        b"",
+        true,
+    );
+    let connected = second
+        .wait_reply(parked)
+        .expect("connect after room was made");
     assert!(connected["socket"].as_u64().is_some());
     server.event_of("accept");
     let stats = h.stats();
@@ -99,23 +149,51 @@ fn a_full_backlog_parks_the_connect_until_an_accept_is_taken() {
 fn a_connect_parked_past_its_timeout_is_etimedout_and_a_closed_server_refuses() {
     let h = Harness::new();
     let mut server = h.guest(Transport::InProcess);
-    let listened = server.call("net.listen", json!({"path": "/full.sock", "backlog": 1}), b"").unwrap();
+    let listened = server
+        .call(
+            "net.listen",
+            json!({"path": "/full.sock", "backlog": 1}),
+            b"",
+        )
+        .unwrap();
     let mut client = h.guest(Transport::InProcess);
-    client.call("net.connect", json!({"path": "/full.sock"}), b"").unwrap();
+    client
+        .call("net.connect", json!({"path": "/full.sock"}), b"")
+        .unwrap();
     let started = Instant::now();
-    let err = client.call("net.connect", json!({"path": "/full.sock", "timeout_ms": 100}), b"").unwrap_err();
+    let err = client
+        .call(
+            "net.connect",
+            json!({"path": "/full.sock", "timeout_ms": 100}),
+            b"",
+        )
+        .unwrap_err();
     assert_eq!(err["code"], "ETIMEDOUT");
     assert!(started.elapsed() >= Duration::from_millis(100));
     // A connect parked when the server closes is refused at once (the path is gone).
     let parked = client.send_call("net.connect", json!({"path": "/full.sock"}), b"", false);
     assert_eq!(client.stats()["session"]["parked_calls"], 1);
-    server.call("net.server_close", json!({"server": listened["server"]}), b"").unwrap();
+    server
+        .call(
+            "net.server_close",
+            json!({"server": listened["server"]}),
+            b"",
+        )
+        .unwrap();
     let err = client.wait_reply(parked).unwrap_err();
     assert_eq!(err["code"], "ENOENT");
     // A guest that ends with a parked call drops it.
-    server.call("net.listen", json!({"path": "/full.sock", "backlog": 1}), b"").unwrap();
+    server
+        .call(
+            "net.listen",
+            json!({"path": "/full.sock", "backlog": 1}),
+            b"",
+        )
+        .unwrap();
     let mut doomed = h.guest(Transport::Unix);
-    doomed.call("net.connect", json!({"path": "/full.sock"}), b"").unwrap();
+    doomed
+        .call("net.connect", json!({"path": "/full.sock"}), b"")
+        .unwrap();
     doomed.send_call("net.connect", json!({"path": "/full.sock"}), b"", false);
     assert_eq!(doomed.stats()["session"]["parked_calls"], 1);
     drop(doomed);
@@ -123,7 +201,10 @@ fn a_connect_parked_past_its_timeout_is_etimedout_and_a_closed_server_refuses() 
     // a round trip through the loop, not a spin), within a deadline.
     let until = Instant::now() + Duration::from_secs(10);
     while h.stats()["parked_calls"] != 0 {
-        assert!(Instant::now() < until, "parked call not dropped with its session");
+        assert!(
+            Instant::now() < until,
+            "parked call not dropped with its session"
+        );
     }
 }
 
@@ -134,27 +215,48 @@ fn events_flow_on_the_event_channel_and_replies_on_the_primary() {
     let mut caps = ALL_CAPS.to_vec();
     caps.push("event_channel");
     let hello = primary
-        .call("hello", json!({"version": 1, "vm": "a", "secret": "sa", "capabilities": caps}), b"")
+        .call(
+            "hello",
+            json!({"version": 1, "vm": "a", "secret": "sa", "capabilities": caps}),
+            b"",
+        )
         .unwrap();
     let token = hello["event_channel_token"].as_str().unwrap().to_owned();
     // Events that happen before the channel attaches wait for it.
     let listened = primary.call("net.listen", json!({"port": 0}), b"").unwrap();
     let mut client = h.guest(Transport::InProcess);
-    client.call("net.connect", json!({"port": listened["local"]["port"]}), b"").unwrap();
+    client
+        .call(
+            "net.connect",
+            json!({"port": listened["local"]["port"]}),
+            b"",
+        )
+        .unwrap();
     let mut events = RawGuest::new(Wire::Unix(UnixStream::connect(&h.socket).unwrap()));
     let attached = events
-        .call("hello", json!({"version": 1, "vm": "a", "secret": "sa", "event_channel_token": token}), b"")
+        .call(
+            "hello",
+            json!({"version": 1, "vm": "a", "secret": "sa", "event_channel_token": token}),
+            b"",
+        )
         .unwrap();
     assert_eq!(attached["session"], hello["session"]);
     let (accept, _, _) = events.event_of("accept");
     assert_eq!(accept["server"], listened["server"]);
     // Replies stay on the primary; the event channel takes no calls.
     primary.call("stats", json!({}), b"").unwrap();
-    assert_eq!(events.call("stats", json!({}), b"").unwrap_err()["code"], "EINVAL");
+    assert_eq!(
+        events.call("stats", json!({}), b"").unwrap_err()["code"],
+        "EINVAL"
+    );
     // The token was one-time.
     let mut thief = RawGuest::new(Wire::Unix(UnixStream::connect(&h.socket).unwrap()));
     let err = thief
-        .call("hello", json!({"version": 1, "vm": "a", "secret": "sa", "event_channel_token": token}), b"")
+        .call(
+            "hello",
+            json!({"version": 1, "vm": "a", "secret": "sa", "event_channel_token": token}),
+            b"",
+        )
         .unwrap_err();
     assert_eq!(err["code"], "EACCES");
 }
@@ -163,13 +265,24 @@ fn events_flow_on_the_event_channel_and_replies_on_the_primary() {
 fn dns_lookup_resolves_inside_the_vm() {
     let h = Harness::new();
     let mut g = h.guest(Transport::InProcess);
-    let both = g.call("dns.lookup", json!({"host": "localhost"}), b"").unwrap();
-    assert_eq!(both["addresses"], json!([{"address": "127.0.0.1", "family": 4}, {"address": "::1", "family": 6}]));
-    let v6 = g.call("dns.lookup", json!({"host": "localhost", "family": 6}), b"").unwrap();
+    let both = g
+        .call("dns.lookup", json!({"host": "localhost"}), b"")
+        .unwrap();
+    assert_eq!(
+        both["addresses"],
+        json!([{"address": "127.0.0.1", "family": 4}, {"address": "::1", "family": 6}])
+    );
+    let v6 = g
+        .call("dns.lookup", json!({"host": "localhost", "family": 6}), b"")
+        .unwrap();
     assert_eq!(v6["addresses"], json!([{"address": "::1", "family": 6}]));
-    let literal = g.call("dns.lookup", json!({"host": "127.0.0.9"}), b"").unwrap();
+    let literal = g
+        .call("dns.lookup", json!({"host": "127.0.0.9"}), b"")
+        .unwrap();
     assert_eq!(literal["addresses"][0]["address"], "127.0.0.9");
-    let err = g.call("dns.lookup", json!({"host": "db.internal"}), b"").unwrap_err();
+    let err = g
+        .call("dns.lookup", json!({"host": "db.internal"}), b"")
+        .unwrap_err();
     assert_eq!(err["code"], "ENOTFOUND");
 }
 
@@ -179,7 +292,8 @@ fn push_mode_has_no_timer_origin_wakes_and_no_fallback_wakes() {
     for transport in TRANSPORTS {
         let mut c = connect_pair(&h, transport, json!({"port": 0}), json!({}));
         for _ in 0..100 {
-            c.client.send_call("net.write", json!({"socket": c.client_sock}), b"ping", true);
+            c.client
+                .send_call("net.write", json!({"socket": c.client_sock}), b"ping", true);
             c.server.read_data(c.server_sock, 4);
         }
         let stats = c.client.stats();

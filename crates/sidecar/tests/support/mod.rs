@@ -171,11 +171,9 @@ impl RawGuest {
             return e;
         }
         let deadline = Instant::now() + DEADLINE;
-        loop {
-            match self.recv(deadline).expect("no event before the deadline") {
-                Incoming::Event { event, payload } => return (event, payload),
-                Incoming::Reply { id, .. } => panic!("unexpected reply {id}"),
-            }
+        match self.recv(deadline).expect("no event before the deadline") {
+            Incoming::Event { event, payload } => (event, payload),
+            Incoming::Reply { id, .. } => panic!("unexpected reply {id}"),
         }
     }
 
