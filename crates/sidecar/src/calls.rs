@@ -133,6 +133,19 @@ pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) 
         return responder.err(e);
     }
     responder.socket = named_socket(&request);
+    if let Some(socket) = responder.socket {
+        // A call racing with the socket's `close`: nothing may name the id after its close
+        // event. Destroying or crediting it again is a no-op; other calls fail (`EBADF`)
+        // with the request id only.
+        if core.stream_of(sid, socket).is_err()
+            && core.session(sid).is_some_and(|s| s.was_issued(socket.0))
+        {
+            if matches!(request, Request::Destroy(_) | Request::Credit(_)) {
+                return responder.ok(&Empty {});
+            }
+            responder.socket = None;
+        }
+    }
     match request {
         Request::Hello(_) => responder.err(WireError::invalid("this stream already said hello")),
         Request::Connect(p) => {

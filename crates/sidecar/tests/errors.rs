@@ -265,3 +265,33 @@ fn capabilities_not_negotiated_are_enotsup() {
     );
     g.call("net.listen", json!({"port": 0}), b"").unwrap();
 }
+
+#[test]
+fn calls_racing_a_close_never_name_the_closed_socket_again() {
+    let h = Harness::new();
+    let mut c = support::connect_pair(&h, Transport::InProcess, json!({"port": 0}), json!({}));
+    c.client
+        .call("net.destroy", json!({"socket": c.client_sock}), b"")
+        .unwrap();
+    c.server.event_of("close");
+    // The server, not yet aware, destroys and writes the already-closed socket.
+    c.server
+        .call("net.destroy", json!({"socket": c.server_sock}), b"")
+        .unwrap();
+    let id = c
+        .server
+        .send_call("net.write", json!({"socket": c.server_sock}), b"late", true);
+    let (event, _) = c.server.event();
+    assert_eq!(event["event"], "error");
+    assert_eq!(event["request"], id);
+    assert_eq!(event["code"], "EBADF");
+    assert!(
+        event.get("socket").is_none(),
+        "named a socket after its close: {event}"
+    );
+    // An id that was never issued is still EBADF with the socket named.
+    assert_eq!(
+        code(c.server.call("net.destroy", json!({"socket": 9999}), b"")),
+        "EBADF"
+    );
+}
