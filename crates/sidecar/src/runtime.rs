@@ -170,7 +170,13 @@ fn run_loop(
                 }
             }
         }
+        // The sidecar itself is going away: every transport closes first (guests see
+        // their connection drop, ECONNRESET), then the state is torn down with nothing
+        // left to push to.
         let sessions: Vec<_> = core.borrow().sessions.keys().copied().collect();
+        for sid in &sessions {
+            core.borrow().sessions[sid].out.close();
+        }
         for sid in sessions {
             core.borrow_mut().end_session(sid);
         }
