@@ -52,6 +52,13 @@ pub fn encode(header: &Value, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A frame read from a stream, back in its encoded form (as the pipe delivers frames).
+fn reencode(frame: sidecar_protocol::RawFrame) -> Vec<u8> {
+    let mut out = Vec::new();
+    frame.encode(usize::MAX, &mut out).unwrap();
+    out
+}
+
 pub const ALL_CAPS: &[&str] = &["push", "noreply", "tcp", "unix", "dns", "credit"];
 
 impl RawGuest {
@@ -98,23 +105,9 @@ impl RawGuest {
                             .max(Duration::from_millis(1)),
                     ))
                     .unwrap();
-                let frame = read_frame(stream, DEFAULT_MAX_FRAME).ok()??;
-                let mut out = Vec::new();
-                out.extend(((4 + frame.header.len() + frame.payload.len()) as u32).to_be_bytes());
-                out.extend((frame.header.len() as u32).to_be_bytes());
-                out.extend(&frame.header);
-                out.extend(&frame.payload);
-                out
+                reencode(read_frame(stream, DEFAULT_MAX_FRAME).ok()??)
             }
-            Wire::Child(_, stdout) => {
-                let frame = read_frame(stdout, DEFAULT_MAX_FRAME).ok()??;
-                let mut out = Vec::new();
-                out.extend(((4 + frame.header.len() + frame.payload.len()) as u32).to_be_bytes());
-                out.extend((frame.header.len() as u32).to_be_bytes());
-                out.extend(&frame.header);
-                out.extend(&frame.payload);
-                out
-            }
+            Wire::Child(_, stdout) => reencode(read_frame(stdout, DEFAULT_MAX_FRAME).ok()??),
         };
         let mut reader = bytes.as_slice();
         let raw = read_frame(&mut reader, DEFAULT_MAX_FRAME).unwrap().unwrap();
