@@ -40,7 +40,7 @@ impl Responder {
     pub fn err(&self, error: WireError) {
         if self.noreply {
             let body = EventBody::request_error(self.id, self.socket, error);
-            self.out.event(body, &[]);
+            self.out.deliver(body, &[]);
         } else {
             self.out.reply_err(self.id, &error);
         }
@@ -70,7 +70,7 @@ impl Responder {
             remote,
             request,
         };
-        self.out.event(event, &[]);
+        self.out.deliver(event, &[]);
     }
 }
 
@@ -86,7 +86,7 @@ pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) 
         Ok(_) => {
             bump(&core.metrics.bad_frames);
             let error = WireError::new(ErrorCode::Eproto, "a guest sends calls only");
-            out.event(EventBody::request_error(0, None, error), &[]);
+            out.deliver(EventBody::request_error(0, None, error), &[]);
             return;
         }
         Err(e) => {
@@ -101,7 +101,7 @@ pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) 
                         code: ErrorCode::Eproto,
                         message: e.to_string(),
                     };
-                    out.event(body, &[]);
+                    out.deliver(body, &[]);
                 }
             }
             return;
@@ -159,7 +159,7 @@ pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) 
             Ok(()) => {
                 responder.ok(&Empty {});
                 let closed = EventBody::socket_closed(p.socket, false);
-                responder.out.event(closed, &[]);
+                responder.out.deliver(closed, &[]);
             }
             Err(e) => responder.err(e),
         },
@@ -178,7 +178,7 @@ pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) 
             let set = core.set_option(sid, p.socket, |end| end.keep_alive = p.enable);
             responder.done(set.map(|_| Empty {}))
         }
-        Request::Credit(p) => responder.done(core.credit(sid, p.socket).map(|_| Empty {})),
+        Request::Credit(p) => responder.done(core.credit(sid, p.socket, p.bytes).map(|_| Empty {})),
         Request::DnsLookup(p) => responder.done(lookup(&p.host, p.family)),
         Request::Stats(_) => responder.ok(&crate::stats::session_stats(&core, sid)),
         other => responder.err(WireError::new(

@@ -33,6 +33,14 @@ pub struct Limits {
     pub parked_calls_per_session: usize,
     /// Open sockets + servers per VM (`EMFILE` beyond).
     pub sockets_per_vm: usize,
+    /// Bytes buffered for a stream socket's peer past which `net.write` says `need_drain`
+    /// (and a `drain` event follows once below).
+    pub write_high_water: usize,
+    /// Bytes buffered for a stream socket's peer past which a write fails `ENOBUFS`.
+    pub write_hard_limit: usize,
+    /// Poll mode: payload bytes a UDP socket may hold unpolled; a datagram that finds no
+    /// room is dropped and counted.
+    pub udp_receive_buffer: usize,
     /// Period of the counted fallback re-check of parked waits (they are woken by
     /// notifications; the fallback only guards against a lost one).
     pub parked_fallback: Duration,
@@ -44,6 +52,9 @@ impl Default for Limits {
             max_frame: DEFAULT_MAX_FRAME,
             parked_calls_per_session: 64,
             sockets_per_vm: 65_536,
+            write_high_water: 64 * 1024,
+            write_hard_limit: 4 * 1024 * 1024,
+            udp_receive_buffer: 1024 * 1024,
             parked_fallback: Duration::from_secs(1),
         }
     }

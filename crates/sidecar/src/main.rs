@@ -78,30 +78,29 @@ fn serve(args: ServeArgs) -> Result<()> {
         return Ok(());
     }
     let path = args.listen.expect("clap requires --listen without --stdio");
+    // Handlers first: a SIGTERM that arrives just after "listening" must still be a clean
+    // shutdown, not the default kill.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let (mut term, mut int) = runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        ))
+    })?;
     sidecar
         .listen_unix(&path)
         .with_context(|| format!("listening on {}", path.display()))?;
     tracing::info!(path = %path.display(), "listening");
-    wait_for_termination()?;
-    sidecar.shutdown();
-    Ok(())
-}
-
-/// Blocks until SIGINT or SIGTERM.
-fn wait_for_termination() -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()?;
     runtime.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        Ok::<_, std::io::Error>(())
-    })?;
+    });
+    sidecar.shutdown();
     Ok(())
 }
 

@@ -9,18 +9,42 @@
 //!
 //! With an event channel negotiated, events wait in a queue until the second stream
 //! attaches, then go there; replies always go on the primary stream.
+//!
+//! In poll mode nothing is pushed: [`Outbound::deliver`] queues each event under the id it
+//! names and notifies that id's fabric key, and a poll call takes it with
+//! [`Outbound::take_polled`] and answers with [`Outbound::reply_polled`], which numbers it
+//! then (so `seq` stays contiguous in the order the guest receives events). Events that
+//! name no id are pushed even in poll mode: nothing could poll for them.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use notify_fabric::Fabric;
 use parking_lot::Mutex;
 use serde::Serialize;
 use sidecar_protocol::{
-    encode_event, encode_reply_err, encode_reply_ok, Event, EventBody, WireError,
+    encode_event, encode_reply_err, encode_reply_ok, Event, EventBody, Mode, WireError,
 };
 
+use crate::core::Key;
 use crate::metrics::{EventCounts, Metrics};
+
+/// An event waiting in a poll-mode queue, with its payload.
+pub type Polled = (EventBody, Vec<u8>);
+
+/// Poll-mode delivery: per-id queues, and who to notify.
+struct PollSide {
+    session: u64,
+    fabric: Fabric<Key>,
+    queues: Mutex<HashMap<u64, PollQueue>>,
+}
+
+#[derive(Default)]
+struct PollQueue {
+    events: VecDeque<Polled>,
+    bytes: usize,
+}
 
 /// The transport is gone; the frame was not delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +76,7 @@ struct State {
 /// The push side of one session.
 pub struct Outbound {
     primary: Arc<dyn FrameSink>,
+    poll: Option<PollSide>,
     state: Mutex<State>,
     /// The largest frame this session's guest accepts.
     max_frame: usize,
@@ -62,9 +87,24 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    pub fn new(primary: Arc<dyn FrameSink>, max_frame: usize, metrics: Arc<Metrics>) -> Self {
+    /// The push side of session `session`; `fabric` is used in poll mode to wake parked
+    /// polls.
+    pub fn new(
+        primary: Arc<dyn FrameSink>,
+        max_frame: usize,
+        metrics: Arc<Metrics>,
+        mode: Mode,
+        session: u64,
+        fabric: Fabric<Key>,
+    ) -> Self {
+        let poll = (mode == Mode::Poll).then(|| PollSide {
+            session,
+            fabric,
+            queues: Mutex::new(HashMap::new()),
+        });
         Outbound {
             primary,
+            poll,
             state: Mutex::new(State {
                 seq: 0,
                 events: EventTarget::Primary,
@@ -133,8 +173,89 @@ impl Outbound {
         }
     }
 
+    /// Delivers one event: pushed in push mode; in poll mode queued under the id it names
+    /// (pushed if it names none). Returns false if the session is gone.
+    pub fn deliver(&self, body: EventBody, payload: &[u8]) -> bool {
+        let Some(poll) = &self.poll else {
+            return self.push(body, payload);
+        };
+        let Some(id) = body.socket().map(|s| s.0).or(body.server().map(|s| s.0)) else {
+            return self.push(body, payload);
+        };
+        if self.state.lock().closed {
+            return false;
+        }
+        {
+            let mut queues = poll.queues.lock();
+            let queue = queues.entry(id).or_default();
+            queue.bytes += payload.len();
+            queue.events.push_back((body, payload.to_vec()));
+        }
+        poll.fabric.notify_all(&Key::Poll(poll.session, id));
+        true
+    }
+
+    /// Poll mode: bytes of payload waiting in `id`'s queue (UDP receive room).
+    pub fn polled_bytes(&self, id: u64) -> usize {
+        self.poll
+            .as_ref()
+            .and_then(|p| p.queues.lock().get(&id).map(|q| q.bytes))
+            .unwrap_or(0)
+    }
+
+    /// Poll mode: whether `id` still has a queue (a closed id keeps one until its `close`
+    /// has been polled).
+    pub fn has_poll_queue(&self, id: u64) -> bool {
+        self.poll
+            .as_ref()
+            .is_some_and(|p| p.queues.lock().contains_key(&id))
+    }
+
+    /// Poll mode: takes `id`'s next event. The queue goes away with its `close`, or when
+    /// it empties.
+    pub fn take_polled(&self, id: u64) -> Option<Polled> {
+        let poll = self.poll.as_ref()?;
+        let mut queues = poll.queues.lock();
+        let queue = queues.get_mut(&id)?;
+        let item = queue.events.pop_front();
+        if let Some((_, payload)) = &item {
+            queue.bytes -= payload.len();
+        }
+        if queue.events.is_empty() {
+            queues.remove(&id);
+        }
+        item
+    }
+
+    /// Answers a poll call: `null`, or the event (numbered now) with its payload.
+    pub fn reply_polled(&self, id: u64, polled: Option<Polled>) {
+        let Some((body, payload)) = polled else {
+            return self.reply_ok(id, &serde_json::Value::Null, &[]);
+        };
+        let kind = body.kind();
+        let mut state = self.state.lock();
+        if state.closed {
+            return;
+        }
+        // Numbered and sent under one lock, so `seq` order is the order on the stream.
+        let event = Event::new(state.seq + 1, body);
+        let mut frame = Vec::with_capacity(64 + payload.len());
+        if let Err(e) = encode_reply_ok(id, &event, &payload, self.max_frame, &mut frame) {
+            drop(state);
+            let error = WireError::new(sidecar_protocol::ErrorCode::Emsgsize, e.to_string());
+            return self.reply_err(id, &error);
+        }
+        state.seq += 1;
+        if self.primary.send(frame).is_err() {
+            state.closed = true;
+            return;
+        }
+        self.metrics.events.bump(kind);
+        self.session_events.bump(kind);
+    }
+
     /// Pushes one event (numbered now). Returns false if the session is gone.
-    pub fn event(&self, body: EventBody, payload: &[u8]) -> bool {
+    fn push(&self, body: EventBody, payload: &[u8]) -> bool {
         let kind = body.kind();
         let mut state = self.state.lock();
         if state.closed {

@@ -17,10 +17,12 @@ use crate::outbound::{FrameSink, Outbound};
 /// What this sidecar offers in hello (the reply carries the intersection).
 pub const SUPPORTED_CAPABILITIES: &[&str] = &[
     capability::PUSH,
+    capability::POLL,
     capability::EVENT_CHANNEL,
     capability::NOREPLY,
     capability::TCP,
     capability::UNIX,
+    capability::UDP,
     capability::DNS,
     capability::CREDIT,
 ];
@@ -71,9 +73,6 @@ impl Core {
                 ),
             };
         }
-        if params.mode == Mode::Poll {
-            return refused(ErrorCode::Enotsup, "poll mode is not supported yet".into());
-        }
         if params.credit == 0 {
             return refused(ErrorCode::Einval, "the credit window must be > 0".into());
         }
@@ -88,8 +87,14 @@ impl Core {
             sink,
             guest_max_frame,
             Arc::clone(&self.metrics),
+            params.mode,
+            sid,
+            self.fabric.clone(),
         ));
-        let token = capability::has(&capabilities, capability::EVENT_CHANNEL).then(|| {
+        // The event channel exists for push mode; a poll-mode session never gets a token.
+        let wants_channel =
+            params.mode == Mode::Push && capability::has(&capabilities, capability::EVENT_CHANNEL);
+        let token = wants_channel.then(|| {
             let token = random_token();
             self.event_tokens.insert(token.clone(), sid);
             out.expect_event_channel();

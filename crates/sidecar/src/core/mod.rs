@@ -6,6 +6,7 @@
 //! table and ports), [`servers`] (listen, accept, backlog), [`streams`] (connect, write,
 //! shutdown, destroy), [`lifecycle`] (hello and session end).
 
+mod flow;
 mod lifecycle;
 mod servers;
 mod session;
@@ -43,6 +44,8 @@ pub struct ServerKey(pub u64);
 pub enum Key {
     /// A server's backlog got room, or the server went away.
     ServerRoom(ServerKey),
+    /// Poll mode: an event was queued for this id of this session.
+    Poll(SessionId, u64),
 }
 
 pub struct Core {

@@ -148,7 +148,9 @@ impl Core {
         if let Some(session) = self.sessions.get_mut(&server.session) {
             session.remove(server.id.0);
             if notify_guest {
-                session.out.event(EventBody::server_closed(server.id), &[]);
+                session
+                    .out
+                    .deliver(EventBody::server_closed(server.id), &[]);
             }
         }
         self.fabric.notify_all(&Key::ServerRoom(key));

@@ -5,10 +5,11 @@
 //! write is pushed to the peer's guest by this very loop iteration: one hop in, one out,
 //! no other thread. Per end: `data`* then at most one `end` then `close`, nothing after.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use sidecar_protocol::{
-    Address, Endpoint, ErrorCode, EventBody, SocketId, WireError, WriteResult, DEFAULT_CONNECT_HOST,
+    capability, Address, Endpoint, ErrorCode, EventBody, SocketId, WireError, DEFAULT_CONNECT_HOST,
 };
 
 use super::servers::{resolve_in_vm, Bound};
@@ -35,6 +36,19 @@ pub struct StreamEnd {
     pub client_port: Option<u16>,
     /// The server whose backlog this (accepted) end still counts against.
     pub unacked: Option<ServerKey>,
+    /// Bytes the peer wrote that this end's guest has not been given yet (bounded by the
+    /// writer's hard limit), and their count.
+    pub inbox: VecDeque<Vec<u8>>,
+    pub inbox_bytes: usize,
+    /// Receive window left (credit); `None` when credit was not negotiated.
+    pub window: Option<u64>,
+    /// `end` has been delivered to this end's guest.
+    pub end_sent: bool,
+    /// The peer is gone: close this end once its inbox and `end` are delivered.
+    pub closing: bool,
+    /// This end's writes passed the high-water mark: `drain` when the peer's inbox falls
+    /// below it.
+    pub drain_needed: bool,
 }
 
 /// Where a connect may go, resolved inside the VM.
@@ -181,7 +195,13 @@ impl Core {
             self.session_mut(server_sid)?
                 .insert(Handle::Stream(server_end_key)),
         );
-        let end = |session, id, peer, local: &Address, remote: &Address| StreamEnd {
+        let window_of = |core: &Core, session: SessionId| {
+            let session = &core.sessions[&session];
+            session.has(capability::CREDIT).then_some(session.credit)
+        };
+        let (client_window, server_window) =
+            (window_of(self, client_sid), window_of(self, server_sid));
+        let end = |session, id, peer, local: &Address, remote: &Address, window| StreamEnd {
             session,
             id,
             vm: vm_name.clone(),
@@ -194,6 +214,12 @@ impl Core {
             keep_alive: false,
             client_port: None,
             unacked: None,
+            inbox: VecDeque::new(),
+            inbox_bytes: 0,
+            window,
+            end_sent: false,
+            closing: false,
+            drain_needed: false,
         };
         let mut client_end = end(
             client_sid,
@@ -201,6 +227,7 @@ impl Core {
             server_end_key,
             &client_local,
             &client_remote,
+            client_window,
         );
         client_end.client_port = client_port;
         let mut server_end = end(
@@ -209,6 +236,7 @@ impl Core {
             client_key,
             &server_local,
             &server_remote,
+            server_window,
         );
         server_end.unacked = Some(server_key);
         self.streams.insert(client_key, client_end);
@@ -223,7 +251,7 @@ impl Core {
             local: server_local,
             remote: server_remote,
         };
-        self.sessions[&server_sid].out.event(accept, &[]);
+        self.sessions[&server_sid].out.deliver(accept, &[]);
         Ok(ConnectStep::Connected {
             socket: client_id,
             local: client_local,
@@ -240,86 +268,18 @@ impl Core {
         self.acknowledge(unacked);
     }
 
-    pub fn write(
-        &mut self,
-        sid: SessionId,
-        socket: SocketId,
-        payload: &[u8],
-    ) -> Result<WriteResult, WireError> {
-        let key = self.stream_of(sid, socket)?;
-        self.touch(key);
-        let end = &self.streams[&key];
-        if !end.write_open {
-            return Err(WireError::new(ErrorCode::Epipe, "write after end"));
-        }
-        let Some(peer) = end.peer.and_then(|p| self.streams.get(&p)) else {
-            return Err(WireError::new(
-                ErrorCode::Epipe,
-                "the peer has closed the connection",
-            ));
-        };
-        let out = &self.sessions[&peer.session].out;
-        for chunk in payload.chunks(out.max_data_payload()) {
-            out.event(EventBody::Data { socket: peer.id }, chunk);
-        }
-        Ok(WriteResult::default())
-    }
-
-    /// FIN: the peer gets `end`. When both directions have ended, both ends close.
-    pub fn shutdown(&mut self, sid: SessionId, socket: SocketId) -> Result<(), WireError> {
-        let key = self.stream_of(sid, socket)?;
-        self.touch(key);
-        let end = self.streams.get_mut(&key).expect("looked up");
-        if !end.write_open {
-            return Ok(());
-        }
-        end.write_open = false;
-        let (peer, read_open) = (end.peer, end.read_open);
-        if let Some(peer_key) = peer {
-            self.end_reading(peer_key);
-        }
-        if !read_open {
-            if let Some(peer_key) = peer {
-                self.close_end(peer_key, true);
-            }
-            self.close_end(key, true);
-        }
-        Ok(())
-    }
-
-    /// Pushes `end` to `key`'s guest (once).
-    fn end_reading(&mut self, key: StreamKey) {
-        if let Some(end) = self.streams.get_mut(&key) {
-            if end.read_open {
-                end.read_open = false;
-                self.sessions[&end.session]
-                    .out
-                    .event(EventBody::End { socket: end.id }, &[]);
-            }
-        }
-    }
-
-    /// Closes a socket now. Its peer gets `end` then `close`. The caller pushes this
-    /// socket's own `close` after its reply.
-    pub fn destroy(&mut self, sid: SessionId, socket: SocketId) -> Result<(), WireError> {
-        let key = self.stream_of(sid, socket)?;
-        self.abort_stream(key);
-        Ok(())
-    }
-
-    /// Tears a connection down from `key`'s side without telling `key`'s own guest.
-    pub(crate) fn abort_stream(&mut self, key: StreamKey) {
-        let Some(end) = self.close_end(key, false) else {
-            return;
-        };
-        if let Some(peer) = end.peer {
-            self.end_reading(peer);
-            self.close_end(peer, true);
-        }
-    }
-
     /// Frees one end: ports, backlog slot, id; pushes its `close` if `notify_guest`.
-    fn close_end(&mut self, key: StreamKey, notify_guest: bool) -> Option<StreamEnd> {
+    pub(crate) fn close_end(&mut self, key: StreamKey, notify_guest: bool) -> Option<StreamEnd> {
+        self.close_end_with(key, notify_guest, false)
+    }
+
+    /// As [`Core::close_end`]; `had_error` when an `error` event preceded the `close`.
+    pub(crate) fn close_end_with(
+        &mut self,
+        key: StreamKey,
+        notify_guest: bool,
+        had_error: bool,
+    ) -> Option<StreamEnd> {
         let end = self.streams.remove(&key)?;
         if let Some(peer) = end.peer.and_then(|p| self.streams.get_mut(&p)) {
             peer.peer = None;
@@ -336,7 +296,7 @@ impl Core {
             if notify_guest {
                 session
                     .out
-                    .event(EventBody::socket_closed(end.id, false), &[]);
+                    .deliver(EventBody::socket_closed(end.id, had_error), &[]);
             }
         }
         Some(end)
@@ -353,18 +313,5 @@ impl Core {
         self.touch(key);
         apply(self.streams.get_mut(&key).expect("looked up"));
         Ok(())
-    }
-
-    /// `net.credit`: acknowledges an accept; the window itself arrives with flow control.
-    /// A grant for a socket that already closed is ignored (it races with `close`).
-    pub fn credit(&mut self, sid: SessionId, socket: SocketId) -> Result<(), WireError> {
-        match self.stream_of(sid, socket) {
-            Ok(key) => {
-                self.touch(key);
-                Ok(())
-            }
-            Err(_) if self.session_mut(sid)?.was_issued(socket.0) => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 }

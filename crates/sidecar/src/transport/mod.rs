@@ -200,7 +200,7 @@ fn report_framing_error(
                 code: wire.code.clone(),
                 message: wire.message,
             };
-            core.sessions[&sid].out.event(body, &[]);
+            core.sessions[&sid].out.deliver(body, &[]);
         }
         _ => reply_err_direct(sink, 0, &wire, max_frame),
     }

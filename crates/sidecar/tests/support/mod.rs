@@ -182,13 +182,20 @@ impl RawGuest {
         }
     }
 
-    /// Reads `len` bytes of `data` events for `socket`.
+    /// Reads `len` bytes of `data` events for `socket`, granting the credit back as a
+    /// consuming guest does.
     pub fn read_data(&mut self, socket: u64, len: usize) -> Vec<u8> {
         let mut got = Vec::new();
         while got.len() < len {
             let (event, payload) = self.event();
             assert_eq!(event["event"], "data", "expected data, got {event}");
             assert_eq!(event["socket"], socket);
+            self.send_call(
+                "net.credit",
+                json!({"socket": socket, "bytes": payload.len()}),
+                b"",
+                true,
+            );
             got.extend(payload);
         }
         got

@@ -1,0 +1,226 @@
+//! The in-VM stream data path with flow control: nothing lost, nothing unbounded.
+//!
+//! A write from end A goes into its peer B's *inbox* (bytes the sidecar holds for A that
+//! B's guest has not been given), then [`Core::pump`] hands B's guest as much as B's
+//! receive window (credit) allows, in order. So:
+//!
+//! - **sidecar → guest**: B's guest never gets more than its window; with the window at 0
+//!   the inbox stops draining, and A's writes accumulate there;
+//! - **guest → sidecar**: A's `net.write` reply reports the inbox size (`buffered`) and
+//!   whether it passed the high-water mark (`need_drain`); a `drain` event follows once it
+//!   falls below; a write that would pass the hard limit fails `ENOBUFS` with nothing
+//!   accepted. Bytes are never dropped.
+//! - **ordering**: `end` and `close` wait until the inbox ahead of them is delivered.
+//!   A close with unread data (the closing end's own inbox not empty) is a reset: its
+//!   peer gets `error ECONNRESET` then `close`, as the kernel answers with RST.
+
+use sidecar_protocol::{ErrorCode, EventBody, SocketId, WireError, WriteResult};
+
+use super::{Core, SessionId, StreamKey};
+
+impl Core {
+    pub fn write(
+        &mut self,
+        sid: SessionId,
+        socket: SocketId,
+        payload: &[u8],
+    ) -> Result<WriteResult, WireError> {
+        let key = self.stream_of(sid, socket)?;
+        self.touch(key);
+        let end = &self.streams[&key];
+        if !end.write_open {
+            return Err(WireError::new(ErrorCode::Epipe, "write after end"));
+        }
+        let Some(peer_key) = end.peer.filter(|p| self.streams.contains_key(p)) else {
+            return Err(WireError::new(
+                ErrorCode::Epipe,
+                "the peer has closed the connection",
+            ));
+        };
+        let (high_water, hard_limit) = {
+            let limits = &self.config.limits;
+            (limits.write_high_water, limits.write_hard_limit)
+        };
+        let peer = self.streams.get_mut(&peer_key).expect("checked");
+        if peer.inbox_bytes + payload.len() > hard_limit {
+            return Err(WireError::new(
+                ErrorCode::Enobufs,
+                format!(
+                    "{} bytes already buffered for this socket; a write of {} would pass the limit of {hard_limit}",
+                    peer.inbox_bytes,
+                    payload.len()
+                ),
+            ));
+        }
+        if !payload.is_empty() {
+            peer.inbox_bytes += payload.len();
+            peer.inbox.push_back(payload.to_vec());
+            self.pump(peer_key);
+        }
+        let buffered = self.streams.get(&peer_key).map_or(0, |p| p.inbox_bytes);
+        let need_drain = buffered >= high_water;
+        if need_drain {
+            if let Some(end) = self.streams.get_mut(&key) {
+                end.drain_needed = true;
+            }
+        }
+        Ok(WriteResult {
+            buffered: buffered as u64,
+            need_drain,
+        })
+    }
+
+    /// `net.credit`: grows the window and delivers what it now allows. Also acknowledges
+    /// an accept. A grant for a socket that already closed is ignored (it races with
+    /// `close`).
+    pub fn credit(
+        &mut self,
+        sid: SessionId,
+        socket: SocketId,
+        bytes: u64,
+    ) -> Result<(), WireError> {
+        match self.stream_of(sid, socket) {
+            Ok(key) => {
+                self.touch(key);
+                if let Some(window) = self.streams.get_mut(&key).and_then(|e| e.window.as_mut()) {
+                    *window = window.saturating_add(bytes);
+                }
+                self.pump(key);
+                Ok(())
+            }
+            Err(_) if self.session_mut(sid)?.was_issued(socket.0) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// FIN: the peer gets `end` after what is buffered for it. When both directions have
+    /// ended, both ends close.
+    pub fn shutdown(&mut self, sid: SessionId, socket: SocketId) -> Result<(), WireError> {
+        let key = self.stream_of(sid, socket)?;
+        self.touch(key);
+        let end = self.streams.get_mut(&key).expect("looked up");
+        if !end.write_open {
+            return Ok(());
+        }
+        end.write_open = false;
+        if let Some(peer) = end.peer {
+            if let Some(peer_end) = self.streams.get_mut(&peer) {
+                peer_end.read_open = false;
+            }
+            self.pump(peer);
+        }
+        self.finish_if_both_ended(key);
+        Ok(())
+    }
+
+    /// Closes a socket now (the caller pushes its own `close` after the reply).
+    pub fn destroy(&mut self, sid: SessionId, socket: SocketId) -> Result<(), WireError> {
+        let key = self.stream_of(sid, socket)?;
+        self.abort_stream(key);
+        Ok(())
+    }
+
+    /// Tears a connection down from `key`'s side without telling `key`'s own guest. The
+    /// peer gets what was buffered for it, `end` and `close`; or, if `key` leaves unread
+    /// data behind, `error ECONNRESET` and `close` at once.
+    pub(crate) fn abort_stream(&mut self, key: StreamKey) {
+        let Some(end) = self.close_end(key, false) else {
+            return;
+        };
+        let Some(peer) = end.peer else { return };
+        let discarded_unread = end.inbox_bytes > 0;
+        let Some(peer_end) = self.streams.get_mut(&peer) else {
+            return;
+        };
+        peer_end.read_open = false;
+        peer_end.closing = true;
+        peer_end.drain_needed = false;
+        if discarded_unread {
+            peer_end.inbox.clear();
+            peer_end.inbox_bytes = 0;
+            peer_end.end_sent = true;
+            let (session, id) = (peer_end.session, peer_end.id);
+            let reset = WireError::new(
+                ErrorCode::Econnreset,
+                "the peer closed with unread data (reset)",
+            );
+            if let Some(session) = self.sessions.get(&session) {
+                session.out.deliver(EventBody::socket_error(id, reset), &[]);
+            }
+            self.close_end_with(peer, true, true);
+        } else {
+            self.pump(peer);
+        }
+    }
+
+    /// Delivers `key`'s inbox as far as its window allows, then a due `end` / `close`, and
+    /// a `drain` to the writer whose buffer fell below the high-water mark.
+    pub(crate) fn pump(&mut self, key: StreamKey) {
+        let high_water = self.config.limits.write_high_water;
+        let Some(end) = self.streams.get_mut(&key) else {
+            return;
+        };
+        let Some(session) = self.sessions.get(&end.session) else {
+            return;
+        };
+        let out = &session.out;
+        let max_payload = out.max_data_payload();
+        while let Some(front) = end.inbox.front_mut() {
+            let allowed = match end.window {
+                Some(0) => break,
+                Some(window) => usize::try_from(window).unwrap_or(usize::MAX),
+                None => usize::MAX,
+            };
+            let n = front.len().min(allowed).min(max_payload);
+            let chunk = if n == front.len() {
+                end.inbox.pop_front().expect("front exists")
+            } else {
+                front.drain(..n).collect()
+            };
+            end.inbox_bytes -= n;
+            if let Some(window) = end.window.as_mut() {
+                *window -= n as u64;
+            }
+            out.deliver(EventBody::Data { socket: end.id }, &chunk);
+        }
+        let inbox_empty = end.inbox.is_empty();
+        let send_end = inbox_empty && !end.read_open && !end.end_sent;
+        if send_end {
+            end.end_sent = true;
+            out.deliver(EventBody::End { socket: end.id }, &[]);
+        }
+        let (closing, inbox_bytes, writer) = (end.closing, end.inbox_bytes, end.peer);
+        if let Some(writer_end) = writer.and_then(|w| self.streams.get_mut(&w)) {
+            if writer_end.drain_needed && inbox_bytes < high_water {
+                writer_end.drain_needed = false;
+                let drain = EventBody::Drain {
+                    socket: writer_end.id,
+                };
+                if let Some(session) = self.sessions.get(&writer_end.session) {
+                    session.out.deliver(drain, &[]);
+                }
+            }
+        }
+        if inbox_empty && closing {
+            self.close_end(key, true);
+        } else if send_end {
+            self.finish_if_both_ended(key);
+        }
+    }
+
+    /// Both directions ended (each side shut down and got its `end`): both ends close.
+    fn finish_if_both_ended(&mut self, key: StreamKey) {
+        let done = |core: &Core, k: StreamKey| {
+            core.streams
+                .get(&k)
+                .is_some_and(|e| !e.write_open && e.end_sent)
+        };
+        let Some(peer) = self.streams.get(&key).and_then(|e| e.peer) else {
+            return;
+        };
+        if done(self, key) && done(self, peer) {
+            self.close_end(peer, true);
+            self.close_end(key, true);
+        }
+    }
+}
