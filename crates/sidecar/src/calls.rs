@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use sidecar_protocol::{
-    capability, Address, ConnectResult, Empty, Endpoint, ErrorCode, EventBody, Family, Header,
-    LookupAddress, LookupResult, RawFrame, Request, SocketId, WireError,
+    capability, clamp_wait, Address, ConnectResult, CreateSocketResult, Empty, Endpoint, ErrorCode,
+    EventBody, Family, Header, LookupAddress, LookupResult, RawFrame, Request, SendResult,
+    SocketId, WireError,
 };
 
-use crate::core::{ConnectStep, Core, SessionId};
+use crate::core::{ConnectStep, Core, PollKind, SessionId};
 use crate::metrics::bump;
 use crate::outbound::Outbound;
 
@@ -137,10 +138,15 @@ pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) 
         // A call racing with the socket's `close`: nothing may name the id after its close
         // event. Destroying or crediting it again is a no-op; other calls fail (`EBADF`)
         // with the request id only.
-        if core.stream_of(sid, socket).is_err()
-            && core.session(sid).is_some_and(|s| s.was_issued(socket.0))
-        {
-            if matches!(request, Request::Destroy(_) | Request::Credit(_)) {
+        let closed = core
+            .session(sid)
+            .is_some_and(|s| s.handle(socket.0).is_none() && s.was_issued(socket.0));
+        let pollable = matches!(request, Request::Poll(_) | Request::DgramPoll(_));
+        if closed && !pollable {
+            if matches!(
+                request,
+                Request::Destroy(_) | Request::Credit(_) | Request::DgramClose(_)
+            ) {
                 return responder.ok(&Empty {});
             }
             responder.socket = None;
@@ -180,11 +186,61 @@ pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) 
         }
         Request::Credit(p) => responder.done(core.credit(sid, p.socket, p.bytes).map(|_| Empty {})),
         Request::DnsLookup(p) => responder.done(lookup(&p.host, p.family)),
+        Request::Poll(p) => {
+            drop(core);
+            poll(
+                core_rc,
+                sid,
+                p.socket.0,
+                PollKind::Stream,
+                p.wait_ms,
+                responder,
+            );
+        }
+        Request::ServerPoll(p) => {
+            drop(core);
+            poll(
+                core_rc,
+                sid,
+                p.server.0,
+                PollKind::Server,
+                p.wait_ms,
+                responder,
+            );
+        }
+        Request::DgramPoll(p) => {
+            drop(core);
+            poll(
+                core_rc,
+                sid,
+                p.socket.0,
+                PollKind::Udp,
+                p.wait_ms,
+                responder,
+            );
+        }
+        Request::DgramCreateSocket(p) => {
+            let created = core.udp_create(sid, p.udp_type);
+            responder.done(created.map(|socket| CreateSocketResult { socket }))
+        }
+        Request::DgramBind(p) => {
+            responder.done(core.udp_bind(sid, p.socket, p.host.as_deref(), p.port))
+        }
+        Request::DgramConnect(p) => {
+            responder.done(core.udp_connect(sid, p.socket, p.host.as_deref(), p.port))
+        }
+        Request::DgramSend(p) => {
+            let sent = core.udp_send(sid, p.socket, p.host.as_deref(), p.port, &raw.payload);
+            responder.done(sent.map(|bytes| SendResult { bytes }))
+        }
+        Request::DgramClose(p) => match core.udp_of(sid, p.socket) {
+            Ok(key) => {
+                responder.ok(&Empty {});
+                core.close_udp(key, true);
+            }
+            Err(e) => responder.err(e),
+        },
         Request::Stats(_) => responder.ok(&crate::stats::session_stats(&core, sid)),
-        other => responder.err(WireError::new(
-            ErrorCode::Enotsup,
-            format!("{} is not supported yet", other.method()),
-        )),
     }
 }
 
@@ -197,6 +253,12 @@ fn named_socket(request: &Request) -> Option<SocketId> {
         Request::SetNoDelay(p) => Some(p.socket),
         Request::SetKeepAlive(p) => Some(p.socket),
         Request::Credit(p) => Some(p.socket),
+        Request::Poll(p) => Some(p.socket),
+        Request::DgramBind(p) => Some(p.socket),
+        Request::DgramConnect(p) => Some(p.socket),
+        Request::DgramSend(p) => Some(p.socket),
+        Request::DgramPoll(p) => Some(p.socket),
+        Request::DgramClose(p) => Some(p.socket),
         _ => None,
     }
 }
@@ -208,6 +270,12 @@ fn check_capability(core: &Core, sid: SessionId, request: &Request) -> Result<()
         Request::Listen(p) => endpoint_capability(&p.endpoint),
         Request::DnsLookup(_) => capability::DNS,
         Request::Credit(_) => capability::CREDIT,
+        Request::DgramCreateSocket(_)
+        | Request::DgramBind(_)
+        | Request::DgramConnect(_)
+        | Request::DgramSend(_)
+        | Request::DgramPoll(_)
+        | Request::DgramClose(_) => capability::UDP,
         _ => return Ok(()),
     };
     match core.session(sid) {
@@ -253,6 +321,27 @@ fn connect(
         }
         Err(e) => responder.err(e),
     }
+}
+
+/// A poll call: an event now, `null` now (`wait_ms` 0), or parked until one arrives.
+fn poll(
+    core_rc: &Rc<RefCell<Core>>,
+    sid: SessionId,
+    id: u64,
+    kind: PollKind,
+    wait_ms: u64,
+    responder: Responder,
+) {
+    let mut core = core_rc.borrow_mut();
+    if let Err(e) = core.check_poll(sid, id, kind) {
+        return responder.err(e);
+    }
+    let polled = core.take_polled(sid, id);
+    drop(core);
+    if polled.is_some() || wait_ms == 0 {
+        return responder.out.reply_polled(responder.id, polled);
+    }
+    crate::parked::park_poll(core_rc, sid, id, clamp_wait(wait_ms), responder);
 }
 
 /// `dns.lookup` inside a VM: `localhost` → its loopbacks, an IP literal → itself.

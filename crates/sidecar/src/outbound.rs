@@ -24,7 +24,7 @@ use notify_fabric::Fabric;
 use parking_lot::Mutex;
 use serde::Serialize;
 use sidecar_protocol::{
-    encode_event, encode_reply_err, encode_reply_ok, Event, EventBody, Mode, WireError,
+    encode_event, encode_reply_err, encode_reply_ok, Event, EventBody, Mode, SocketId, WireError,
 };
 
 use crate::core::Key;
@@ -32,6 +32,18 @@ use crate::metrics::{EventCounts, Metrics};
 
 /// An event waiting in a poll-mode queue, with its payload.
 pub type Polled = (EventBody, Vec<u8>);
+
+/// The id whose poll returns this event: the server for an `accept` (its new socket is
+/// not known to the guest yet), else the socket or server it names.
+fn poll_id(body: &EventBody) -> Option<u64> {
+    match body {
+        EventBody::Accept { server, .. } => Some(server.0),
+        other => other
+            .socket()
+            .or(other.server().map(|s| SocketId(s.0)))
+            .map(|s| s.0),
+    }
+}
 
 /// Poll-mode delivery: per-id queues, and who to notify.
 struct PollSide {
@@ -179,7 +191,7 @@ impl Outbound {
         let Some(poll) = &self.poll else {
             return self.push(body, payload);
         };
-        let Some(id) = body.socket().map(|s| s.0).or(body.server().map(|s| s.0)) else {
+        let Some(id) = poll_id(&body) else {
             return self.push(body, payload);
         };
         if self.state.lock().closed {

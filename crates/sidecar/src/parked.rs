@@ -6,10 +6,14 @@
 //! wait has the connect's deadline (`ETIMEDOUT`) and a bounded fallback re-check, counted
 //! by the fabric (`fallback_found_work` must stay 0). Each session may park a bounded
 //! number of calls; a session that ends drops its parked calls.
+//!
+//! A poll-mode `net.poll` with `wait_ms > 0` waits the same way on the id's
+//! [`Key::Poll`], with its clamped wait as the deadline.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use notify_fabric::{WaitOptions, WakeReason};
 use sidecar_protocol::{ErrorCode, WireError};
@@ -18,13 +22,13 @@ use crate::calls::Responder;
 use crate::core::{ConnectStep, Core, Key, ServerKey, SessionId, Target};
 use crate::metrics::{bump, drop_one};
 
-pub fn park_connect(
+/// Runs `task` as a parked call of session `sid`: counted, bounded per session, dropped
+/// with the session. Refuses (`ENOBUFS`) through `responder` past the session's limit.
+pub fn park(
     core_rc: &Rc<RefCell<Core>>,
     sid: SessionId,
-    target: Target,
-    server: ServerKey,
-    deadline: Instant,
-    responder: Responder,
+    responder: &Responder,
+    task: impl Future<Output = ()> + 'static,
 ) {
     let mut core = core_rc.borrow_mut();
     let limit = core.config.limits.parked_calls_per_session;
@@ -38,19 +42,39 @@ pub fn park_connect(
         ));
     }
     let ticket = Rc::new(Cell::new(0));
-    let task = tokio::task::spawn_local(wait_for_room(
+    let (ticket_done, core_done) = (Rc::clone(&ticket), Rc::clone(core_rc));
+    let handle = tokio::task::spawn_local(async move {
+        task.await;
+        let mut core = core_done.borrow_mut();
+        if let Some(session) = core.sessions.get_mut(&sid) {
+            session.unpark(ticket_done.get());
+        }
+        drop_one(&core.metrics.parked_now);
+    });
+    let session = core.sessions.get_mut(&sid).expect("checked above");
+    ticket.set(session.park(handle.abort_handle()));
+    bump(&core.metrics.parked_now);
+    bump(&core.metrics.parked_total);
+}
+
+/// Parks a connect that found its listener's backlog full.
+pub fn park_connect(
+    core_rc: &Rc<RefCell<Core>>,
+    sid: SessionId,
+    target: Target,
+    server: ServerKey,
+    deadline: Instant,
+    responder: Responder,
+) {
+    let task = wait_for_room(
         Rc::clone(core_rc),
         sid,
         target,
         server,
         deadline,
-        responder,
-        Rc::clone(&ticket),
-    ));
-    let session = core.sessions.get_mut(&sid).expect("checked above");
-    ticket.set(session.park(task.abort_handle()));
-    bump(&core.metrics.parked_now);
-    bump(&core.metrics.parked_total);
+        responder.clone(),
+    );
+    park(core_rc, sid, &responder, task);
 }
 
 async fn wait_for_room(
@@ -60,7 +84,6 @@ async fn wait_for_room(
     mut server: ServerKey,
     deadline: Instant,
     responder: Responder,
-    ticket: Rc<Cell<u64>>,
 ) {
     let (fabric, fallback) = {
         let core = core_rc.borrow();
@@ -90,12 +113,6 @@ async fn wait_for_room(
             Err(_) => return,
         }
     };
-    let mut core = core_rc.borrow_mut();
-    if let Some(session) = core.sessions.get_mut(&sid) {
-        session.unpark(ticket.get());
-    }
-    drop_one(&core.metrics.parked_now);
-    drop(core);
     match outcome {
         Ok(ConnectStep::Connected {
             socket,
@@ -105,4 +122,35 @@ async fn wait_for_room(
         Ok(ConnectStep::Full(_)) => unreachable!("a full backlog keeps the call parked"),
         Err(e) => responder.err(e),
     }
+}
+
+/// Parks a poll (`wait_ms > 0`) until `id` has an event or the (clamped) wait ends. A
+/// wait that ends empty was woken by a timer: it is counted as a timer-origin wake.
+pub fn park_poll(
+    core_rc: &Rc<RefCell<Core>>,
+    sid: SessionId,
+    id: u64,
+    wait: Duration,
+    responder: Responder,
+) {
+    let core_task = Rc::clone(core_rc);
+    let reply = responder.clone();
+    let task = async move {
+        let fabric = core_task.borrow().fabric.clone();
+        let options = WaitOptions::until(Instant::now() + wait);
+        let got = fabric
+            .wait_until(&Key::Poll(sid, id), options, || {
+                core_task.borrow_mut().take_polled(sid, id)
+            })
+            .await;
+        match got {
+            Ok(polled) => reply.out.reply_polled(reply.id, Some(polled)),
+            Err(WakeReason::Deadline) => {
+                bump(&core_task.borrow().metrics.timer_origin_wakes);
+                reply.out.reply_polled(reply.id, None);
+            }
+            Err(_) => {}
+        }
+    };
+    park(core_rc, sid, &responder, task);
 }

@@ -142,6 +142,7 @@ impl Core {
             match handle {
                 Handle::Stream(key) => self.abort_stream(key),
                 Handle::Server(key) => self.close_server(key, false),
+                Handle::Udp(key) => self.close_udp(key, false),
             }
         }
         self.event_tokens.retain(|_, owner| *owner != sid);

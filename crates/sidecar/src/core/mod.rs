@@ -8,9 +8,11 @@
 
 mod flow;
 mod lifecycle;
+mod poll;
 mod servers;
 mod session;
 mod streams;
+mod udp;
 mod vm;
 
 use std::collections::HashMap;
@@ -23,9 +25,11 @@ use crate::config::SidecarConfig;
 use crate::metrics::Metrics;
 
 pub use lifecycle::HelloOutcome;
+pub use poll::PollKind;
 pub use servers::{resolve_in_vm, Server};
 pub use session::{Handle, Session};
 pub use streams::{ConnectStep, StreamEnd, Target};
+pub use udp::UdpSock;
 pub use vm::Vm;
 
 /// A session's id (sidecar-wide, never reused).
@@ -34,6 +38,10 @@ pub type SessionId = u64;
 /// An in-VM stream end, sidecar-wide (never reused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct StreamKey(pub u64);
+
+/// A UDP socket, sidecar-wide (never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UdpKey(pub u64);
 
 /// A server, sidecar-wide (never reused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,6 +64,7 @@ pub struct Core {
     pub(crate) sessions: HashMap<SessionId, Session>,
     pub(crate) streams: HashMap<StreamKey, StreamEnd>,
     pub(crate) servers: HashMap<ServerKey, Server>,
+    pub(crate) udp: HashMap<UdpKey, UdpSock>,
     /// One-time event-channel tokens → their session.
     pub(crate) event_tokens: HashMap<String, SessionId>,
     next_key: u64,
@@ -76,6 +85,7 @@ impl Core {
             sessions: HashMap::new(),
             streams: HashMap::new(),
             servers: HashMap::new(),
+            udp: HashMap::new(),
             event_tokens: HashMap::new(),
             next_key: 1,
         }
@@ -109,6 +119,17 @@ impl Core {
             _ => Err(WireError::new(
                 ErrorCode::Ebadf,
                 format!("no such socket: {socket}"),
+            )),
+        }
+    }
+
+    /// The UDP socket a guest's socket id names, or `EBADF`.
+    pub(crate) fn udp_of(&self, sid: SessionId, socket: SocketId) -> Result<UdpKey, WireError> {
+        match self.sessions.get(&sid).and_then(|s| s.handle(socket.0)) {
+            Some(Handle::Udp(key)) => Ok(key),
+            _ => Err(WireError::new(
+                ErrorCode::Ebadf,
+                format!("no such UDP socket: {socket}"),
             )),
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use sidecar_protocol::{capability, Mode};
 use tokio::task::AbortHandle;
 
-use super::{ServerKey, SessionId, StreamKey};
+use super::{ServerKey, SessionId, StreamKey, UdpKey};
 use crate::metrics::CallCounts;
 use crate::outbound::Outbound;
 
@@ -15,6 +15,7 @@ use crate::outbound::Outbound;
 pub enum Handle {
     Stream(StreamKey),
     Server(ServerKey),
+    Udp(UdpKey),
 }
 
 pub struct Session {

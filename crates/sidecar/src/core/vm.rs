@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use super::ServerKey;
+use super::{ServerKey, UdpKey};
 use crate::addr::{binds_overlap, listener_matches, EphemeralPorts};
 
 pub struct Vm {
@@ -14,8 +14,14 @@ pub struct Vm {
     /// Local ports held by connected in-VM sockets (a count per port).
     client_ports: HashMap<u16, u32>,
     ephemeral: EphemeralPorts,
+    /// Bound UDP sockets by port (a port space of its own, as in the kernel).
+    udp: HashMap<u16, Vec<(IpAddr, UdpKey)>>,
+    udp_ephemeral: EphemeralPorts,
     /// Sockets and servers open in this VM.
     pub open: usize,
+    /// Datagrams dropped in this VM: no socket bound at the destination, or no room.
+    pub udp_dropped_no_receiver: u64,
+    pub udp_dropped_no_room: u64,
 }
 
 impl Vm {
@@ -26,7 +32,11 @@ impl Vm {
             unix: HashMap::new(),
             client_ports: HashMap::new(),
             ephemeral: EphemeralPorts::default(),
+            udp: HashMap::new(),
+            udp_ephemeral: EphemeralPorts::default(),
             open: 0,
+            udp_dropped_no_receiver: 0,
+            udp_dropped_no_room: 0,
         }
     }
 
@@ -110,5 +120,34 @@ impl Vm {
 
     pub fn listener_count(&self) -> usize {
         self.tcp.values().map(Vec::len).sum::<usize>() + self.unix.len()
+    }
+
+    /// UDP sockets bound on `port`, with their addresses.
+    pub fn udp_on(&self, port: u16) -> &[(IpAddr, UdpKey)] {
+        self.udp.get(&port).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn udp_bind_conflicts(&self, ip: IpAddr, port: u16) -> bool {
+        self.udp_on(port)
+            .iter()
+            .any(|(bound, _)| binds_overlap(*bound, ip))
+    }
+
+    pub fn free_udp_port(&mut self) -> Option<u16> {
+        let udp = &self.udp;
+        self.udp_ephemeral.allocate(|p| udp.contains_key(&p))
+    }
+
+    pub fn add_udp(&mut self, ip: IpAddr, port: u16, key: UdpKey) {
+        self.udp.entry(port).or_default().push((ip, key));
+    }
+
+    pub fn remove_udp(&mut self, port: u16, key: UdpKey) {
+        if let Some(list) = self.udp.get_mut(&port) {
+            list.retain(|(_, k)| *k != key);
+            if list.is_empty() {
+                self.udp.remove(&port);
+            }
+        }
     }
 }

@@ -9,6 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+pub use sidecar_protocol::Mode;
 use sidecar_protocol::{read_frame, Header, DEFAULT_MAX_FRAME};
 
 pub const DEADLINE: Duration = Duration::from_secs(10);
@@ -39,6 +40,10 @@ pub struct RawGuest {
     next_id: u64,
     pending_events: VecDeque<(Value, Vec<u8>)>,
     pub hello: Value,
+    /// Poll mode: the ids this guest knows, with the poll method for each.
+    poll_mode: bool,
+    known: Vec<(u64, &'static str)>,
+    next_poll: usize,
 }
 
 pub fn encode(header: &Value, payload: &[u8]) -> Vec<u8> {
@@ -59,7 +64,9 @@ fn reencode(frame: sidecar_protocol::RawFrame) -> Vec<u8> {
     out
 }
 
-pub const ALL_CAPS: &[&str] = &["push", "noreply", "tcp", "unix", "dns", "credit"];
+pub const ALL_CAPS: &[&str] = &[
+    "push", "poll", "noreply", "tcp", "unix", "udp", "dns", "credit",
+];
 
 impl RawGuest {
     pub fn new(wire: Wire) -> Self {
@@ -68,21 +75,56 @@ impl RawGuest {
             next_id: 1,
             pending_events: VecDeque::new(),
             hello: Value::Null,
+            poll_mode: false,
+            known: Vec::new(),
+            next_poll: 0,
         }
     }
 
-    /// Connects and says hello; panics if refused.
+    /// Connects and says hello (push mode); panics if refused.
     pub fn attach(wire: Wire, vm: &str, secret: &str) -> Self {
+        Self::attach_mode(wire, vm, secret, Mode::Push)
+    }
+
+    /// Connects and says hello in `mode`; panics if refused.
+    pub fn attach_mode(wire: Wire, vm: &str, secret: &str, mode: Mode) -> Self {
         let mut guest = RawGuest::new(wire);
-        let hello = guest
-            .call(
-                "hello",
-                json!({"version": 1, "vm": vm, "secret": secret, "capabilities": ALL_CAPS}),
-                b"",
-            )
-            .expect("hello refused");
-        guest.hello = hello;
+        let mode_name = if mode == Mode::Poll { "poll" } else { "push" };
+        let params = json!({"version": 1, "vm": vm, "secret": secret,
+                            "capabilities": ALL_CAPS, "mode": mode_name});
+        guest.hello = guest.call("hello", params, b"").expect("hello refused");
+        guest.poll_mode = mode == Mode::Poll;
         guest
+    }
+
+    /// Poll mode: remembers the ids a reply or event created, forgets closed ones.
+    fn learn(&mut self, result: &Value) {
+        if !self.poll_mode || !result.is_object() {
+            return;
+        }
+        if result.get("event").is_some() {
+            match result["event"].as_str() {
+                Some("accept") => self
+                    .known
+                    .push((result["socket"].as_u64().unwrap(), "net.poll")),
+                Some("close") => {
+                    let id = result["socket"]
+                        .as_u64()
+                        .or(result["server"].as_u64())
+                        .unwrap();
+                    self.known.retain(|(k, _)| *k != id);
+                }
+                _ => {}
+            }
+            return;
+        }
+        if let Some(server) = result.get("server").and_then(Value::as_u64) {
+            self.known.push((server, "net.server_poll"));
+        } else if let Some(socket) = result.get("socket").and_then(Value::as_u64) {
+            let udp = result.get("remote").is_none() && result.get("local").is_none();
+            self.known
+                .push((socket, if udp { "dgram.poll" } else { "net.poll" }));
+        }
     }
 
     pub fn send_raw(&mut self, bytes: Vec<u8>) -> bool {
@@ -144,12 +186,23 @@ impl RawGuest {
     }
 
     pub fn wait_reply(&mut self, id: u64) -> Result<Value, Value> {
+        self.wait_reply_payload(id).map(|(value, _)| value)
+    }
+
+    fn wait_reply_payload(&mut self, id: u64) -> Result<(Value, Vec<u8>), Value> {
         let deadline = Instant::now() + DEADLINE;
         loop {
             match self.recv(deadline).expect("no reply before the deadline") {
                 Incoming::Reply {
-                    id: got, outcome, ..
-                } if got == id => return outcome,
+                    id: got,
+                    outcome,
+                    payload,
+                } if got == id => {
+                    if let Ok(result) = &outcome {
+                        self.learn(result);
+                    }
+                    return outcome.map(|value| (value, payload));
+                }
                 Incoming::Reply { id: got, .. } => panic!("reply to {got} while waiting for {id}"),
                 Incoming::Event { event, payload } => {
                     self.pending_events.push_back((event, payload))
@@ -158,16 +211,49 @@ impl RawGuest {
         }
     }
 
-    /// The next event (queued ones first).
+    /// The next event (queued ones first). In poll mode: polls the known ids in turn.
     pub fn event(&mut self) -> (Value, Vec<u8>) {
         if let Some(e) = self.pending_events.pop_front() {
             return e;
+        }
+        if self.poll_mode {
+            return self.poll_event();
         }
         let deadline = Instant::now() + DEADLINE;
         match self.recv(deadline).expect("no event before the deadline") {
             Incoming::Event { event, payload } => (event, payload),
             Incoming::Reply { id, .. } => panic!("unexpected reply {id}"),
         }
+    }
+
+    fn poll_event(&mut self) -> (Value, Vec<u8>) {
+        let deadline = Instant::now() + DEADLINE;
+        let mut empty_in_a_row = 0;
+        while Instant::now() < deadline {
+            assert!(!self.known.is_empty(), "poll mode: no id to poll");
+            let (id, method) = self.known[self.next_poll % self.known.len()];
+            // A full round of empty answers: let the next poll wait (parked, 20 ms).
+            let wait_ms = if empty_in_a_row >= self.known.len() {
+                20
+            } else {
+                0
+            };
+            let key = if method == "net.server_poll" {
+                "server"
+            } else {
+                "socket"
+            };
+            let call = self.send_call(method, json!({key: id, "wait_ms": wait_ms}), b"", false);
+            match self.wait_reply_payload(call) {
+                Ok((event, payload)) if !event.is_null() => return (event, payload),
+                Ok(_) => {
+                    empty_in_a_row += 1;
+                    self.next_poll += 1;
+                }
+                Err(e) => panic!("poll of {id} failed: {e}"),
+            }
+        }
+        panic!("no event before the deadline (poll mode)");
     }
 
     /// The next event of a given kind, skipping (and returning) others before it.
@@ -226,13 +312,46 @@ pub struct Harness {
     _dir: tempfile::TempDir,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
     InProcess,
     Unix,
 }
 
-pub const TRANSPORTS: [Transport; 2] = [Transport::InProcess, Transport::Unix];
+/// A transport and a mode: the same test bodies run in push and in poll mode.
+#[derive(Clone, Copy, Debug)]
+pub struct Setup {
+    pub transport: Transport,
+    pub mode: Mode,
+}
+
+impl From<Transport> for Setup {
+    fn from(transport: Transport) -> Setup {
+        Setup {
+            transport,
+            mode: Mode::Push,
+        }
+    }
+}
+
+pub const TRANSPORTS: [Setup; 4] = [
+    Setup {
+        transport: Transport::InProcess,
+        mode: Mode::Push,
+    },
+    Setup {
+        transport: Transport::Unix,
+        mode: Mode::Push,
+    },
+    Setup {
+        transport: Transport::InProcess,
+        mode: Mode::Poll,
+    },
+    Setup {
+        transport: Transport::Unix,
+        mode: Mode::Poll,
+    },
+];
 
 impl Harness {
     pub fn new() -> Self {
@@ -254,21 +373,22 @@ impl Harness {
         }
     }
 
-    pub fn wire(&self, transport: Transport) -> Wire {
-        match transport {
+    pub fn wire(&self, setup: impl Into<Setup>) -> Wire {
+        match setup.into().transport {
             Transport::InProcess => Wire::Pipe(self.sidecar.connect_in_process().unwrap()),
             Transport::Unix => Wire::Unix(UnixStream::connect(&self.socket).unwrap()),
         }
     }
 
-    /// A guest attached to VM `a` over `transport`.
-    pub fn guest(&self, transport: Transport) -> RawGuest {
-        RawGuest::attach(self.wire(transport), "a", "sa")
+    /// A guest attached to VM `a` over `setup`'s transport, in its mode.
+    pub fn guest(&self, setup: impl Into<Setup>) -> RawGuest {
+        self.guest_in(setup, "a")
     }
 
-    pub fn guest_in(&self, transport: Transport, vm: &str) -> RawGuest {
+    pub fn guest_in(&self, setup: impl Into<Setup>, vm: &str) -> RawGuest {
+        let setup = setup.into();
         let secret = format!("s{vm}");
-        RawGuest::attach(self.wire(transport), vm, &secret)
+        RawGuest::attach_mode(self.wire(setup), vm, &secret, setup.mode)
     }
 
     /// The operator's view, once the sidecar has processed everything sent so far.
@@ -286,7 +406,12 @@ pub struct Conn {
     pub server_id: u64,
 }
 
-pub fn connect_pair(h: &Harness, transport: Transport, listen: Value, connect: Value) -> Conn {
+pub fn connect_pair(
+    h: &Harness,
+    transport: impl Into<Setup> + Copy,
+    listen: Value,
+    connect: Value,
+) -> Conn {
     let mut server = h.guest(transport);
     let mut client = h.guest(transport);
     let listened = server.call("net.listen", listen, b"").expect("listen");

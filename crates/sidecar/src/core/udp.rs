@@ -1,0 +1,326 @@
+//! In-VM UDP: create, bind, connect, send, close; `message` events with the sender.
+//!
+//! A datagram goes straight from the sender's call to the receiver's guest (boundaries
+//! kept). UDP is lossy by nature, never silently: a datagram to a port nobody bound is
+//! dropped and counted (and a *connected* sender's next operation fails `ECONNREFUSED`,
+//! as Linux reports the ICMP error); one that finds no room at a poll-mode receiver is
+//! dropped and counted. Receivers match as TCP listeners do (`0.0.0.0`, dual-stack `::`,
+//! v4-mapped), and a connected socket only receives from its peer.
+
+use std::net::{IpAddr, SocketAddr};
+
+use sidecar_protocol::{
+    Address, BindResult, DgramConnectResult, ErrorCode, EventBody, SocketId, UdpType, WireError,
+    MAX_UDP_PAYLOAD,
+};
+
+use super::servers::resolve_in_vm;
+use super::{Core, Handle, SessionId, UdpKey};
+use crate::addr::{
+    as_seen_by_listener, bindable, canonical, effective_destination, is_vm_local, listener_matches,
+    source_for,
+};
+
+pub struct UdpSock {
+    pub session: SessionId,
+    pub id: SocketId,
+    pub vm: String,
+    pub udp_type: UdpType,
+    pub bound: Option<SocketAddr>,
+    pub connected: Option<SocketAddr>,
+    /// A datagram to the connected peer found nobody: the next operation reports it.
+    pub refused: bool,
+}
+
+fn family_ok(udp_type: UdpType, ip: IpAddr) -> bool {
+    // A udp6 socket is dual-stack: it may talk to IPv4 (as v4-mapped).
+    udp_type == UdpType::Udp6 || canonical(ip).is_ipv4()
+}
+
+/// Resolves `host` for a socket of `udp_type`: the first address of a family it can use.
+fn resolve_for(udp_type: UdpType, host: &str) -> Result<IpAddr, WireError> {
+    let ips = resolve_in_vm(host)?;
+    let pick = match udp_type {
+        UdpType::Udp4 => ips.iter().find(|ip| canonical(**ip).is_ipv4()),
+        UdpType::Udp6 => ips.iter().find(|ip| ip.is_ipv6()).or(ips.first()),
+    };
+    pick.copied().ok_or_else(|| {
+        WireError::new(
+            ErrorCode::Eafnosupport,
+            format!("{host} has no address for this socket type"),
+        )
+    })
+}
+
+impl Core {
+    pub fn udp_create(&mut self, sid: SessionId, udp_type: UdpType) -> Result<SocketId, WireError> {
+        self.check_room(sid, 1)?;
+        let key = UdpKey(self.next_key());
+        let session = self.session_mut(sid)?;
+        let vm = session.vm.clone();
+        let id = SocketId(session.insert(Handle::Udp(key)));
+        self.vm_of(sid)?.open += 1;
+        let sock = UdpSock {
+            session: sid,
+            id,
+            vm,
+            udp_type,
+            bound: None,
+            connected: None,
+            refused: false,
+        };
+        self.udp.insert(key, sock);
+        Ok(id)
+    }
+
+    pub fn udp_bind(
+        &mut self,
+        sid: SessionId,
+        socket: SocketId,
+        host: Option<&str>,
+        port: u16,
+    ) -> Result<BindResult, WireError> {
+        let key = self.udp_of(sid, socket)?;
+        if self.udp[&key].bound.is_some() {
+            return Err(WireError::invalid("the socket is already bound"));
+        }
+        let local = self.bind_udp_key(sid, key, host, port)?;
+        Ok(BindResult {
+            local: Address::Inet(local),
+        })
+    }
+
+    fn bind_udp_key(
+        &mut self,
+        sid: SessionId,
+        key: UdpKey,
+        host: Option<&str>,
+        port: u16,
+    ) -> Result<SocketAddr, WireError> {
+        let udp_type = self.udp[&key].udp_type;
+        let ip = match host {
+            Some(host) => resolve_for(udp_type, host)?,
+            None => udp_type.wildcard().parse().expect("a wildcard literal"),
+        };
+        if !family_ok(udp_type, ip) {
+            return Err(WireError::new(
+                ErrorCode::Eafnosupport,
+                format!("a {udp_type:?} socket cannot bind {ip}"),
+            ));
+        }
+        if !bindable(ip) {
+            return Err(WireError::new(
+                ErrorCode::Eaddrnotavail,
+                format!("{ip} is not an address of this VM (it has loopback only)"),
+            ));
+        }
+        let vm = self.vm_of(sid)?;
+        let port = match port {
+            0 => vm.free_udp_port().ok_or_else(|| {
+                WireError::new(ErrorCode::Eaddrinuse, "no ephemeral UDP port is free")
+            })?,
+            port => port,
+        };
+        if vm.udp_bind_conflicts(ip, port) {
+            return Err(WireError::new(
+                ErrorCode::Eaddrinuse,
+                format!("bind EADDRINUSE {ip}:{port}"),
+            ));
+        }
+        vm.add_udp(ip, port, key);
+        let local = SocketAddr::new(ip, port);
+        self.udp.get_mut(&key).expect("looked up").bound = Some(local);
+        Ok(local)
+    }
+
+    /// The socket's local address, binding an ephemeral port first if it has none.
+    fn udp_local(&mut self, sid: SessionId, key: UdpKey) -> Result<SocketAddr, WireError> {
+        match self.udp[&key].bound {
+            Some(addr) => Ok(addr),
+            None => self.bind_udp_key(sid, key, None, 0),
+        }
+    }
+
+    /// A destination inside the VM, checked as the kernel would.
+    fn udp_destination(
+        &self,
+        udp_type: UdpType,
+        host: &str,
+        port: u16,
+    ) -> Result<SocketAddr, WireError> {
+        let ip = resolve_for(udp_type, host)?;
+        let is_broadcast = matches!(canonical(ip), IpAddr::V4(v4) if v4.is_broadcast());
+        if ip.is_multicast() || is_broadcast {
+            return Err(WireError::new(
+                ErrorCode::Enotsup,
+                format!("multicast and broadcast ({ip}) are not supported"),
+            ));
+        }
+        if !family_ok(udp_type, ip) {
+            return Err(WireError::new(
+                ErrorCode::Eafnosupport,
+                format!("a {udp_type:?} socket cannot reach {ip}"),
+            ));
+        }
+        if !is_vm_local(ip) {
+            return Err(WireError::new(
+                ErrorCode::Eacces,
+                format!("send EACCES {ip}:{port}: outside the VM, not allowed"),
+            ));
+        }
+        if port == 0 {
+            return Err(WireError::invalid("port 0 is not a destination"));
+        }
+        Ok(SocketAddr::new(effective_destination(ip), port))
+    }
+
+    fn take_refused(&mut self, key: UdpKey) -> Result<(), WireError> {
+        let sock = self.udp.get_mut(&key).expect("looked up");
+        if std::mem::take(&mut sock.refused) {
+            return Err(WireError::new(
+                ErrorCode::Econnrefused,
+                "a datagram to the connected peer found nobody listening",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn udp_connect(
+        &mut self,
+        sid: SessionId,
+        socket: SocketId,
+        host: Option<&str>,
+        port: u16,
+    ) -> Result<DgramConnectResult, WireError> {
+        let key = self.udp_of(sid, socket)?;
+        if self.udp[&key].connected.is_some() {
+            return Err(WireError::new(
+                ErrorCode::Eisconn,
+                "the socket is already connected",
+            ));
+        }
+        let dest =
+            self.udp_destination(self.udp[&key].udp_type, host.unwrap_or("localhost"), port)?;
+        let local = self.udp_local(sid, key)?;
+        self.udp.get_mut(&key).expect("looked up").connected = Some(dest);
+        Ok(DgramConnectResult {
+            local: Address::Inet(local),
+            remote: Address::Inet(dest),
+        })
+    }
+
+    /// Sends one datagram. Returns its size; a datagram nobody receives is still "sent"
+    /// (and counted as dropped), as UDP does.
+    pub fn udp_send(
+        &mut self,
+        sid: SessionId,
+        socket: SocketId,
+        host: Option<&str>,
+        port: Option<u16>,
+        payload: &[u8],
+    ) -> Result<u64, WireError> {
+        let key = self.udp_of(sid, socket)?;
+        self.take_refused(key)?;
+        if payload.len() > MAX_UDP_PAYLOAD {
+            return Err(WireError::new(
+                ErrorCode::Emsgsize,
+                format!(
+                    "a datagram of {} bytes is over the limit of {MAX_UDP_PAYLOAD}",
+                    payload.len()
+                ),
+            ));
+        }
+        let sock = &self.udp[&key];
+        let dest = match (host, port) {
+            (_, Some(port)) => {
+                self.udp_destination(sock.udp_type, host.unwrap_or("localhost"), port)?
+            }
+            (Some(_), None) => return Err(WireError::invalid("a host needs a port")),
+            (None, None) => sock.connected.ok_or_else(|| {
+                WireError::new(
+                    ErrorCode::Edestaddrreq,
+                    "no destination and the socket is not connected",
+                )
+            })?,
+        };
+        let bound = self.udp_local(sid, key)?;
+        let source = match bound.ip().is_unspecified() {
+            true => SocketAddr::new(source_for(dest.ip()), bound.port()),
+            false => bound,
+        };
+        self.route_datagram(key, source, dest, payload);
+        Ok(payload.len() as u64)
+    }
+
+    fn route_datagram(
+        &mut self,
+        from: UdpKey,
+        source: SocketAddr,
+        dest: SocketAddr,
+        payload: &[u8],
+    ) {
+        let vm_name = self.udp[&from].vm.clone();
+        let room = self.config.limits.udp_receive_buffer;
+        let Some(vm) = self.vms.get(&vm_name) else {
+            return;
+        };
+        let receiver = vm
+            .udp_on(dest.port())
+            .iter()
+            .filter(|(ip, _)| listener_matches(*ip, dest.ip()))
+            .filter(|(_, key)| {
+                // A connected socket only hears from its peer.
+                self.udp[key].connected.is_none_or(|peer| {
+                    canonical(peer.ip()) == canonical(source.ip()) && peer.port() == source.port()
+                })
+            })
+            .min_by_key(|(ip, _)| ip.is_unspecified())
+            .map(|(ip, key)| (*ip, *key));
+        let Some((bound_ip, to)) = receiver else {
+            let vm = self.vms.get_mut(&vm_name).expect("exists");
+            vm.udp_dropped_no_receiver += 1;
+            let sender = self.udp.get_mut(&from).expect("exists");
+            if sender.connected == Some(dest) {
+                sender.refused = true;
+            }
+            return;
+        };
+        let target = &self.udp[&to];
+        let Some(session) = self.sessions.get(&target.session) else {
+            return;
+        };
+        if session.out.polled_bytes(target.id.0) + payload.len() > room {
+            self.vms
+                .get_mut(&vm_name)
+                .expect("exists")
+                .udp_dropped_no_room += 1;
+            return;
+        }
+        let message = EventBody::Message {
+            socket: target.id,
+            remote: Address::Inet(as_seen_by_listener(bound_ip, source)),
+        };
+        session.out.deliver(message, payload);
+    }
+
+    /// Frees a UDP socket; pushes its `close` if `notify_guest`.
+    pub fn close_udp(&mut self, key: UdpKey, notify_guest: bool) {
+        let Some(sock) = self.udp.remove(&key) else {
+            return;
+        };
+        if let Some(vm) = self.vms.get_mut(&sock.vm) {
+            if let Some(bound) = sock.bound {
+                vm.remove_udp(bound.port(), key);
+            }
+            vm.open -= 1;
+        }
+        if let Some(session) = self.sessions.get_mut(&sock.session) {
+            session.remove(sock.id.0);
+            if notify_guest {
+                session
+                    .out
+                    .deliver(EventBody::socket_closed(sock.id, false), &[]);
+            }
+        }
+    }
+}
