@@ -7,7 +7,8 @@
 //!   "session": {"id", "vm", "mode", "last_seq", "events_pushed": {kind: n},
 //!               "events_undeliverable", "calls": {method: n}, "open_handles",
 //!               "parked_calls"},
-//!   "vm":      {"name", "sockets", "listeners"},
+//!   "vm":      {"name", "sockets", "listeners", "udp_dropped_no_receiver",
+//!               "udp_dropped_no_room"},
 //!   "health":  {"fallback_fired", "fallback_found_work", "timer_origin_wakes"}
 //! }
 //! ```
@@ -31,7 +32,13 @@ fn health(core: &Core) -> Value {
 
 fn vm_json(core: &Core, name: &str) -> Value {
     match core.vms.get(name) {
-        Some(vm) => json!({"name": name, "sockets": vm.open, "listeners": vm.listener_count()}),
+        Some(vm) => json!({
+            "name": name,
+            "sockets": vm.open,
+            "listeners": vm.listener_count(),
+            "udp_dropped_no_receiver": vm.udp_dropped_no_receiver,
+            "udp_dropped_no_room": vm.udp_dropped_no_room,
+        }),
         None => json!({"name": name}),
     }
 }
