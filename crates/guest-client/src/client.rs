@@ -21,8 +21,8 @@ use std::time::Instant;
 use serde_json::Value;
 use sidecar_protocol::{
     capability, encode_call, encode_raw_frame, Call, CallParams, Event, EventBody, Header,
-    HelloParams, HelloResult, Mode, RawFrame, Reply, ServerId, SocketId, WireError, WriteParams,
-    WriteResult, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    HelloParams, HelloResult, Mode, PollResult, RawFrame, Reply, ServerId, SocketId, WireError,
+    WriteParams, WriteResult, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 
 use crate::error::ClientError;
@@ -34,9 +34,11 @@ use crate::transport::{Transport, TransportError};
 /// events on this stream, and this client reads events from the stream it calls on.
 pub const CLIENT_CAPABILITIES: &[&str] = &[
     capability::PUSH,
+    capability::POLL,
     capability::NOREPLY,
     capability::TCP,
     capability::UNIX,
+    capability::UDP,
     capability::DNS,
     capability::CREDIT,
 ];
@@ -85,6 +87,14 @@ impl Client {
     pub fn hello_params(vm: impl Into<String>, secret: impl Into<String>) -> HelloParams {
         let mut params = HelloParams::new(vm, secret);
         params.capabilities = capability::to_owned_list(CLIENT_CAPABILITIES);
+        params
+    }
+
+    /// As [`Client::hello_params`], in poll mode (the legacy baseline: no events are
+    /// pushed; the guest asks with [`Client::poll`]).
+    pub fn hello_params_poll(vm: impl Into<String>, secret: impl Into<String>) -> HelloParams {
+        let mut params = Client::hello_params(vm, secret);
+        params.mode = Mode::Poll;
         params
     }
 
@@ -196,6 +206,21 @@ impl Client {
                 reason: format!("{} result: {e}", P::METHOD),
             })?;
         Ok((result, payload))
+    }
+
+    /// A poll call (`net.poll`, `net.server_poll`, `dgram.poll`): `None`, or one event
+    /// with its payload. A polled event's `seq` counts like a pushed one's (poll mode
+    /// numbers events on delivery), so [`Client::last_seq`] and [`Client::seq_gaps`]
+    /// cover both.
+    pub fn poll<P: CallParams<Result = PollResult>>(
+        &mut self,
+        params: &P,
+    ) -> Result<Option<EventFrame>, ClientError> {
+        let (event, payload) = self.call_with_payload(params, &[])?;
+        Ok(event.map(|event| {
+            self.note_seq(event.seq);
+            (event, payload)
+        }))
     }
 
     /// A blocking call by method name with raw JSON params (for methods this build does
@@ -361,10 +386,7 @@ impl Client {
         match header {
             Header::Reply(reply) => Ok(Incoming::Reply(reply, raw.payload)),
             Header::Event(event) => {
-                if event.seq != self.last_seq + 1 {
-                    self.seq_gaps += 1;
-                }
-                self.last_seq = event.seq;
+                self.note_seq(event.seq);
                 Ok(Incoming::Event(event, raw.payload))
             }
             Header::Call(call) => Err(ClientError::protocol(format!(
@@ -372,6 +394,13 @@ impl Client {
                 call.method
             ))),
         }
+    }
+
+    fn note_seq(&mut self, seq: u64) {
+        if seq != self.last_seq + 1 {
+            self.seq_gaps += 1;
+        }
+        self.last_seq = seq;
     }
 
     /// A reply nobody waits for: the answer to a `noreply` call sent without the

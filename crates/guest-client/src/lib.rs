@@ -14,8 +14,11 @@
 //!   arrive while a call waits are queued in order, never lost; a broken transport fails
 //!   the pending call, every later call and the event stream with `ECONNRESET`.
 //! - [`GuestLoop`]: a single-thread executor whose idle state is "blocked on the next
-//!   pushed event", with [`TcpListener`], [`TcpStream`], [`UnixListener`], [`UnixStream`].
-//!   No timers in push mode.
+//!   pushed event", with [`TcpListener`], [`TcpStream`], [`UnixListener`], [`UnixStream`]
+//!   and [`UdpSocket`]. No timers in push mode. Over a poll-mode session
+//!   ([`Client::hello_params_poll`]) the same loop and handles reproduce the old
+//!   polyfill, re-polling on a timer ([`GuestLoop::with_poll_interval`]): the measured
+//!   baseline.
 //!
 //! It depends only on the protocol crate and the in-process pipe: never on the sidecar,
 //! never on an async runtime, so a guest links only what a guest needs.
@@ -53,8 +56,8 @@ pub mod transport;
 pub use client::{Client, EventFrame, CLIENT_CAPABILITIES, LOCAL_SEQ};
 pub use error::{error_code, ClientError};
 pub use guest_loop::{
-    GuestLoop, JoinHandle, LoopCounters, LoopHandle, TcpListener, TcpStream, UnixListener,
-    UnixStream,
+    GuestLoop, JoinHandle, LoopCounters, LoopHandle, TcpListener, TcpStream, UdpSocket,
+    UnixListener, UnixStream, DEFAULT_POLL_INTERVAL,
 };
 #[cfg(unix)]
 pub use transport::connect_unix;

@@ -6,7 +6,9 @@
 //! backlog at the sidecar: in push mode an accepted socket counts against the backlog
 //! until the guest *acknowledges* it, so `accept()` sends `net.credit {socket, bytes: 0}`
 //! (`noreply`). A slow program thereby applies back-pressure to connecting peers, and a
-//! fast one never fills its backlog.
+//! fast one never fills its backlog. In poll mode the `accept` is only delivered when the
+//! program asks for one (`net.server_poll`), and a polled `accept` counts as taken, so
+//! nothing is sent.
 
 use std::future::poll_fn;
 use std::io;
@@ -58,9 +60,12 @@ impl ListenerCore {
 
     /// Tells the sidecar the program took the socket (it stops counting against the
     /// server's backlog): any call naming the socket does; a zero credit grant costs
-    /// nothing and asks for no reply.
+    /// nothing and asks for no reply. Not needed in poll mode.
     fn acknowledge(&self, socket: SocketId) -> io::Result<()> {
-        self.lp.shared().grant(socket, 0)?;
+        let shared = self.lp.shared();
+        if shared.acknowledges_accepts() {
+            shared.grant(socket, 0)?;
+        }
         Ok(())
     }
 }

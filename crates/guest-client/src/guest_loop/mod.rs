@@ -9,6 +9,11 @@
 //! a blocking receive of the next pushed event. An event wakes exactly the task waiting on
 //! the socket it names. No timer exists in push mode.
 //!
+//! The loop also runs over a **poll-mode** session, reproducing the old polyfill as the
+//! baseline the project is measured against: the same handles and program, only the event
+//! source differs (it polls the waited-on ids and sleeps on a timer when nothing is
+//! ready; see [`source`]). [`GuestLoop::with_poll_interval`] sets that timer.
+//!
 //! # How it runs
 //!
 //! [`GuestLoop::block_on`] repeats:
@@ -22,9 +27,13 @@
 //!
 //! Operations that need the sidecar's answer (`connect`, `bind`, `shutdown`, options)
 //! are blocking calls, like an isolate's callSync; events that arrive during one are
-//! queued by the client and applied after, in order. Writes are `noreply`: the guest does
-//! not wait a round trip per write, and a failed write is reported by the socket's next
-//! operation.
+//! queued by the client and applied after, in order. Writes are mostly `noreply`: the
+//! guest does not wait a round trip per write, and a failed write is reported by the
+//! socket's next operation; one write per 64 KiB is a blocking call, whose reply tells
+//! whether the sidecar's buffer passed its high-water mark (then writing waits for
+//! `drain`; see [`stream`]). In push mode a connect is sent `noreply` and resolves off
+//! its `connect` event, so other tasks run meanwhile; in poll mode it is a blocking call
+//! (its event could not be polled before the reply names the socket).
 //!
 //! If the connection to the sidecar is lost, every socket and server fails with
 //! `ECONNRESET` (after the data it already received), so no task waits for an event that
@@ -42,6 +51,8 @@ mod socket_state;
 mod source;
 mod stream;
 mod table;
+mod udp;
+mod udp_state;
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -51,10 +62,11 @@ use std::ops::Deref;
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::Poll;
+use std::time::Duration;
 
 use sidecar_protocol::{
-    capability, CallParams, CreditParams, DestroyParams, Event, Family, LookupParams,
-    ServerCloseParams, SocketId,
+    capability, CallParams, CreditParams, DestroyParams, DgramCloseParams, Event, Family,
+    LookupParams, Mode, ServerCloseParams, SocketId,
 };
 
 use crate::client::Client;
@@ -65,12 +77,14 @@ use table::{Followup, SocketTable};
 
 pub use executor::JoinHandle;
 pub use listener::{TcpListener, UnixListener};
+pub use source::DEFAULT_POLL_INTERVAL;
 pub use stream::{TcpStream, UnixStream};
+pub use udp::UdpSocket;
 
 /// Room left for the header of a `net.write` frame when splitting large writes.
 const WRITE_HEADER_ROOM: usize = 256;
 /// Largest payload of one `net.write` frame.
-const MAX_WRITE_CHUNK: usize = 1024 * 1024;
+const MAX_WRITE_CHUNK: usize = 256 * 1024;
 /// Events applied per round while tasks are ready (keeps a flood from starving them).
 const EVENTS_PER_BUSY_ROUND: usize = 64;
 
@@ -81,12 +95,22 @@ pub struct LoopCounters {
     pub events: u64,
     /// Events that named no socket or server the loop knows.
     pub unrouted_events: u64,
-    /// Times the loop slept waiting for an event.
+    /// Times the loop had no task to run and went to its event source (push mode: a
+    /// blocking receive; poll mode: polls, then a timer sleep if none found an event).
     pub idle_waits: u64,
-    /// Idle waits that ended on a timer instead of an event (always 0 in push mode).
+    /// Idle waits that ended on a timer instead of an event (always 0 in push mode;
+    /// in poll mode, each re-poll tick).
     pub timer_wakes: u64,
     /// `net.credit` calls sent (acknowledgements of accepted sockets included).
     pub credit_calls: u64,
+    /// Poll calls sent (`net.poll`, `net.server_poll`, `dgram.poll`; poll mode only).
+    pub polls: u64,
+    /// Poll calls answered `null`.
+    pub empty_polls: u64,
+    /// `net.write`s sent as blocking calls (one per 64 KiB written: flow control).
+    pub sync_writes: u64,
+    /// Times a write waited for `drain` (a blocking write's reply said `need_drain`).
+    pub drain_waits: u64,
 }
 
 /// Credit granting, from hello: grant in batches of half the initial window.
@@ -103,8 +127,9 @@ pub(crate) struct Shared {
     source: RefCell<EventSource>,
     executor: Executor,
     credit: CreditPolicy,
+    mode: Mode,
     /// Connects are sent `noreply` and resolve off their `connect` / `error` event, so
-    /// the loop runs on while the sidecar establishes them (needs `noreply`).
+    /// the loop runs on while the sidecar establishes them (push mode with `noreply`).
     nonblocking_connect: bool,
     write_chunk: usize,
     counters: Cell<LoopCounters>,
@@ -128,17 +153,28 @@ pub struct GuestLoop {
 }
 
 impl GuestLoop {
-    /// A loop over a connected client. A poll-mode session is `ENOTSUP` for now, and so
-    /// is a session whose events go to a separate event channel (this loop reads them
-    /// from the client's own stream).
+    /// A loop over a connected client, push or poll mode (poll mode re-polls on
+    /// [`DEFAULT_POLL_INTERVAL`]). A session whose events go to a separate event channel
+    /// is `ENOTSUP` (this loop reads them from the client's own stream).
     pub fn new(client: Client) -> Result<GuestLoop, ClientError> {
-        let source = EventSource::for_mode(client.mode())?;
+        GuestLoop::with_poll_interval(client, DEFAULT_POLL_INTERVAL)
+    }
+
+    /// As [`GuestLoop::new`], with poll mode's re-poll timer set to `interval` (ignored
+    /// in push mode, which has no timer). `Duration::ZERO` re-polls without sleeping:
+    /// a busy loop, useful only to measure the cost of polling itself.
+    pub fn with_poll_interval(
+        client: Client,
+        interval: Duration,
+    ) -> Result<GuestLoop, ClientError> {
         if client.has_capability(capability::EVENT_CHANNEL) {
             return Err(ClientError::Unsupported(
                 "the session's events go to a separate event channel".into(),
             ));
         }
-        let nonblocking_connect = client.has_capability(capability::NOREPLY);
+        let mode = client.mode();
+        let source = EventSource::for_mode(mode, interval);
+        let nonblocking_connect = mode == Mode::Push && client.has_capability(capability::NOREPLY);
         let credit = CreditPolicy {
             enabled: client.has_capability(capability::CREDIT),
             threshold: (client.credit_window() / 2).max(1),
@@ -153,6 +189,7 @@ impl GuestLoop {
             source: RefCell::new(source),
             executor: Executor::new(),
             credit,
+            mode,
             nonblocking_connect,
             write_chunk,
             counters: Cell::default(),
@@ -248,7 +285,13 @@ impl LoopHandle {
     pub fn counters(&self) -> LoopCounters {
         let mut counters = self.shared.counters.get();
         counters.unrouted_events = self.shared.table.borrow().unrouted;
+        (counters.polls, counters.empty_polls) = self.shared.source.borrow().poll_counts();
         counters
+    }
+
+    /// The session's mode (push, or the poll baseline).
+    pub fn mode(&self) -> Mode {
+        self.shared.mode
     }
 
     /// Spawned tasks not finished yet.
@@ -267,7 +310,7 @@ impl LoopHandle {
 }
 
 impl Shared {
-    fn count(&self, update: impl FnOnce(&mut LoopCounters)) {
+    pub(crate) fn count(&self, update: impl FnOnce(&mut LoopCounters)) {
         let mut counters = self.counters.get();
         update(&mut counters);
         self.counters.set(counters);
@@ -278,7 +321,17 @@ impl Shared {
     /// as the reply. (None of them can concern an id the reply creates: on one stream the
     /// sidecar writes a reply before any event about the id it created.)
     pub(crate) fn call<P: CallParams>(&self, params: &P) -> Result<P::Result, ClientError> {
-        let result = self.client.borrow_mut().call(params);
+        self.call_with_payload(params, &[])
+            .map(|(result, _)| result)
+    }
+
+    /// As [`Shared::call`], sending `payload` (a blocking `net.write`).
+    pub(crate) fn call_with_payload<P: CallParams>(
+        &self,
+        params: &P,
+        payload: &[u8],
+    ) -> Result<(P::Result, Vec<u8>), ClientError> {
+        let result = self.client.borrow_mut().call_with_payload(params, payload);
         let result = self.check(result);
         self.apply_queued_events();
         result
@@ -322,6 +375,12 @@ impl Shared {
         self.nonblocking_connect
     }
 
+    /// Whether taking an accepted socket must be acknowledged (push mode: it counts
+    /// against the server's backlog until then; a polled `accept` counts as taken).
+    pub(crate) fn acknowledges_accepts(&self) -> bool {
+        self.mode == Mode::Push
+    }
+
     pub(crate) fn write_chunk(&self) -> usize {
         self.write_chunk
     }
@@ -338,6 +397,14 @@ impl Shared {
         }
         for socket in release.orphans {
             let _ = self.send_noreply(&DestroyParams { socket }, &[]);
+        }
+    }
+
+    /// Sends `dgram.close` for a dropped UDP handle, unless it is closed already.
+    pub(crate) fn release_udp(&self, socket: SocketId) {
+        let close = self.table.borrow_mut().release_udp(socket);
+        if close {
+            let _ = self.send_noreply(&DgramCloseParams { socket }, &[]);
         }
     }
 

@@ -3,8 +3,8 @@
 //!
 //! Events change the state (`on_*`); handle operations read it (`poll_read`,
 //! `check_writable`, `poll_accept`). Keeping both here, with no I/O, makes the rules
-//! testable on their own and gives the poll-mode source of the next issue the very same
-//! states to feed:
+//! testable on their own, and both event sources (push and poll) feed the very same
+//! states:
 //!
 //! - **Read side**: bytes are buffered as `data` arrives and handed out in order. Once
 //!   they are gone, a pending error is reported (one-shot for a failed `noreply` call,
@@ -12,7 +12,13 @@
 //!   peer's FIN (`end`) or the socket's `close`. Data that arrived before an error is
 //!   still delivered: it came first.
 //! - **Write side**: refused locally with `EPIPE` after our own `shutdown` or once the
-//!   socket is closed; a failed `noreply` write is reported by the next operation.
+//!   socket is closed; a failed `noreply` write is reported by the next operation. Flow
+//!   control (see [`super::stream`]) keeps two facts here: bytes sent `noreply` since the
+//!   last blocking write (when the next write must be a blocking one), and whether a
+//!   blocking write's reply said `need_drain` (writing then waits for `drain`).
+//! - **Interest** (poll mode): a socket is worth polling while a task waits on it (a read
+//!   or a drain), or while it lingers after its handle was dropped (its `close` must still
+//!   be collected so the sidecar releases the id). Pushed-mode sockets ignore this.
 //! - **Owner**: a socket accepted by the sidecar waits in its server's backlog until the
 //!   program takes it; its handle owns it until dropped; after that the state lingers
 //!   until the sidecar's `close` so late events are recognised, then is removed.
@@ -58,7 +64,12 @@ pub(crate) struct StreamState {
     paused: bool,
     /// Bytes read by the program and not yet granted back with `net.credit`.
     ungranted: u64,
+    /// Bytes sent with `noreply` since the last blocking `net.write`.
+    unsynced: u64,
+    /// A blocking write's reply said `need_drain`: more writes wait for `drain`.
+    drain_pending: bool,
     readers: Vec<Waker>,
+    drainers: Vec<Waker>,
 }
 
 impl StreamState {
@@ -76,7 +87,10 @@ impl StreamState {
             write_shut: false,
             paused: false,
             ungranted: 0,
+            unsynced: 0,
+            drain_pending: false,
             readers: Vec::new(),
+            drainers: Vec::new(),
         }
     }
 
@@ -102,8 +116,17 @@ impl StreamState {
     /// `close`: the id is released. Returns whether the state can be forgotten.
     pub fn on_close(&mut self) -> bool {
         self.closed = true;
-        self.wake_readers();
+        self.wake_all();
         self.owner == Owner::Gone
+    }
+
+    /// `drain`: the sidecar's buffer for this socket fell below its high-water mark.
+    /// (A `drain` nobody waits for, after `noreply` writes crossed the mark, is ignored.)
+    pub fn on_drain(&mut self) {
+        self.drain_pending = false;
+        for waker in self.drainers.drain(..) {
+            waker.wake();
+        }
     }
 
     /// `error`: for a failed `noreply` call (`from_request`) or the socket itself.
@@ -114,13 +137,20 @@ impl StreamState {
             &mut self.socket_error
         };
         slot.get_or_insert(error);
-        self.wake_readers();
+        self.wake_all();
     }
 
     /// The connection to the sidecar is gone: every later operation fails with `error`.
     pub fn fail(&mut self, error: WireError) {
         self.socket_error.get_or_insert(error);
-        self.wake_readers();
+        self.wake_all();
+    }
+
+    /// Whether the poll-mode source should poll this socket: a task waits on it, or it
+    /// lingers after its handle was dropped and its `close` is still to be collected.
+    pub fn wants_events(&self) -> bool {
+        !self.closed
+            && (!self.readers.is_empty() || !self.drainers.is_empty() || self.owner == Owner::Gone)
     }
 
     /// Reads buffered bytes into `buf`, or says why there are none: `Ok(0)` at end of
@@ -184,6 +214,37 @@ impl StreamState {
         Ok(())
     }
 
+    /// Counts a write of `len` bytes and says whether it must be a blocking call: the
+    /// first write after `every` bytes went out `noreply` since the last blocking one.
+    pub fn sync_due(&mut self, len: usize, every: u64) -> bool {
+        if self.unsynced >= every {
+            self.unsynced = 0;
+            return true;
+        }
+        self.unsynced += len as u64;
+        false
+    }
+
+    /// A blocking write's reply said `need_drain`.
+    pub fn set_need_drain(&mut self) {
+        self.drain_pending = true;
+    }
+
+    /// Ready once no `drain` is awaited; an error if the socket can no longer be
+    /// written (the wait would never end); else `Pending` with `waker` registered.
+    pub fn poll_drained(&mut self, waker: &Waker) -> Poll<Result<(), WireError>> {
+        if !self.drain_pending {
+            return Poll::Ready(Ok(()));
+        }
+        if let Err(error) = self.check_writable() {
+            return Poll::Ready(Err(error));
+        }
+        if !self.drainers.iter().any(|w| w.will_wake(waker)) {
+            self.drainers.push(waker.clone());
+        }
+        Poll::Pending
+    }
+
     /// Whether a shutdown needs sending (`Ok(false)`: already done), else its error.
     pub fn check_shutdown(&mut self) -> Result<bool, WireError> {
         if self.write_shut {
@@ -223,6 +284,14 @@ impl StreamState {
 
     fn wake_readers(&mut self) {
         for waker in self.readers.drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// Wakes readers and writers waiting for `drain` (the socket failed or closed).
+    fn wake_all(&mut self) {
+        self.wake_readers();
+        for waker in self.drainers.drain(..) {
             waker.wake();
         }
     }
@@ -281,6 +350,12 @@ impl ServerState {
     /// The sockets nobody will take any more (the handle is gone).
     pub fn drain_backlog(&mut self) -> Vec<SocketId> {
         self.backlog.drain(..).collect()
+    }
+
+    /// Whether the poll-mode source should poll this server: a task waits in `accept`,
+    /// or the handle is gone and the server's `close` is still to be collected.
+    pub fn wants_events(&self) -> bool {
+        !self.closed && (!self.acceptors.is_empty() || self.handle_dropped)
     }
 
     /// The next accepted connection, or why there is none, or `Pending`.
@@ -416,6 +491,49 @@ mod tests {
         st.set_paused(false);
         assert_eq!(st.take_grant(250), Some(300));
         assert_eq!(st.take_grant(250), None);
+    }
+
+    #[test]
+    fn writes_sync_every_so_many_bytes_and_wait_for_drain() {
+        let mut st = stream();
+        let due: Vec<bool> = [40, 40, 10, 100, 64, 1]
+            .map(|n| st.sync_due(n, 64))
+            .to_vec();
+        assert_eq!(due, [false, false, true, false, true, false]);
+        assert_eq!(st.poll_drained(Waker::noop()), Poll::Ready(Ok(())));
+        st.set_need_drain();
+        let (count, w) = waker();
+        assert!(st.poll_drained(&w).is_pending());
+        assert!(st.wants_events(), "a drain waiter is poll interest");
+        st.on_drain();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(!st.wants_events());
+        assert_eq!(st.poll_drained(&w), Poll::Ready(Ok(())));
+        // A socket that fails while a writer waits ends the wait with the error.
+        st.set_need_drain();
+        assert!(st.poll_drained(&w).is_pending());
+        st.on_error(WireError::from_code(ErrorCode::Econnreset), false);
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        let got = st.poll_drained(&w);
+        assert!(matches!(got, Poll::Ready(Err(e)) if e.code == ErrorCode::Econnreset));
+    }
+
+    #[test]
+    fn poll_interest_follows_waiters_and_lingering() {
+        let mut st = stream();
+        assert!(!st.wants_events());
+        assert!(st.poll_read(&mut [0; 4], Waker::noop()).is_pending());
+        assert!(st.wants_events());
+        st.on_data(b"x".to_vec());
+        assert!(!st.wants_events(), "the reader was woken");
+        st.owner = Owner::Gone;
+        assert!(st.wants_events(), "its close is still to be collected");
+        st.on_close();
+        assert!(!st.wants_events());
+        let mut sv = ServerState::new();
+        assert!(!sv.wants_events());
+        assert!(sv.poll_accept(Waker::noop()).is_pending());
+        assert!(sv.wants_events());
     }
 
     #[test]

@@ -2,10 +2,21 @@
 //!
 //! Both are the same thing underneath (a sidecar socket id whose events the loop routes
 //! here), so one private core does the work and the two public types only differ in how
-//! they connect. Reads wait for pushed `data`; writes are `noreply` frames; dropping a
-//! handle destroys the socket. Errors are `io::Error`s whose kind matches the POSIX code
-//! and whose inner error is the [`WireError`](sidecar_protocol::WireError) (see
-//! [`crate::error_code`]).
+//! they connect. Reads wait for `data` events; dropping a handle destroys the socket.
+//! Errors are `io::Error`s whose kind matches the POSIX code and whose inner error is the
+//! [`WireError`](sidecar_protocol::WireError) (see [`crate::error_code`]).
+//!
+//! # Writing: back-pressure without a round trip per write
+//!
+//! The sidecar buffers a socket's writes until the peer takes them; past a high-water
+//! mark a blocking `net.write`'s reply says `need_drain` and a `drain` event follows once
+//! the buffer falls below it; past a hard limit a write fails (`ENOBUFS`, nothing
+//! accepted). A `noreply` write learns none of this. So `write_all` sends `noreply`
+//! writes of at most 256 KiB, but once 64 KiB went out since the last blocking write,
+//! the next one is blocking; if its reply says `need_drain`, writing waits for `drain`
+//! before sending more. The sidecar's buffer for the socket thereby stays within about
+//! the high-water mark plus two chunks (well under the hard limit), so bytes are never
+//! refused, and a small-message echo pays one round trip per 64 KiB, not per write.
 
 use std::future::poll_fn;
 use std::io;
@@ -18,6 +29,9 @@ use sidecar_protocol::{
 
 use super::LoopHandle;
 use crate::error::{io_error, wire_to_io};
+
+/// Bytes sent `noreply` after which the next write is a blocking call (flow control).
+const SYNC_WRITE_EVERY: u64 = 64 * 1024;
 
 /// The shared implementation of both stream types.
 struct StreamCore {
@@ -115,13 +129,40 @@ impl StreamCore {
 
     async fn write_all(&self, buf: &[u8]) -> io::Result<()> {
         let shared = self.lp.shared();
-        shared
-            .table()
-            .stream_mut(self.id)
-            .and_then(|state| state.check_writable())
-            .map_err(wire_to_io)?;
+        let params = WriteParams { socket: self.id };
+        if buf.is_empty() {
+            return shared
+                .table()
+                .stream_mut(self.id)
+                .and_then(|state| state.check_writable())
+                .map_err(wire_to_io);
+        }
         for chunk in buf.chunks(shared.write_chunk()) {
-            shared.send_noreply(&WriteParams { socket: self.id }, chunk)?;
+            // A blocking write said `need_drain`: nothing more until `drain`.
+            poll_fn(|cx| {
+                let mut table = shared.table();
+                let state = table.stream_mut(self.id).map_err(wire_to_io)?;
+                state.poll_drained(cx.waker()).map_err(wire_to_io)
+            })
+            .await?;
+            let sync = {
+                let mut table = shared.table();
+                let state = table.stream_mut(self.id).map_err(wire_to_io)?;
+                state.check_writable().map_err(wire_to_io)?;
+                state.sync_due(chunk.len(), SYNC_WRITE_EVERY)
+            };
+            if !sync {
+                shared.send_noreply(&params, chunk)?;
+                continue;
+            }
+            shared.count(|c| c.sync_writes += 1);
+            let (result, _) = shared.call_with_payload(&params, chunk)?;
+            if result.need_drain {
+                shared.count(|c| c.drain_waits += 1);
+                if let Ok(state) = shared.table().stream_mut(self.id) {
+                    state.set_need_drain();
+                }
+            }
         }
         Ok(())
     }
@@ -263,8 +304,11 @@ macro_rules! stream_type {
                 self.core.read_to_end(out).await
             }
 
-            /// Sends all of `buf` as `noreply` writes (no round trip). A write the
-            /// sidecar refuses is reported by this socket's next operation.
+            /// Sends all of `buf`, mostly as `noreply` writes; one write per 64 KiB is a
+            /// blocking call, and if the sidecar's buffer for this socket passed its
+            /// high-water mark, this waits for `drain` before sending more (see the
+            /// module docs). A `noreply` write the sidecar refuses is reported by this
+            /// socket's next operation.
             pub async fn write_all(&self, buf: &[u8]) -> io::Result<()> {
                 self.core.write_all(buf).await
             }

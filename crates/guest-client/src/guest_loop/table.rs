@@ -1,11 +1,16 @@
 //! The guest's socket table: which state an event belongs to.
 //!
 //! Every event names a socket or a server; the table finds its state and applies the
-//! event (see [`super::socket_state`]), which wakes whichever task waits on it. The table
-//! also owns the lifetime rules that span two states (an `accept` creates a socket state
-//! in a server's backlog; dropping a listener orphans its backlog), and the one rule that
-//! spans all of them: when the connection to the sidecar is lost, every socket and server
-//! fails with the same error, so no task waits for an event that cannot come.
+//! event (see [`super::socket_state`] and [`super::udp_state`]), which wakes whichever
+//! task waits on it. The table also owns the lifetime rules that span two states (an
+//! `accept` creates a socket state in a server's backlog; dropping a listener orphans its
+//! backlog), and the one rule that spans all of them: when the connection to the sidecar
+//! is lost, every socket and server fails with the same error, so no task waits for an
+//! event that cannot come.
+//!
+//! In poll mode the table also answers the event source's one question, *which ids are
+//! worth polling* ([`SocketTable::poll_targets`]): those a task waits on, and those whose
+//! handle is gone but whose `close` is still to be collected.
 
 use std::collections::HashMap;
 use std::task::{Poll, Waker};
@@ -13,6 +18,18 @@ use std::task::{Poll, Waker};
 use sidecar_protocol::{Address, ErrorCode, Event, EventBody, ServerId, SocketId, WireError};
 
 use super::socket_state::{Owner, ServerState, StreamState};
+use super::udp_state::UdpState;
+
+/// An id the poll-mode source can poll, with the call that polls it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum PollTarget {
+    /// `net.poll`
+    Stream(SocketId),
+    /// `net.server_poll`
+    Server(ServerId),
+    /// `dgram.poll`
+    Udp(SocketId),
+}
 
 /// What the loop must do after an event, beyond updating state.
 #[derive(Debug, PartialEq, Eq)]
@@ -45,6 +62,7 @@ pub(crate) struct ServerRelease {
 pub(crate) struct SocketTable {
     streams: HashMap<SocketId, StreamState>,
     servers: HashMap<ServerId, ServerState>,
+    udp: HashMap<SocketId, UdpState>,
     /// Non-blocking connects in flight, by request id.
     connects: HashMap<u64, PendingConnect>,
     /// The connection to the sidecar is gone, and why.
@@ -68,6 +86,72 @@ impl SocketTable {
         self.servers
             .get_mut(&id)
             .ok_or_else(|| WireError::new(ErrorCode::Ebadf, format!("unknown {id}")))
+    }
+
+    pub fn udp_mut(&mut self, id: SocketId) -> Result<&mut UdpState, WireError> {
+        self.udp
+            .get_mut(&id)
+            .ok_or_else(|| WireError::new(ErrorCode::Ebadf, format!("unknown UDP {id}")))
+    }
+
+    /// A UDP socket the program just created.
+    pub fn insert_udp(&mut self, id: SocketId) {
+        let mut state = UdpState::new();
+        if let Some(error) = &self.broken {
+            state.fail(error.clone());
+        }
+        self.udp.insert(id, state);
+    }
+
+    /// A UDP handle was dropped. Returns whether `dgram.close` must be sent.
+    pub fn release_udp(&mut self, id: SocketId) -> bool {
+        let Some(state) = self.udp.get_mut(&id) else {
+            return false;
+        };
+        state.handle_dropped = true;
+        if state.is_closed() || self.broken.is_some() {
+            self.udp.remove(&id);
+            return false;
+        }
+        true
+    }
+
+    /// The ids worth polling (poll mode), in a stable order: those a task waits on, and
+    /// those whose handle is gone but whose `close` is still to be collected.
+    pub fn poll_targets(&self) -> Vec<PollTarget> {
+        if self.broken.is_some() {
+            return Vec::new();
+        }
+        let mut targets: Vec<PollTarget> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.wants_events())
+            .map(|(id, _)| PollTarget::Stream(*id))
+            .chain(
+                self.servers
+                    .iter()
+                    .filter(|(_, s)| s.wants_events())
+                    .map(|(id, _)| PollTarget::Server(*id)),
+            )
+            .chain(
+                self.udp
+                    .iter()
+                    .filter(|(_, s)| s.wants_events())
+                    .map(|(id, _)| PollTarget::Udp(*id)),
+            )
+            .collect();
+        targets.sort_unstable();
+        targets
+    }
+
+    /// Whether `target` is still worth polling (tasks ran since the list was made).
+    pub fn wants(&self, target: PollTarget) -> bool {
+        self.broken.is_none()
+            && match target {
+                PollTarget::Stream(id) => self.streams.get(&id).is_some_and(|s| s.wants_events()),
+                PollTarget::Server(id) => self.servers.get(&id).is_some_and(|s| s.wants_events()),
+                PollTarget::Udp(id) => self.udp.get(&id).is_some_and(|s| s.wants_events()),
+            }
     }
 
     /// A socket the program owns from the start (a connect).
@@ -250,18 +334,15 @@ impl SocketTable {
             }
             EventBody::Data { socket } => self.on_stream(socket, |s| s.on_data(payload)),
             EventBody::End { socket } => self.on_stream(socket, StreamState::on_end),
-            EventBody::Drain { socket } => self.on_stream(socket, |_| {}),
+            EventBody::Drain { socket } => self.on_stream(socket, StreamState::on_drain),
+            EventBody::Message { socket, remote } => match self.udp.get_mut(&socket) {
+                Some(state) => state.on_message(remote, payload),
+                None => self.unrouted += 1,
+            },
             EventBody::Close {
                 socket: Some(socket),
                 ..
-            } => {
-                let forget = self.streams.get_mut(&socket).map(StreamState::on_close);
-                match forget {
-                    Some(true) => drop(self.streams.remove(&socket)),
-                    Some(false) => {}
-                    None => self.unrouted += 1,
-                }
-            }
+            } => self.on_socket_close(socket),
             EventBody::Close {
                 server: Some(server),
                 ..
@@ -282,7 +363,11 @@ impl SocketTable {
                 ..
             } => {
                 let error = WireError::new(code, message);
-                self.on_stream(socket, |s| s.on_error(error, request.is_some()));
+                if let Some(state) = self.udp.get_mut(&socket) {
+                    state.on_error(error);
+                } else {
+                    self.on_stream(socket, |s| s.on_error(error, request.is_some()));
+                }
             }
             EventBody::Error {
                 server: Some(server),
@@ -293,11 +378,26 @@ impl SocketTable {
                 Some(state) => state.on_error(WireError::new(code, message)),
                 None => self.unrouted += 1,
             },
-            // UDP (`message`), errors that name nothing, a `connect` for an unknown
-            // socket, kinds added later: nobody here to tell.
+            // Errors that name nothing, a `connect` for an unknown socket, kinds added
+            // later: nobody here to tell.
             _ => self.unrouted += 1,
         }
         Followup::Nothing
+    }
+
+    /// `close` of a stream or UDP socket (ids are unique across kinds).
+    fn on_socket_close(&mut self, socket: SocketId) {
+        if let Some(state) = self.streams.get_mut(&socket) {
+            if state.on_close() {
+                self.streams.remove(&socket);
+            }
+        } else if let Some(state) = self.udp.get_mut(&socket) {
+            if state.on_close() {
+                self.udp.remove(&socket);
+            }
+        } else {
+            self.unrouted += 1;
+        }
     }
 
     fn on_stream(&mut self, id: SocketId, apply: impl FnOnce(&mut StreamState)) {
@@ -316,8 +416,12 @@ impl SocketTable {
         for state in self.servers.values_mut() {
             state.on_error(error.clone());
         }
+        for state in self.udp.values_mut() {
+            state.fail(error.clone());
+        }
         self.streams.retain(|_, s| s.owner != Owner::Gone);
         self.servers.retain(|_, s| !s.handle_dropped);
+        self.udp.retain(|_, s| !s.handle_dropped);
         self.connects.retain(|_, pending| !pending.abandoned);
         for pending in self.connects.values_mut() {
             pending.outcome.get_or_insert(Err(error.clone()));
@@ -330,165 +434,4 @@ impl SocketTable {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn addr() -> Address {
-        Address::Unix("/x".into())
-    }
-
-    fn ev(body: EventBody) -> Event {
-        Event::new(1, body)
-    }
-
-    fn accept(server: u64, socket: u64) -> Event {
-        ev(EventBody::Accept {
-            server: ServerId(server),
-            socket: SocketId(socket),
-            local: addr(),
-            remote: addr(),
-        })
-    }
-
-    #[test]
-    fn accept_then_data_before_the_program_takes_it() {
-        let mut t = SocketTable::default();
-        t.insert_server(ServerId(1));
-        assert_eq!(t.dispatch(accept(1, 2), vec![]), Followup::Nothing);
-        t.dispatch(
-            ev(EventBody::Data {
-                socket: SocketId(2),
-            }),
-            b"early".to_vec(),
-        );
-        let got = t
-            .server_mut(ServerId(1))
-            .unwrap()
-            .poll_accept(Waker::noop());
-        assert_eq!(got, Poll::Ready(Ok(SocketId(2))));
-        assert!(t.claim(SocketId(2)).is_some());
-        let mut buf = [0; 8];
-        let n = t
-            .stream_mut(SocketId(2))
-            .unwrap()
-            .poll_read(&mut buf, Waker::noop());
-        assert_eq!(n, Poll::Ready(Ok(5)));
-        assert_eq!(t.unrouted, 0);
-    }
-
-    #[test]
-    fn accept_for_a_dropped_listener_is_destroyed_and_its_backlog_orphaned() {
-        let mut t = SocketTable::default();
-        t.insert_server(ServerId(1));
-        t.dispatch(accept(1, 2), vec![]);
-        let release = t.release_server(ServerId(1));
-        assert!(release.close);
-        assert_eq!(release.orphans, vec![SocketId(2)]);
-        assert_eq!(
-            t.dispatch(accept(1, 3), vec![]),
-            Followup::DestroyOrphan(SocketId(3))
-        );
-        t.dispatch(ev(EventBody::server_closed(ServerId(1))), vec![]);
-        assert!(t.server_mut(ServerId(1)).is_err(), "forgotten after close");
-    }
-
-    #[test]
-    fn a_dropped_socket_lingers_until_close() {
-        let mut t = SocketTable::default();
-        t.insert_stream(SocketId(4), addr(), addr());
-        assert!(t.release_stream(SocketId(4)), "destroy must be sent");
-        t.dispatch(
-            ev(EventBody::Data {
-                socket: SocketId(4),
-            }),
-            b"late".to_vec(),
-        );
-        assert_eq!(t.unrouted, 0, "late data is recognised");
-        t.dispatch(ev(EventBody::socket_closed(SocketId(4), false)), vec![]);
-        assert!(t.stream_mut(SocketId(4)).is_err());
-    }
-
-    #[test]
-    fn losing_the_sidecar_fails_everything() {
-        let mut t = SocketTable::default();
-        t.insert_stream(SocketId(4), addr(), addr());
-        t.insert_server(ServerId(5));
-        t.fail_all(WireError::from_code(ErrorCode::Econnreset));
-        let mut buf = [0; 1];
-        let read = t
-            .stream_mut(SocketId(4))
-            .unwrap()
-            .poll_read(&mut buf, Waker::noop());
-        assert!(matches!(read, Poll::Ready(Err(e)) if e.code == ErrorCode::Econnreset));
-        let acc = t
-            .server_mut(ServerId(5))
-            .unwrap()
-            .poll_accept(Waker::noop());
-        assert!(matches!(acc, Poll::Ready(Err(e)) if e.code == ErrorCode::Econnreset));
-        assert!(!t.release_stream(SocketId(4)), "nothing to send any more");
-        t.insert_stream(SocketId(6), addr(), addr());
-        assert!(t.stream_mut(SocketId(6)).unwrap().check_writable().is_err());
-    }
-
-    fn connected(socket: u64, request: u64) -> Event {
-        ev(EventBody::Connect {
-            socket: SocketId(socket),
-            local: addr(),
-            remote: addr(),
-            request: Some(request),
-        })
-    }
-
-    #[test]
-    fn a_nonblocking_connect_settles_on_its_event() {
-        let mut t = SocketTable::default();
-        t.start_connect(7);
-        assert!(t.poll_connect(7, Waker::noop()).is_pending());
-        // A connect event for another request is not ours.
-        assert_eq!(t.dispatch(connected(3, 99), vec![]), Followup::Nothing);
-        assert_eq!(t.unrouted, 1);
-        t.dispatch(connected(4, 7), vec![]);
-        assert_eq!(
-            t.poll_connect(7, Waker::noop()),
-            Poll::Ready(Ok(SocketId(4)))
-        );
-        assert!(t.stream_mut(SocketId(4)).is_ok());
-        // A failed one.
-        t.start_connect(8);
-        t.dispatch(
-            ev(EventBody::Error {
-                socket: None,
-                server: None,
-                request: Some(8),
-                code: ErrorCode::Etimedout,
-                message: String::new(),
-            }),
-            vec![],
-        );
-        let failed = t.poll_connect(8, Waker::noop());
-        assert!(matches!(failed, Poll::Ready(Err(e)) if e.code == ErrorCode::Etimedout));
-    }
-
-    #[test]
-    fn abandoned_and_broken_connects() {
-        let mut t = SocketTable::default();
-        t.start_connect(1);
-        assert_eq!(t.abandon_connect(1), None);
-        assert_eq!(
-            t.dispatch(connected(5, 1), vec![]),
-            Followup::DestroyOrphan(SocketId(5))
-        );
-        // Settled but never collected, then abandoned: destroy it now.
-        t.start_connect(2);
-        t.dispatch(connected(6, 2), vec![]);
-        assert_eq!(t.abandon_connect(2), Some(SocketId(6)));
-        // Losing the sidecar fails connects in flight and any started later.
-        t.start_connect(3);
-        t.fail_all(WireError::from_code(ErrorCode::Econnreset));
-        t.start_connect(4);
-        for request in [3, 4] {
-            let got = t.poll_connect(request, Waker::noop());
-            assert!(matches!(got, Poll::Ready(Err(e)) if e.code == ErrorCode::Econnreset));
-        }
-    }
-}
+mod tests;

@@ -11,8 +11,8 @@
 //!
 //! Receiving **blocks**, by design: the guest thread is frozen while it waits, like an
 //! isolate's callSync, and in push mode the guest loop sleeps here until the sidecar
-//! pushes an event. A wait may carry a deadline (for [`crate::Client::next_event`] and, in
-//! the next issue, poll mode's re-poll tick); without one it waits for as long as it takes.
+//! pushes an event. A wait may carry a deadline (for [`crate::Client::next_event`] and poll
+//! mode's re-poll tick); without one it waits for as long as it takes.
 
 mod inproc;
 mod stream;
