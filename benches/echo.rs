@@ -27,6 +27,9 @@ const MESSAGE: usize = 64;
 
 type Lane = Box<dyn FnMut(usize, &mut Histogram<u64>)>;
 
+/// A lane's name, its round-trip runner, and its samples per block.
+type NamedLane = (&'static str, Lane, usize);
+
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap()
 }
@@ -181,7 +184,7 @@ fn main() {
     // Samples per block: the poll lane pays a timer tick per event, so it gets fewer.
     let (blocks, fast, slow) = if quick { (3, 200, 10) } else { (10, 1000, 40) };
     let sidecar = Sidecar::start(SidecarConfig::default().with_vm("bench", "bench")).unwrap();
-    let rows: Vec<(&str, Vec<(&str, Lane, usize)>)> = vec![
+    let rows: Vec<(&str, Vec<NamedLane>)> = vec![
         (
             "unix_echo_small",
             vec![
