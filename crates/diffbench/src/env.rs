@@ -1,0 +1,253 @@
+//! Where the guests of a run come from: an embedded sidecar (in-process transport, the
+//! default) or a separate `sidecar serve --listen` process (`--transport unix`, as a
+//! deployed guest sees it), and how a guest thread is started.
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use guest_client::{
+    connect_unix, Client, GuestLoop, InProcTransport, LoopCounters, LoopHandle, UnixStream,
+};
+use sidecar::{Sidecar, SidecarConfig};
+use sidecar_protocol::{CreditParams, Endpoint, EventBody, ListenParams, SocketId, WriteParams};
+
+pub const VM: &str = "bench";
+const SECRET: &str = "bench-secret";
+
+/// Makes guest clients; cheap to clone, `Send`.
+#[derive(Clone)]
+pub struct Connector {
+    kind: ConnectorKind,
+    /// The run's control guest: every spawned guest connects to its listener, and one
+    /// byte from it tells that guest to end (so no guest outlives its row, ticking).
+    control: Arc<Mutex<Client>>,
+}
+
+#[derive(Clone)]
+enum ConnectorKind {
+    Embedded(Arc<Sidecar>),
+    Unix(PathBuf),
+}
+
+const CONTROL_PATH: &str = "/bench/control";
+
+/// A guest on its own thread; stopped (and joined) when dropped.
+pub struct GuestThread {
+    handle: Option<thread::JoinHandle<LoopCounters>>,
+    stop: SocketId,
+    control: Arc<Mutex<Client>>,
+}
+
+impl GuestThread {
+    /// Waits for the guest to end by itself; returns its counters.
+    pub fn join(mut self) -> LoopCounters {
+        self.handle
+            .take()
+            .expect("joined once")
+            .join()
+            .expect("guest thread")
+    }
+}
+
+impl Drop for GuestThread {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            let _ = self
+                .control
+                .lock()
+                .expect("control")
+                .send_noreply(&WriteParams { socket: self.stop }, b"!");
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Resolves when either future does (the guest's work, or its stop signal).
+struct Either<A, B>(Pin<Box<A>>, Pin<Box<B>>);
+
+impl<A: Future<Output = ()>, B: Future<Output = ()>> Future for Either<A, B> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        if self.0.as_mut().poll(cx).is_ready() || self.1.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+impl Connector {
+    fn new(kind: ConnectorKind) -> Connector {
+        let client = Self::connect(&kind, false);
+        let connector = Connector {
+            kind,
+            control: Arc::new(Mutex::new(client)),
+        };
+        let listen = ListenParams {
+            endpoint: Endpoint::unix(CONTROL_PATH),
+            backlog: Some(65_535),
+        };
+        connector
+            .control_client()
+            .call(&listen)
+            .expect("control listener");
+        connector
+    }
+
+    fn control_client(&self) -> std::sync::MutexGuard<'_, Client> {
+        self.control.lock().expect("control")
+    }
+
+    fn connect(kind: &ConnectorKind, poll: bool) -> Client {
+        let hello = match poll {
+            true => Client::hello_params_poll(VM, SECRET),
+            false => Client::hello_params(VM, SECRET),
+        };
+        match kind {
+            ConnectorKind::Embedded(sidecar) => {
+                let end = sidecar.connect_in_process().expect("sidecar running");
+                Client::connect(InProcTransport::new(end), hello).expect("hello")
+            }
+            ConnectorKind::Unix(path) => {
+                Client::connect(connect_unix(path).expect("sidecar socket"), hello).expect("hello")
+            }
+        }
+    }
+
+    /// A new guest session, push or poll mode.
+    pub fn client(&self, poll: bool) -> Client {
+        Self::connect(&self.kind, poll)
+    }
+
+    pub fn guest(&self, poll: bool) -> GuestLoop {
+        GuestLoop::new(self.client(poll)).expect("guest loop")
+    }
+
+    /// Runs `body` as a guest on a thread of its own named `name` (the loop is built
+    /// there: a loop is single-threaded). The guest ends when `body` does or when the
+    /// returned handle is dropped, whichever comes first.
+    pub fn spawn<F, Fut>(&self, name: &str, poll: bool, body: F) -> GuestThread
+    where
+        F: FnOnce(LoopHandle) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let kind = self.kind.clone();
+        let handle = thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let lp = GuestLoop::new(Connector::connect(&kind, poll)).expect("guest loop");
+                let handle = lp.handle();
+                lp.block_on(async move {
+                    let stop = UnixStream::connect(&handle, CONTROL_PATH)
+                        .await
+                        .expect("control");
+                    let stopped = async move {
+                        let mut byte = [0u8; 1];
+                        let _ = stop.read(&mut byte).await;
+                    };
+                    Either(Box::pin(body(handle.clone())), Box::pin(stopped)).await;
+                });
+                lp.counters()
+            })
+            .expect("spawn guest thread");
+        // Learn which control socket is this guest's.
+        let mut control = self.control_client();
+        let stop = loop {
+            let (event, _) = control
+                .next_event(Some(Instant::now() + Duration::from_secs(60)))
+                .expect("control events")
+                .expect("the guest connects to the control listener");
+            if let EventBody::Accept { socket, .. } = event.body {
+                let _ = control.send_noreply(&CreditParams { socket, bytes: 0 }, b"");
+                break socket;
+            }
+        };
+        drop(control);
+        GuestThread {
+            handle: Some(handle),
+            stop,
+            control: Arc::clone(&self.control),
+        }
+    }
+}
+
+/// The sidecar of a run, kept alive for its duration.
+pub struct Env {
+    pub connector: Connector,
+    pub transport: &'static str,
+    /// The sidecar process (`--transport unix`), killed on drop.
+    pub process: Option<Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Env {
+    pub fn embedded() -> Result<Env> {
+        let sidecar = Sidecar::start(SidecarConfig::default().with_vm(VM, SECRET))?;
+        Ok(Env {
+            connector: Connector::new(ConnectorKind::Embedded(Arc::new(sidecar))),
+            transport: "inproc",
+            process: None,
+            _dir: None,
+        })
+    }
+
+    /// Starts `sidecar serve --listen` (the binary next to this one) and waits for its
+    /// "listening" log line.
+    pub fn process() -> Result<Env> {
+        let exe = std::env::current_exe()?;
+        let binary = exe.with_file_name("sidecar");
+        if !binary.exists() {
+            bail!(
+                "{} not found: build it with `cargo build --release -p sidecar`",
+                binary.display()
+            );
+        }
+        let dir = tempfile::tempdir()?;
+        let socket = dir.path().join("sidecar.sock");
+        let mut child = Command::new(&binary)
+            .args(["serve", "--listen"])
+            .arg(&socket)
+            .args(["--vm", &format!("{VM}={SECRET}")])
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
+        let mut line = String::new();
+        while !line.contains("listening") {
+            line.clear();
+            if stderr.read_line(&mut line)? == 0 {
+                bail!("the sidecar exited before listening");
+            }
+        }
+        // Keep draining its stderr so it can never block on a full pipe.
+        thread::spawn(move || for _ in stderr.lines() {});
+        Ok(Env {
+            connector: Connector::new(ConnectorKind::Unix(socket)),
+            transport: "unix",
+            process: Some(child),
+            _dir: Some(dir),
+        })
+    }
+
+    /// The process whose threads are the sidecar's: ours when embedded.
+    pub fn sidecar_pid(&self) -> u32 {
+        self.process.as_ref().map_or(std::process::id(), Child::id)
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.process {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The differential bench: the same programs in three lanes — `host` (native sockets, no
+//! sidecar), `guest-poll` (the old way: re-poll with `wait_ms = 0` on a 4 ms timer) and
+//! `guest-push` — in one run, one table, a JSON file and an SVG chart. Run it through
+//! `scripts/benchmarks/run`, which builds it in release mode first.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Parser;
+use diffbench::env::Env;
+use diffbench::result::RowResult;
+use diffbench::rows::echo::{self, Kind};
+use diffbench::rows::{accept, bulk, cpu, http, idle, pipe, run_latency, Budget, Lane};
+use diffbench::table;
+
+#[derive(Parser)]
+#[command(
+    name = "diffbench",
+    about = "host vs guest-poll vs guest-push, one run, one table"
+)]
+struct Args {
+    /// A short run (under a minute after the build).
+    #[arg(long)]
+    quick: bool,
+    /// Where to write the JSON results.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "target/benchmarks/latest.json"
+    )]
+    json: PathBuf,
+    /// Where to write the SVG chart.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "target/benchmarks/latest.svg"
+    )]
+    svg: PathBuf,
+    /// Only these rows (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    rows: Option<Vec<String>>,
+    /// Exit non-zero if a gate fails.
+    #[arg(long)]
+    gate: bool,
+    /// `inproc`: the sidecar embedded (in-process transport); `unix`: a separate
+    /// `sidecar serve --listen` process.
+    #[arg(long, default_value = "inproc", value_parser = ["inproc", "unix"])]
+    transport: String,
+    /// Internal: the child side of `pipe_rtt`.
+    #[arg(long, hide = true)]
+    pipe_echo: bool,
+}
+
+const LATENCY_ROWS: [&str; 5] = [
+    "udp_echo_small",
+    "unix_echo_small",
+    "unix_accept",
+    "tcp_echo_64k",
+    "http_loopback_get",
+];
+
+fn machine() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let run = |cmd: &str, args: &[&str]| {
+        std::process::Command::new(cmd)
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    serde_json::json!({
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu": cpu,
+        "os": run("uname", &["-sr"]),
+        "date": run("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+    })
+}
+
+fn latency_lanes(env: &Env, row: &str, budget: Budget) -> Vec<Lane> {
+    let c = &env.connector;
+    let (host, poll, push) = match row {
+        "udp_echo_small" => (
+            echo::host_udp(),
+            echo::guest_udp(c, true),
+            echo::guest_udp(c, false),
+        ),
+        "unix_echo_small" => (
+            echo::host_stream(Kind::Unix, 64),
+            echo::guest_stream(c, true, Kind::Unix, 64, "echo"),
+            echo::guest_stream(c, false, Kind::Unix, 64, "echo"),
+        ),
+        "unix_accept" => (
+            accept::host(),
+            accept::guest(c, true),
+            accept::guest(c, false),
+        ),
+        "tcp_echo_64k" => (
+            echo::host_stream(Kind::Tcp, 64 * 1024),
+            echo::guest_stream(c, true, Kind::Tcp, 64 * 1024, "tcp64k"),
+            echo::guest_stream(c, false, Kind::Tcp, 64 * 1024, "tcp64k"),
+        ),
+        "http_loopback_get" => (http::host(), http::guest(c, true), http::guest(c, false)),
+        other => unreachable!("unknown latency row {other}"),
+    };
+    echo::lanes(host, poll, push, budget)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.pipe_echo {
+        pipe::echo_main();
+        return Ok(());
+    }
+    let wanted = |row: &str| {
+        args.rows
+            .as_ref()
+            .is_none_or(|rows| rows.iter().any(|r| r == row))
+    };
+    let budget = match args.quick {
+        true => Budget {
+            blocks: 3,
+            fast: 300,
+            slow: 8,
+            quick: true,
+        },
+        false => Budget {
+            blocks: 10,
+            fast: 2000,
+            slow: 40,
+            quick: false,
+        },
+    };
+    let env = match args.transport.as_str() {
+        "unix" => Env::process()?,
+        _ => Env::embedded()?,
+    };
+    let mut results: Vec<RowResult> = Vec::new();
+    let any_latency = LATENCY_ROWS.iter().any(|r| wanted(r));
+    if wanted("pipe_rtt") || any_latency {
+        eprintln!("running pipe_rtt");
+        let lane = Lane {
+            name: "host",
+            run: pipe::host(),
+            per_block: budget.fast,
+        };
+        results.extend(run_latency("pipe_rtt", vec![lane], budget, 0));
+    }
+    for row in LATENCY_ROWS.into_iter().filter(|r| wanted(r)) {
+        eprintln!("running {row}");
+        let lanes = latency_lanes(&env, row, budget);
+        results.extend(run_latency(row, lanes, budget, 2));
+    }
+    if wanted("idle_wakeups") {
+        eprintln!("running idle_wakeups");
+        let seconds = Duration::from_secs(if args.quick { 1 } else { 3 });
+        results.push(idle::measure(&env, false, 1000, seconds));
+        results.push(idle::measure(&env, true, 100, seconds));
+    }
+    if wanted("cpu_per_event") {
+        eprintln!("running cpu_per_event");
+        let round_trips = if args.quick { 5_000 } else { 30_000 };
+        results.push(cpu::host(round_trips));
+        results.push(cpu::guest_push(&env, round_trips));
+    }
+    if wanted("tcp_bulk") {
+        eprintln!("running tcp_bulk");
+        let total = if args.quick { 128 << 20 } else { 1 << 30 };
+        results.push(bulk::host(total));
+        results.push(bulk::guest_push(&env, total));
+    }
+    // The sidecar's own count: wakes on the data path that a timer caused.
+    let timer_origin_wakes = env
+        .connector
+        .client(false)
+        .call(&sidecar_protocol::StatsParams {})
+        .ok()
+        .and_then(|stats| stats["health"]["timer_origin_wakes"].as_u64());
+
+    println!("transport: {}   {}", env.transport, machine());
+    table::print(&results);
+    let gates = table::gates(&results, timer_origin_wakes);
+    table::print_gates(&gates);
+
+    let json = serde_json::json!({
+        "rows": results,
+        "machine": machine(),
+        "transport": env.transport,
+        "quick": args.quick,
+        "timer_origin_wakes": timer_origin_wakes,
+        "gates": gates.iter().map(|g| serde_json::json!({"gate": g.name, "figure": g.figure, "passed": g.passed})).collect::<Vec<_>>(),
+    });
+    for path in [&args.json, &args.svg] {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&json)?)?;
+    let title = format!(
+        "p50 latency, 64 B unless noted ({} transport)",
+        env.transport
+    );
+    diffbench::svg::render_svg(&results, &title, &args.svg)?;
+    println!("\nwrote {} and {}", args.json.display(), args.svg.display());
+    if args.gate && gates.iter().any(|g| g.passed == Some(false)) {
+        std::process::exit(1);
+    }
+    Ok(())
+}

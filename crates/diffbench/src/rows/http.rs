@@ -1,0 +1,142 @@
+//! `http_loopback_get`: a minimal HTTP/1.1 keep-alive GET, request and response parsed
+//! for real with `httparse` on both sides (not a byte-count shortcut).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream as StdTcpStream};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Instant;
+
+use guest_client::{TcpListener as GTcpListener, TcpStream};
+
+use super::{port_of, Runner};
+use crate::env::Connector;
+
+const REQUEST: &[u8] = b"GET /hello HTTP/1.1\r\nHost: bench\r\nConnection: keep-alive\r\n\r\n";
+const RESPONSE: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nConnection: keep-alive\r\n\r\nHello, world!";
+
+/// Whether `buf` holds a complete request; returns its length.
+fn request_len(buf: &[u8]) -> Option<usize> {
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => {
+            assert_eq!(req.method, Some("GET"));
+            Some(n)
+        }
+        Ok(httparse::Status::Partial) => None,
+        Err(e) => panic!("bad request: {e}"),
+    }
+}
+
+/// Whether `buf` holds a complete response (headers + Content-Length body).
+fn response_len(buf: &[u8]) -> Option<usize> {
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut res = httparse::Response::new(&mut headers);
+    match res.parse(buf) {
+        Ok(httparse::Status::Complete(head)) => {
+            assert_eq!(res.code, Some(200));
+            let length = res
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .map(|h| {
+                    std::str::from_utf8(h.value)
+                        .unwrap()
+                        .parse::<usize>()
+                        .unwrap()
+                })
+                .unwrap_or(0);
+            (buf.len() >= head + length).then_some(head + length)
+        }
+        Ok(httparse::Status::Partial) => None,
+        Err(e) => panic!("bad response: {e}"),
+    }
+}
+
+pub fn guest(connector: &Connector, poll: bool) -> Runner {
+    let (tx, rx) = mpsc::channel();
+    let server = connector.spawn("http-server", poll, move |lp| async move {
+        let listener = GTcpListener::bind(&lp, "127.0.0.1", 0).unwrap();
+        tx.send(port_of(&listener.local_addr())).unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+        loop {
+            while let Some(n) = request_len(&buf) {
+                buf.drain(..n);
+                if stream.write_all(RESPONSE).await.is_err() {
+                    return;
+                }
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    let port = rx.recv().unwrap();
+    let lp = connector.guest(poll);
+    let stream = lp.block_on(async { TcpStream::connect(&lp, "127.0.0.1", port).await.unwrap() });
+    Box::new(move |n, hist| {
+        let _server = &server;
+        lp.block_on(async {
+            let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+            for _ in 0..n {
+                let start = Instant::now();
+                stream.write_all(REQUEST).await.unwrap();
+                let len = loop {
+                    if let Some(len) = response_len(&buf) {
+                        break len;
+                    }
+                    let got = stream.read(&mut chunk).await.unwrap();
+                    assert!(got > 0, "server closed");
+                    buf.extend_from_slice(&chunk[..got]);
+                };
+                buf.drain(..len);
+                hist.record(start.elapsed().as_nanos() as u64).unwrap();
+            }
+        })
+    })
+}
+
+pub fn host() -> Runner {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+        loop {
+            while let Some(n) = request_len(&buf) {
+                buf.drain(..n);
+                if stream.write_all(RESPONSE).is_err() {
+                    return;
+                }
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    let mut stream = StdTcpStream::connect(addr).unwrap();
+    stream.set_nodelay(true).unwrap();
+    Box::new(move |n, hist| {
+        let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+        for _ in 0..n {
+            let start = Instant::now();
+            stream.write_all(REQUEST).unwrap();
+            let len = loop {
+                if let Some(len) = response_len(&buf) {
+                    break len;
+                }
+                let got = stream.read(&mut chunk).unwrap();
+                assert!(got > 0);
+                buf.extend_from_slice(&chunk[..got]);
+            };
+            buf.drain(..len);
+            hist.record(start.elapsed().as_nanos() as u64).unwrap();
+        }
+    })
+}
