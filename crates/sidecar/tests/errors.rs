@@ -6,14 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{encode, Harness, Incoming, RawGuest, Transport, TRANSPORTS};
-
-fn code(result: Result<serde_json::Value, serde_json::Value>) -> String {
-    result.expect_err("the call should fail")["code"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
+use support::{code, encode, Harness, Incoming, RawGuest, Transport, TRANSPORTS};
 
 #[test]
 fn refused_connects_and_binds_have_posix_codes() {

@@ -4,14 +4,7 @@
 mod support;
 
 use serde_json::json;
-use support::{Harness, Transport, TRANSPORTS};
-
-fn code(result: Result<serde_json::Value, serde_json::Value>) -> String {
-    result.expect_err("the call should fail")["code"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
+use support::{code, Harness, Transport, TRANSPORTS};
 
 #[test]
 fn udp_echo_keeps_datagram_boundaries_and_reports_the_sender() {

@@ -441,3 +441,11 @@ pub fn connect_pair(
         server_id,
     }
 }
+
+/// The error code of a call that must fail.
+pub fn code(result: Result<Value, Value>) -> String {
+    result.expect_err("the call should fail")["code"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
