@@ -11,7 +11,7 @@ use clap::Parser;
 use diffbench::env::Env;
 use diffbench::result::RowResult;
 use diffbench::rows::echo::{self, Kind};
-use diffbench::rows::{accept, bulk, cpu, http, idle, pipe, run_latency, Budget, Lane};
+use diffbench::rows::{accept, bulk, cpu, http, idle, pipe, run_latency, Budget, HopFloor, Lane};
 use diffbench::table;
 
 #[derive(Parser)]
@@ -145,20 +145,23 @@ fn main() -> Result<()> {
         _ => Env::embedded()?,
     };
     let mut results: Vec<RowResult> = Vec::new();
-    let any_latency = LATENCY_ROWS.iter().any(|r| wanted(r));
-    if wanted("pipe_rtt") || any_latency {
-        eprintln!("running pipe_rtt");
-        let lane = Lane {
+    let latency_rows: Vec<&str> = LATENCY_ROWS.into_iter().filter(|r| wanted(r)).collect();
+    if wanted("pipe_rtt") || !latency_rows.is_empty() {
+        let mut floor = HopFloor::new(Lane {
             name: "host",
             run: pipe::host(),
             per_block: budget.fast,
-        };
-        results.extend(run_latency("pipe_rtt", vec![lane], budget, 0));
-    }
-    for row in LATENCY_ROWS.into_iter().filter(|r| wanted(r)) {
-        eprintln!("running {row}");
-        let lanes = latency_lanes(&env, row, budget);
-        results.extend(run_latency(row, lanes, budget, 2));
+        });
+        if latency_rows.is_empty() {
+            eprintln!("running pipe_rtt");
+            run_latency("pipe_rtt", Vec::new(), budget, 0, Some(&mut floor));
+        }
+        for row in latency_rows {
+            eprintln!("running {row} (and pipe_rtt)");
+            let lanes = latency_lanes(&env, row, budget);
+            results.extend(run_latency(row, lanes, budget, 2, Some(&mut floor)));
+        }
+        results.insert(0, floor.result());
     }
     if wanted("idle_wakeups") {
         eprintln!("running idle_wakeups");
@@ -168,15 +171,17 @@ fn main() -> Result<()> {
     }
     if wanted("cpu_per_event") {
         eprintln!("running cpu_per_event");
-        let round_trips = if args.quick { 5_000 } else { 30_000 };
-        results.push(cpu::host(round_trips));
-        results.push(cpu::guest_push(&env, round_trips));
+        let (round_trips, rounds) = if args.quick { (2_000, 3) } else { (10_000, 5) };
+        results.extend(cpu::measure(&env, round_trips, rounds));
     }
     if wanted("tcp_bulk") {
         eprintln!("running tcp_bulk");
-        let total = if args.quick { 128 << 20 } else { 1 << 30 };
-        results.push(bulk::host(total));
-        results.push(bulk::guest_push(&env, total));
+        let (total, rounds) = if args.quick {
+            (64 << 20, 3)
+        } else {
+            (256 << 20, 5)
+        };
+        results.extend(bulk::measure(&env, total, rounds));
     }
     // The sidecar's own count: wakes on the data path that a timer caused.
     let timer_origin_wakes = env

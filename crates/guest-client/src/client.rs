@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 use sidecar_protocol::{
-    capability, encode_call, encode_raw_frame, Call, CallParams, Event, EventBody, Header,
+    capability, encode_call_head, encode_raw_frame, Call, CallParams, Event, EventBody, Header,
     HelloParams, HelloResult, Mode, PollResult, RawFrame, Reply, ServerId, SocketId, WireError,
     WriteParams, WriteResult, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
@@ -196,10 +196,10 @@ impl Client {
     ) -> Result<(P::Result, Vec<u8>), ClientError> {
         self.check_usable()?;
         let id = self.take_id();
-        let mut frame = Vec::new();
-        encode_call(id, params, false, payload, self.send_limit, &mut frame)
+        let mut head = Vec::new();
+        encode_call_head(id, params, false, payload.len(), self.send_limit, &mut head)
             .map_err(ClientError::from_encode)?;
-        self.send_frame(frame)?;
+        self.send_parts(head, payload)?;
         let (value, payload) = self.wait_reply(id)?;
         let result =
             serde_json::from_value::<P::Result>(value).map_err(|e| ClientError::BadReply {
@@ -263,8 +263,8 @@ impl Client {
     ) -> Result<u64, ClientError> {
         self.check_usable()?;
         let id = self.take_id();
-        let mut frame = Vec::new();
-        encode_call(id, params, true, payload, self.send_limit, &mut frame)
+        let mut head = Vec::new();
+        encode_call_head(id, params, true, payload.len(), self.send_limit, &mut head)
             .map_err(ClientError::from_encode)?;
         if !self.has_capability(capability::NOREPLY) {
             // The sidecar will answer anyway; remember whom an error answer is about.
@@ -273,7 +273,7 @@ impl Client {
             let target = (id_of("socket").map(SocketId), id_of("server").map(ServerId));
             self.unanswered_noreply.insert(id, target);
         }
-        self.send_frame(frame)?;
+        self.send_parts(head, payload)?;
         Ok(id)
     }
 
@@ -335,6 +335,18 @@ impl Client {
             ClientError::disconnected(err.to_string())
         };
         self.fail(err)
+    }
+
+    /// Sends a frame as its prefix and header, then its payload (one vectored write on a
+    /// byte stream: the payload is not copied into a frame first).
+    fn send_parts(&mut self, head: Vec<u8>, payload: &[u8]) -> Result<(), ClientError> {
+        let Some(transport) = self.transport.as_mut() else {
+            return Err(self.fail(ClientError::disconnected("transport dropped")));
+        };
+        match transport.send_parts(head, payload) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.fail_transport(e)),
+        }
     }
 
     fn send_frame(&mut self, frame: Vec<u8>) -> Result<(), ClientError> {

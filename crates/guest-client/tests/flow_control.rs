@@ -1,5 +1,5 @@
 //! Guest → sidecar flow control against the scripted fake: `write_all` sends `noreply`
-//! writes of at most 256 KiB, makes one write per 64 KiB a blocking call, and waits for
+//! writes of at most 256 KiB, makes one write per 256 KiB a blocking call, and waits for
 //! `drain` when that call's reply says `need_drain`. A simulated sidecar buffer checks
 //! that a 64 MiB write arrives byte-exact while the buffer stays bounded, in both modes.
 
@@ -66,11 +66,11 @@ async fn yield_now() {
 }
 
 #[test]
-fn small_writes_make_one_blocking_write_per_64_kib() {
+fn small_writes_make_one_blocking_write_per_256_kib() {
     let (guest, mut fake) = run_loop(hello_in(Mode::Push), None, |lp| {
         lp.block_on(async {
             let stream = UnixStream::connect(&lp, "/srv").await?;
-            for i in 0..20u8 {
+            for i in 0..60u8 {
                 stream.write_all(&[i; 10 * KIB]).await?;
             }
             io::Result::Ok(lp.counters())
@@ -78,7 +78,7 @@ fn small_writes_make_one_blocking_write_per_64_kib() {
     });
     answer_connect(&mut fake);
     let mut blocking = Vec::new();
-    for i in 0..20u8 {
+    for i in 0..60u8 {
         let (id, params, payload, noreply) = fake.expect::<WriteParams>();
         assert_eq!(
             (params.socket, payload.len(), payload[0]),
@@ -95,8 +95,8 @@ fn small_writes_make_one_blocking_write_per_64_kib() {
     }
     fake.expect::<DestroyParams>();
     let counters: LoopCounters = guest.join().unwrap();
-    // 70 KiB went out noreply before each blocking write.
-    assert_eq!(blocking, [8, 16]);
+    // 260 KiB went out noreply before each blocking write.
+    assert_eq!(blocking, [27, 54]);
     assert_eq!((counters.sync_writes, counters.drain_waits), (2, 0));
 }
 
@@ -113,7 +113,7 @@ fn need_drain_waits_for_drain(mode: Mode) {
         })
     });
     answer_connect(&mut fake);
-    // At most 256 KiB per frame; the first 64 KiB and more went out noreply, so the
+    // At most 256 KiB per frame; the first 256 KiB went out noreply, so the
     // next write is blocking.
     let (_, _, first, noreply) = fake.expect::<WriteParams>();
     assert_eq!((first.len(), noreply), (256 * KIB, true));

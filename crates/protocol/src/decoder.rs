@@ -7,6 +7,11 @@
 //! in bounded steps as bytes really arrive. After a [`FrameError`] it stays failed: the
 //! stream is out of sync and the session must close.
 //!
+//! A frame with a large payload (a 64 KiB `data` event, a bulk `net.write`) is not read
+//! into the shared buffer and copied out again: once its header is in, the payload gets
+//! its own buffer of the exact size and later reads land there directly. That saves one
+//! copy of every large payload on both sides of a byte-stream transport.
+//!
 //! The canonical loop for a non-blocking fd:
 //!
 //! ```no_run
@@ -41,6 +46,44 @@ const MIN_READ: usize = 16 * 1024;
 const MAX_READ: usize = READ_STEP * 16;
 /// An idle buffer above this is released (after a large frame).
 const KEEP_IDLE: usize = 256 * 1024;
+/// Payloads at least this large are read straight into their own buffer.
+const DIRECT_PAYLOAD: usize = 32 * 1024;
+
+/// A frame whose payload is being read directly into its own buffer.
+#[derive(Debug)]
+struct LargeFrame {
+    header: Vec<u8>,
+    /// `payload[..filled]` has arrived. The buffer grows toward `payload_len` in steps as
+    /// bytes arrive, never to the size a prefix merely claims.
+    payload: Vec<u8>,
+    filled: usize,
+    payload_len: usize,
+}
+
+impl LargeFrame {
+    fn missing(&self) -> usize {
+        self.payload_len - self.filled
+    }
+
+    /// Room for at least one more read.
+    fn make_room(&mut self) {
+        if self.payload.len() == self.filled {
+            // One allocation for any payload up to a read's bound; beyond that, growth in
+            // bounded steps as bytes arrive.
+            self.payload
+                .resize(self.payload_len.min(self.filled + MAX_READ), 0);
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        let end = self.filled + bytes.len();
+        if self.payload.len() < end {
+            self.payload.resize(end, 0);
+        }
+        self.payload[self.filled..end].copy_from_slice(bytes);
+        self.filled = end;
+    }
+}
 
 /// Why the decoder stopped; kept so later calls report the same failure.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +101,8 @@ pub struct FrameDecoder {
     end: usize,
     max_frame: usize,
     failed: Option<Failure>,
+    /// The frame in progress when its payload is read directly (see the module docs).
+    large: Option<LargeFrame>,
 }
 
 impl Default for FrameDecoder {
@@ -75,6 +120,7 @@ impl FrameDecoder {
             end: 0,
             max_frame,
             failed: None,
+            large: None,
         }
     }
 
@@ -85,12 +131,20 @@ impl FrameDecoder {
 
     /// Undecoded bytes held (a partial frame, or frames not yet popped).
     pub fn buffered(&self) -> usize {
-        self.end - self.start
+        let large = self
+            .large
+            .as_ref()
+            .map_or(0, |l| PREFIX_LEN + l.header.len() + l.filled);
+        self.end - self.start + large
     }
 
     /// Bytes of memory the buffer currently holds (for tests and metrics).
     pub fn capacity(&self) -> usize {
-        self.buf.capacity()
+        let large = self
+            .large
+            .as_ref()
+            .map_or(0, |l| l.header.capacity() + l.payload.capacity());
+        self.buf.capacity() + large
     }
 
     /// Appends bytes received by other means (e.g. an async read into a scratch buffer).
@@ -99,6 +153,12 @@ impl FrameDecoder {
     pub fn push(&mut self, bytes: &[u8]) {
         if self.failed.is_some() {
             return; // nothing after a framing error is kept
+        }
+        let mut bytes = bytes;
+        if let Some(large) = self.large.as_mut() {
+            let n = large.missing().min(bytes.len());
+            large.append(&bytes[..n]);
+            bytes = &bytes[n..];
         }
         self.make_room(bytes.len());
         self.buf[self.end..self.end + bytes.len()].copy_from_slice(bytes);
@@ -120,7 +180,26 @@ impl FrameDecoder {
                  drain next_frame() first",
             ));
         }
-        let want = need.clamp(MIN_READ, MAX_READ);
+        self.start_large_frame();
+        if let Some(large) = self.large.as_mut() {
+            large.make_room();
+            let filled = large.filled;
+            loop {
+                match reader.read(&mut large.payload[filled..]) {
+                    Ok(n) => {
+                        large.filled += n;
+                        return Ok(n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        // A large payload is read directly once its header is in: read no further now.
+        let want = match self.prefix() {
+            Ok(Some(p)) if p.payload_len() >= DIRECT_PAYLOAD => MIN_READ,
+            _ => need.clamp(MIN_READ, MAX_READ),
+        };
         self.make_room(want);
         loop {
             match reader.read(&mut self.buf[self.end..self.end + want]) {
@@ -136,6 +215,16 @@ impl FrameDecoder {
 
     /// The next complete frame, `Ok(None)` if more bytes are needed, or a fatal error.
     pub fn next_frame(&mut self) -> Result<Option<RawFrame>, FrameError> {
+        if let Some(large) = &self.large {
+            if large.missing() > 0 {
+                return Ok(None);
+            }
+            let large = self.large.take().expect("checked");
+            return Ok(Some(RawFrame {
+                header: large.header,
+                payload: large.payload,
+            }));
+        }
         let prefix = match self.prefix()? {
             Some(p) => p,
             None => return Ok(None),
@@ -215,9 +304,43 @@ impl FrameDecoder {
         }
     }
 
+    /// Switches the frame at `start` to a direct payload read when its payload is large,
+    /// its header is complete and its payload is not: the header and the payload bytes
+    /// already buffered move to the frame's own buffers, and the shared buffer empties
+    /// (nothing after this frame can be in it yet).
+    fn start_large_frame(&mut self) {
+        if self.large.is_some() {
+            return;
+        }
+        let Ok(Some(p)) = self.prefix() else { return };
+        let header_end = self.start + PREFIX_LEN + p.header_len as usize;
+        if p.payload_len() < DIRECT_PAYLOAD
+            || self.end < header_end
+            || self.buffered() >= p.frame_len()
+        {
+            return;
+        }
+        let mut large = LargeFrame {
+            header: self.buf[self.start + PREFIX_LEN..header_end].to_vec(),
+            payload: Vec::new(),
+            filled: 0,
+            payload_len: p.payload_len(),
+        };
+        large.append(&self.buf[header_end..self.end]);
+        self.large = Some(large);
+        self.start = 0;
+        self.end = 0;
+        if self.buf.len() > KEEP_IDLE {
+            self.buf = Vec::new();
+        }
+    }
+
     /// Bytes still missing for the frame at `start` (0 when one is complete or the
     /// decoder has failed / is about to fail).
     fn bytes_needed(&mut self) -> usize {
+        if let Some(large) = &self.large {
+            return large.missing();
+        }
         match self.prefix() {
             Err(_) => 0,
             Ok(None) => PREFIX_LEN - self.buffered().min(PREFIX_LEN),
@@ -319,6 +442,79 @@ mod tests {
             self.data = &self.data[n..];
             Ok(n)
         }
+    }
+
+    #[test]
+    fn large_payloads_are_read_into_their_own_buffer() {
+        let list: Vec<RawFrame> = [10, 100 * 1024, 0, 40 * 1024, DIRECT_PAYLOAD, 5]
+            .into_iter()
+            .enumerate()
+            .map(|(i, len)| RawFrame {
+                header: format!("{{\"n\":{i}}}").into_bytes(),
+                payload: (0..len).map(|b| (b * 7 + i) as u8).collect(),
+            })
+            .collect();
+        let mut wire = Vec::new();
+        for f in &list {
+            encode_raw_frame(&f.header, &f.payload, DEFAULT_MAX_FRAME, &mut wire).unwrap();
+        }
+        for step in [1, 7, 1000, 20_000, usize::MAX] {
+            let mut r = Trickle {
+                data: &wire,
+                step,
+                block_next: false,
+            };
+            let mut d = FrameDecoder::default();
+            let mut got = Vec::new();
+            let mut widest = 0;
+            loop {
+                while let Some(f) = d.next_frame().unwrap() {
+                    got.push(f);
+                }
+                match d.read_from(&mut r) {
+                    Ok(0) => break,
+                    Ok(_) => widest = widest.max(d.buf.len()),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            d.finish().unwrap();
+            assert!(got == list, "step {step}: frames differ");
+            // The 100 KiB payload never went through the shared buffer.
+            assert!(
+                widest <= MIN_READ + 64,
+                "step {step}: shared buffer grew to {widest}"
+            );
+        }
+        // Truncated inside a direct payload: reported with what was buffered.
+        let cut = &wire[..wire.len() / 2];
+        let mut r = cut;
+        let mut d = FrameDecoder::default();
+        loop {
+            while d.next_frame().unwrap().is_some() {}
+            if d.read_from(&mut r).unwrap() == 0 {
+                break;
+            }
+        }
+        assert!(matches!(d.finish(), Err(FrameError::Truncated { .. })));
+    }
+
+    #[test]
+    fn pushed_bytes_fill_a_direct_payload_first() {
+        let payload = vec![3u8; 64 * 1024];
+        let mut wire = Vec::new();
+        encode_raw_frame(b"{}", &payload, DEFAULT_MAX_FRAME, &mut wire).unwrap();
+        encode_raw_frame(b"{\"b\":2}", b"tail", DEFAULT_MAX_FRAME, &mut wire).unwrap();
+        let mut d = FrameDecoder::default();
+        d.push(&wire[..20_000]);
+        assert!(d.next_frame().unwrap().is_none());
+        let mut second = &wire[20_000..30_000];
+        assert_eq!(d.read_from(&mut second).unwrap(), 10_000); // reading directly
+        assert!(d.large.is_some());
+        d.push(&wire[30_000..]);
+        assert_eq!(d.next_frame().unwrap().unwrap().payload, payload);
+        assert_eq!(d.next_frame().unwrap().unwrap().payload, b"tail");
+        assert_eq!(d.buffered(), 0);
     }
 
     #[test]

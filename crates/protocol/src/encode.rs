@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::error::WireError;
 use crate::event::Event;
-use crate::frame::{encode_serialized, FrameError};
+use crate::frame::{encode_serialized, encode_serialized_head, FrameError};
 use crate::method::CallParams;
 
 #[derive(Serialize)]
@@ -99,6 +99,36 @@ pub fn encode_event(
     encode_serialized(&EventView { event }, payload, max_frame, out)
 }
 
+/// The prefix and header of a call frame whose `payload_len` payload bytes follow on the
+/// wire, written by the caller (a vectored write; see [`encode_call`] for the rest).
+pub fn encode_call_head<P: CallParams>(
+    id: u64,
+    params: &P,
+    noreply: bool,
+    payload_len: usize,
+    max_frame: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameError> {
+    let view = CallView {
+        id,
+        method: P::METHOD.as_str(),
+        params,
+        noreply,
+    };
+    encode_serialized_head(&view, payload_len, max_frame, out)
+}
+
+/// The prefix and header of an event frame whose `payload_len` payload bytes follow on the
+/// wire, written by the caller (see [`encode_event`]).
+pub fn encode_event_head(
+    event: &Event,
+    payload_len: usize,
+    max_frame: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameError> {
+    encode_serialized_head(&EventView { event }, payload_len, max_frame, out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +166,41 @@ mod tests {
             json,
             r#"{"type":"call","id":12,"method":"net.write","params":{"socket":4},"noreply":true}"#
         );
+    }
+
+    #[test]
+    fn a_head_plus_its_payload_is_the_whole_frame() {
+        let params = WriteParams {
+            socket: SocketId(4),
+        };
+        let payload = vec![9u8; 70_000];
+        let (mut whole, mut head) = (Vec::new(), Vec::new());
+        encode_call(3, &params, true, &payload, DEFAULT_MAX_FRAME, &mut whole).unwrap();
+        encode_call_head(
+            3,
+            &params,
+            true,
+            payload.len(),
+            DEFAULT_MAX_FRAME,
+            &mut head,
+        )
+        .unwrap();
+        assert_eq!([head.as_slice(), &payload].concat(), whole);
+
+        let event = Event::new(
+            7,
+            EventBody::Data {
+                socket: SocketId(4),
+            },
+        );
+        let (mut whole, mut head) = (Vec::new(), Vec::new());
+        encode_event(&event, &payload, DEFAULT_MAX_FRAME, &mut whole).unwrap();
+        encode_event_head(&event, payload.len(), DEFAULT_MAX_FRAME, &mut head).unwrap();
+        assert_eq!([head.as_slice(), &payload].concat(), whole);
+        // Too large: refused before anything is written.
+        let err = encode_event_head(&event, 1 << 20, 1 << 16, &mut head).unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { .. }), "{err}");
+        assert_eq!(head.len(), whole.len() - payload.len());
     }
 
     #[test]

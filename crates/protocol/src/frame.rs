@@ -206,8 +206,22 @@ pub(crate) fn encode_serialized<H: Serialize + ?Sized>(
     max_frame: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), FrameError> {
+    encode_serialized_head(header, payload.len(), max_frame, out)?;
+    out.extend_from_slice(payload);
+    Ok(())
+}
+
+/// The prefix and header of a frame whose `payload_len` payload bytes the caller sends
+/// right after (e.g. with one vectored write, so a large payload is never copied into the
+/// frame). On error nothing is appended.
+pub(crate) fn encode_serialized_head<H: Serialize + ?Sized>(
+    header: &H,
+    payload_len: usize,
+    max_frame: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameError> {
     // Fail fast on the payload alone, before serializing anything.
-    checked_total(0, payload.len(), max_frame)?;
+    checked_total(0, payload_len, max_frame)?;
     let start = out.len();
     out.extend_from_slice(&[0; PREFIX_LEN]);
     if let Err(e) = serde_json::to_writer(&mut *out, header) {
@@ -215,7 +229,7 @@ pub(crate) fn encode_serialized<H: Serialize + ?Sized>(
         return Err(FrameError::Encode(e));
     }
     let header_len = out.len() - start - PREFIX_LEN;
-    let total = match checked_total(header_len, payload.len(), max_frame) {
+    let total = match checked_total(header_len, payload_len, max_frame) {
         Ok(total) => total,
         Err(e) => {
             out.truncate(start);
@@ -224,7 +238,6 @@ pub(crate) fn encode_serialized<H: Serialize + ?Sized>(
     };
     out[start..start + 4].copy_from_slice(&total.to_be_bytes());
     out[start + 4..start + 8].copy_from_slice(&(header_len as u32).to_be_bytes());
-    out.extend_from_slice(payload);
     Ok(())
 }
 

@@ -58,7 +58,10 @@ pub use dgram::{
     DgramConnectParams, DgramConnectResult, DgramPollParams, Family, LookupAddress, LookupParams,
     LookupResult, SendParams, SendResult, StatsParams, UdpType, MAX_UDP_PAYLOAD,
 };
-pub use encode::{encode_call, encode_event, encode_reply_err, encode_reply_ok};
+pub use encode::{
+    encode_call, encode_call_head, encode_event, encode_event_head, encode_reply_err,
+    encode_reply_ok,
+};
 pub use error::{ErrorCode, WireError};
 pub use event::{Event, EventBody, EventKind};
 pub use frame::{

@@ -104,7 +104,27 @@ fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
+/// Keeps freed frame buffers in the process for reuse. glibc's defaults return memory to
+/// the kernel as soon as the top of the heap holds a few hundred KiB free, and serve
+/// buffers past a dynamic threshold with mmap/munmap, so a stream of 64-256 KiB frames
+/// paid page faults on fresh pages for every frame (measured: `tcp_bulk` over
+/// `--transport unix` went from 0.83 to 1.2-1.5 GiB/s with these settings). Memory is still
+/// bounded by the per-session limits; this only changes when glibc hands it back.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_buffers() {
+    // SAFETY: mallopt only sets glibc malloc parameters; called first thing in main,
+    // before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 16 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_buffers() {}
+
 fn main() -> Result<()> {
+    keep_freed_buffers();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

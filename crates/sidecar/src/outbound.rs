@@ -24,7 +24,8 @@ use notify_fabric::Fabric;
 use parking_lot::Mutex;
 use serde::Serialize;
 use sidecar_protocol::{
-    encode_event, encode_reply_err, encode_reply_ok, Event, EventBody, Mode, SocketId, WireError,
+    encode_event_head, encode_reply_err, encode_reply_ok, Event, EventBody, Mode, SocketId,
+    WireError,
 };
 
 use crate::core::Key;
@@ -66,6 +67,13 @@ pub struct SinkClosed;
 pub trait FrameSink: Send + Sync {
     /// Hands one complete encoded frame to the transport.
     fn send(&self, frame: Vec<u8>) -> Result<(), SinkClosed>;
+    /// Hands one frame in two parts, its prefix and header (`head`) and its payload: a
+    /// byte-stream sink writes both with one vectored write, so a large payload is not
+    /// copied into a frame first. By default the parts are joined and sent.
+    fn send_parts(&self, mut head: Vec<u8>, payload: &[u8]) -> Result<(), SinkClosed> {
+        head.extend_from_slice(payload);
+        self.send(head)
+    }
     /// Closes the transport's outgoing side (after what was sent is flushed, if it can be).
     fn close(&self);
 }
@@ -276,20 +284,21 @@ impl Outbound {
         }
         state.seq += 1;
         let event = Event::new(state.seq, body);
-        let mut frame = Vec::with_capacity(64 + payload.len());
-        if encode_event(&event, payload, self.max_frame, &mut frame).is_err() {
+        let mut head = Vec::with_capacity(64 + payload.len());
+        if encode_event_head(&event, payload.len(), self.max_frame, &mut head).is_err() {
             // Callers split data to fit; an event that still does not fit is a bug.
             state.seq -= 1;
             self.events_undeliverable.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         let sent = match &mut state.events {
-            EventTarget::Primary => self.primary.send(frame),
+            EventTarget::Primary => self.primary.send_parts(head, payload),
             EventTarget::Waiting(queue) => {
-                queue.push_back(frame);
+                head.extend_from_slice(payload);
+                queue.push_back(head);
                 Ok(())
             }
-            EventTarget::Channel(sink) => sink.send(frame),
+            EventTarget::Channel(sink) => sink.send_parts(head, payload),
         };
         if sent.is_err() {
             state.closed = true;

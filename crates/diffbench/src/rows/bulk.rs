@@ -1,5 +1,6 @@
 //! `tcp_bulk`: one in-VM guest → guest TCP stream (lane `guest-push`) next to host
 //! loopback TCP (lane `host`), GiB/s from the first write to the last byte read.
+//! The lanes alternate over a few rounds and each reports its median round.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream as StdTcpStream};
@@ -11,21 +12,33 @@ use guest_client::{TcpListener as GTcpListener, TcpStream};
 
 use crate::env::Env;
 use crate::result::RowResult;
-use crate::rows::port_of;
+use crate::rows::{median, port_of};
 
 const CHUNK: usize = 256 * 1024;
 
-fn result(lane: &str, total: usize, seconds: f64) -> RowResult {
-    RowResult {
+/// `rounds` alternating transfers of `total` bytes per lane: the host row and the
+/// guest-push row, each the median round (`samples` = rounds).
+pub fn measure(env: &Env, total: usize, rounds: usize) -> Vec<RowResult> {
+    let (mut host_rounds, mut guest_rounds) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        host_rounds.push(host(total));
+        guest_rounds.push(guest_push(env, total));
+    }
+    let row = |lane: &str, rounds: Vec<f64>| RowResult {
         row: "tcp_bulk".into(),
         lane: lane.into(),
-        samples: 1,
-        gib_per_s: Some(total as f64 / seconds / (1u64 << 30) as f64),
+        samples: rounds.len() as u64,
+        gib_per_s: median(rounds),
         ..RowResult::default()
-    }
+    };
+    vec![row("host", host_rounds), row("guest-push", guest_rounds)]
 }
 
-pub fn guest_push(env: &Env, total: usize) -> RowResult {
+fn gib_per_s(total: usize, seconds: f64) -> f64 {
+    total as f64 / seconds / (1u64 << 30) as f64
+}
+
+fn guest_push(env: &Env, total: usize) -> f64 {
     let (port_tx, port_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel();
     let reader = env
@@ -62,14 +75,10 @@ pub fn guest_push(env: &Env, total: usize) -> RowResult {
     let done = done_rx.recv().unwrap();
     writer.join();
     reader.join();
-    result(
-        "guest-push",
-        total,
-        done.duration_since(start).as_secs_f64(),
-    )
+    gib_per_s(total, done.duration_since(start).as_secs_f64())
 }
 
-pub fn host(total: usize) -> RowResult {
+fn host(total: usize) -> f64 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let reader = thread::spawn(move || {
@@ -93,5 +102,5 @@ pub fn host(total: usize) -> RowResult {
         sent += n;
     }
     let done = reader.join().unwrap();
-    result("host", total, done.duration_since(start).as_secs_f64())
+    gib_per_s(total, done.duration_since(start).as_secs_f64())
 }

@@ -1,6 +1,10 @@
 //! `cpu_per_event`: over a long in-VM echo, the sidecar's CPU µs per pushed event (its
 //! threads' CPU clocks when embedded, the whole sidecar process with `--transport unix`),
 //! next to the native program's CPU µs per delivered message.
+//!
+//! Both lanes run in alternating rounds and report the median round: on a small VM one
+//! lane's figure moves by 3× with the vCPUs' idle state, and a single long run of each
+//! lane would compare two different machine states.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -10,28 +14,50 @@ use crate::env::Env;
 use crate::osstat;
 use crate::result::RowResult;
 use crate::rows::echo::{guest_stream, Kind};
-use crate::rows::histogram;
+use crate::rows::{histogram, median, Runner};
 
-pub fn guest_push(env: &Env, round_trips: usize) -> RowResult {
-    let mut run = guest_stream(&env.connector, false, Kind::Unix, 64, "cpu");
-    run(100, &mut histogram());
+/// `rounds` alternating rounds of `round_trips` 64 B echoes in each lane: the host lane's
+/// row and the guest-push lane's row, each the median round.
+pub fn measure(env: &Env, round_trips: usize, rounds: usize) -> Vec<RowResult> {
+    let mut guest = guest_stream(&env.connector, false, Kind::Unix, 64, "cpu");
+    guest(100, &mut histogram());
+    let (mut host_rounds, mut guest_rounds) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        host_rounds.push(host_round(round_trips));
+        if let Some(v) = guest_round(env, &mut guest, round_trips) {
+            guest_rounds.push(v);
+        }
+    }
+    // Each round trip is two messages: two pushed `data` events in the guest lane (to the
+    // server, back to the client), two delivered messages in the host lane.
+    let events = (2 * round_trips * rounds) as u64;
+    vec![
+        RowResult {
+            row: "cpu_per_event".into(),
+            lane: "host".into(),
+            samples: events,
+            cpu_us_per_event: median(host_rounds),
+            ..RowResult::default()
+        },
+        RowResult {
+            row: "cpu_per_event".into(),
+            lane: "guest-push".into(),
+            samples: events,
+            cpu_us_per_event: median(guest_rounds),
+            ..RowResult::default()
+        },
+    ]
+}
+
+/// The sidecar's CPU µs per pushed event over one round (`None` without /proc).
+fn guest_round(env: &Env, run: &mut Runner, round_trips: usize) -> Option<f64> {
     let pid = env.sidecar_pid();
     let embedded = env.process.is_none();
     let select = |comm: &str| !embedded || osstat::is_sidecar_thread(comm);
     let before = osstat::sample(pid, select);
     run(round_trips, &mut histogram());
-    let after = osstat::sample(pid, select);
-    // Each round trip is two pushed `data` events (to the server, back to the client).
-    let events = 2 * round_trips;
-    RowResult {
-        row: "cpu_per_event".into(),
-        lane: "guest-push".into(),
-        samples: events as u64,
-        cpu_us_per_event: before
-            .zip(after)
-            .map(|(b, a)| a.since(b).cpu_ns as f64 / 1000.0 / events as f64),
-        ..RowResult::default()
-    }
+    let after = osstat::sample(pid, select)?;
+    Some(after.since(before?).cpu_ns as f64 / 1000.0 / (2 * round_trips) as f64)
 }
 
 /// CPU time of the calling thread (portable: Linux and macOS have this clock).
@@ -45,7 +71,8 @@ fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-pub fn host(round_trips: usize) -> RowResult {
+/// The native program's CPU µs per delivered message over one round.
+fn host_round(round_trips: usize) -> f64 {
     let (mut client, mut server) = UnixStream::pair().unwrap();
     let echo = thread::spawn(move || {
         let start = thread_cpu_ns();
@@ -67,12 +94,5 @@ pub fn host(round_trips: usize) -> RowResult {
         thread_cpu_ns() - start
     });
     let cpu_ns = driver.join().unwrap() + echo.join().unwrap();
-    let messages = 2 * round_trips;
-    RowResult {
-        row: "cpu_per_event".into(),
-        lane: "host".into(),
-        samples: messages as u64,
-        cpu_us_per_event: Some(cpu_ns as f64 / 1000.0 / messages as f64),
-        ..RowResult::default()
-    }
+    cpu_ns as f64 / 1000.0 / (2 * round_trips) as f64
 }

@@ -37,35 +37,79 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000_000, 3).expect("histogram bounds")
 }
 
-/// Runs a latency row: a warm-up, then `blocks` rounds of every lane in turn.
+/// The hop floor's own lane: the cross-process pipe round trip, run inside every latency
+/// row's rotation so it is measured in the same machine state as the lanes it is the
+/// floor of (on a small VM a wake-up costs twice as much for a while after the vCPUs
+/// idled, e.g. during the poll lane's timer sleeps). Its samples from all rows make up
+/// the `pipe_rtt` row.
+pub struct HopFloor {
+    pub lane: Lane,
+    pub hist: Histogram<u64>,
+}
+
+impl HopFloor {
+    pub fn new(lane: Lane) -> HopFloor {
+        HopFloor {
+            lane,
+            hist: histogram(),
+        }
+    }
+
+    /// The `pipe_rtt` row.
+    pub fn result(&self) -> RowResult {
+        summary("pipe_rtt", self.lane.name, &self.hist, None)
+    }
+}
+
+/// Runs a latency row: a warm-up, then `blocks` rounds of every lane (and the hop floor's
+/// lane, if given) in turn, the order rotated each round.
 pub fn run_latency(
     row: &str,
     mut lanes: Vec<Lane>,
     budget: Budget,
     guest_endpoints: u32,
+    mut floor: Option<&mut HopFloor>,
 ) -> Vec<RowResult> {
     for lane in lanes.iter_mut() {
         (lane.run)(lane.per_block.min(20), &mut histogram());
     }
     let mut hists: Vec<Histogram<u64>> = lanes.iter().map(|_| histogram()).collect();
-    for _ in 0..budget.blocks {
-        for (lane, hist) in lanes.iter_mut().zip(hists.iter_mut()) {
-            (lane.run)(lane.per_block, hist);
+    let n = lanes.len() + usize::from(floor.is_some());
+    for block in 0..budget.blocks {
+        // Rotate the order each block: on a small VM, whichever lane runs right after the
+        // mostly idle poll lane starts on cold, descheduled vCPUs and runs slower for a
+        // while; rotating spreads that over every lane instead of always the same one.
+        for i in 0..n {
+            let at = (i + block) % n;
+            match lanes.get_mut(at) {
+                Some(lane) => (lane.run)(lane.per_block, &mut hists[at]),
+                None => {
+                    let floor = floor.as_deref_mut().expect("the extra lane");
+                    (floor.lane.run)(floor.lane.per_block, &mut floor.hist);
+                }
+            }
         }
     }
     lanes
         .iter()
         .zip(hists)
-        .map(|(lane, hist)| RowResult {
-            row: row.into(),
-            lane: lane.name.into(),
-            samples: hist.len(),
-            p50_us: Some(hist.value_at_quantile(0.5) as f64 / 1000.0),
-            p99_us: Some(hist.value_at_quantile(0.99) as f64 / 1000.0),
-            guest_endpoints: (lane.name != "host").then_some(guest_endpoints),
-            ..RowResult::default()
+        .map(|(lane, hist)| {
+            let k = (lane.name != "host").then_some(guest_endpoints);
+            summary(row, lane.name, &hist, k)
         })
         .collect()
+}
+
+fn summary(row: &str, lane: &str, hist: &Histogram<u64>, k: Option<u32>) -> RowResult {
+    RowResult {
+        row: row.into(),
+        lane: lane.into(),
+        samples: hist.len(),
+        p50_us: Some(hist.value_at_quantile(0.5) as f64 / 1000.0),
+        p99_us: Some(hist.value_at_quantile(0.99) as f64 / 1000.0),
+        guest_endpoints: k,
+        ..RowResult::default()
+    }
 }
 
 /// A port number out of a guest address.
@@ -74,4 +118,11 @@ pub fn port_of(address: &guest_client::protocol::Address) -> u16 {
         guest_client::protocol::Address::Inet(addr) => addr.port(),
         other => panic!("not an inet address: {other:?}"),
     }
+}
+
+/// The median of a few per-round figures (throughput and CPU rows measure in rounds,
+/// alternating lanes, so drift on a noisy machine hits every lane alike).
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
 }

@@ -32,6 +32,14 @@ pub trait Transport: Send {
     /// Sends one complete encoded frame (prefix included).
     fn send(&mut self, frame: Vec<u8>) -> Result<(), TransportError>;
 
+    /// Sends one frame given as its prefix and header (`head`), then its payload. A byte
+    /// stream writes both with vectored writes, so a large payload is not copied into a
+    /// frame first; by default the parts are joined and sent.
+    fn send_parts(&mut self, mut head: Vec<u8>, payload: &[u8]) -> Result<(), TransportError> {
+        head.extend_from_slice(payload);
+        self.send(head)
+    }
+
     /// The next frame from the sidecar. Blocks until one arrives, the stream ends
     /// ([`TransportError::Closed`]), or `deadline` passes (`Ok(None)`; a deadline already
     /// past makes this a non-blocking check). `None` waits without limit.
@@ -45,6 +53,10 @@ pub trait Transport: Send {
 impl<T: Transport + ?Sized> Transport for Box<T> {
     fn send(&mut self, frame: Vec<u8>) -> Result<(), TransportError> {
         (**self).send(frame)
+    }
+
+    fn send_parts(&mut self, head: Vec<u8>, payload: &[u8]) -> Result<(), TransportError> {
+        (**self).send_parts(head, payload)
     }
 
     fn recv(&mut self, deadline: Option<Instant>) -> Result<Option<RawFrame>, TransportError> {

@@ -9,7 +9,7 @@
 //! without an fd ([`StreamTransport::untimed`]) cannot wait with a deadline; it answers a
 //! deadline with what is already buffered, and blocks only when asked to wait forever.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::time::Instant;
 
 use sidecar_protocol::{FrameDecoder, RawFrame, DEFAULT_MAX_FRAME};
@@ -87,6 +87,22 @@ pub fn connect_unix(
 impl<R: Read + Send, W: Write + Send> Transport for StreamTransport<R, W> {
     fn send(&mut self, frame: Vec<u8>) -> Result<(), TransportError> {
         self.writer.write_all(&frame)?;
+        self.writer.flush()?;
+        Ok(())
+    }
+
+    fn send_parts(&mut self, head: Vec<u8>, payload: &[u8]) -> Result<(), TransportError> {
+        let mut written = 0;
+        while written < head.len() {
+            let parts = [IoSlice::new(&head[written..]), IoSlice::new(payload)];
+            match self.writer.write_vectored(&parts) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.writer.write_all(&payload[written - head.len()..])?;
         self.writer.flush()?;
         Ok(())
     }
