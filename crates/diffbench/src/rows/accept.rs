@@ -1,6 +1,10 @@
 //! `unix_accept`: connect + close, measured from the client's connect to the server's
 //! accept. Client and server are separate guests (threads); the server stamps each accept
 //! and hands the stamp back (`Instant` is one monotonic clock for every thread).
+//!
+//! Connections arrive paced, [`GAP`] apart, as from independent clients: back to back,
+//! the next connect would land while a poll-mode server is still re-polling after the
+//! previous accept, and the poll lane would measure its burst instead of its timer.
 
 use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream as StdUnixStream};
 use std::sync::mpsc;
@@ -11,6 +15,9 @@ use guest_client::{UnixListener, UnixStream};
 
 use super::Runner;
 use crate::env::Connector;
+
+/// Time between one accept and the next connect, in every lane.
+pub const GAP: Duration = Duration::from_millis(1);
 
 pub fn guest(connector: &Connector, poll: bool) -> Runner {
     let path = format!("/bench/accept-{}.sock", if poll { "poll" } else { "push" });
@@ -32,6 +39,7 @@ pub fn guest(connector: &Connector, poll: bool) -> Runner {
     Box::new(move |n, hist| {
         let _server = &server;
         for _ in 0..n {
+            thread::sleep(GAP);
             let start = Instant::now();
             let stream = lp.block_on(async { UnixStream::connect(&lp, &path).await.unwrap() });
             drop(stream);
@@ -60,6 +68,7 @@ pub fn host() -> Runner {
     Box::new(move |n, hist| {
         let _keep = &dir;
         for _ in 0..n {
+            thread::sleep(GAP);
             let start = Instant::now();
             drop(StdUnixStream::connect(&path).unwrap());
             let accepted = stamps
