@@ -1,12 +1,15 @@
 //! What the operator decides: which VMs exist, their attach secrets, and the limits.
 //!
 //! A guest can never create a VM or pick one it has no secret for: VMs come only from
-//! here (CLI flags, later a config file, or the embedding API).
+//! here (CLI flags, later a config file, or the embedding API), and so does the network
+//! policy that says what outside the VMs they may reach.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use sidecar_protocol::DEFAULT_MAX_FRAME;
+
+use crate::policy::{AllowRule, Policy};
 
 /// One VM: a private network namespace (loopback, ports, Unix paths) shared by the
 /// sessions that attach to it with its secret.
@@ -66,6 +69,8 @@ pub struct SidecarConfig {
     /// VMs by name.
     pub vms: BTreeMap<String, VmConfig>,
     pub limits: Limits,
+    /// Destinations outside the VMs that guests may reach (default: none).
+    pub policy: Policy,
 }
 
 impl SidecarConfig {
@@ -77,6 +82,12 @@ impl SidecarConfig {
                 secret: secret.into(),
             },
         );
+        self
+    }
+
+    /// Allows guests to reach `rule`'s destinations through host sockets.
+    pub fn with_allow(mut self, rule: AllowRule) -> Self {
+        self.policy.rules.push(rule);
         self
     }
 

@@ -12,7 +12,8 @@
 //! - [`calls`] / [`parked`]: serving calls, and the calls that must wait.
 //! - [`outbound`]: a session's push side, never blocking the pusher.
 //! - [`transport`]: in-process pipe, fd streams, the Unix listener.
-//! - [`addr`]: address matching inside a VM; [`config`], [`metrics`], [`stats`].
+//! - [`addr`]: address matching inside a VM; [`policy`]: what is reachable outside it;
+//!   [`config`], [`metrics`], [`stats`].
 
 pub mod addr;
 pub mod calls;
@@ -21,9 +22,11 @@ pub mod core;
 pub mod metrics;
 pub mod outbound;
 pub mod parked;
+pub mod policy;
 pub mod runtime;
 pub mod stats;
 pub mod transport;
 
 pub use config::{Limits, SidecarConfig, VmConfig};
+pub use policy::{AllowRule, Policy};
 pub use runtime::Sidecar;

@@ -35,6 +35,11 @@ struct ServeArgs {
     /// from a file (first line). Repeatable; at least one.
     #[arg(long = "vm", value_name = "NAME=SECRET", required = true)]
     vms: Vec<String>,
+    /// Let guests reach destinations outside their VM through host sockets (TCP and UDP):
+    /// ADDR[/PREFIX][:PORT[-PORT]], IPv6 as [ADDR] when a port follows. Repeatable;
+    /// without any, nothing outside a VM is reachable (the host's loopback included).
+    #[arg(long = "allow", value_name = "RULE")]
+    allow: Vec<sidecar::AllowRule>,
     /// Largest frame accepted from a guest, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = sidecar_protocol::DEFAULT_MAX_FRAME)]
     max_frame: usize,
@@ -69,6 +74,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         config = config.with_vm(name, secret);
     }
     config.limits.max_frame = args.max_frame;
+    config.policy.rules = args.allow;
     let sidecar = Sidecar::start(config).context("starting the sidecar")?;
     if args.stdio {
         let (stdin, stdout) = sidecar::runtime::stdio_fds()?;
