@@ -63,7 +63,10 @@ pub(crate) struct Source<T> {
     pub(crate) write: Direction,
     mode: Mode,
     armed: Mutex<Interest>,
-    notify: Option<Box<dyn Fn(Readiness) + Send + Sync>>,
+    /// Behind a mutex that [`Source::disable`] takes, so once a registration's drop
+    /// returns its notifier is never called again (an event already being dispatched
+    /// finishes first).
+    notify: Option<Mutex<Option<Box<dyn Fn(Readiness) + Send + Sync>>>>,
     handler: Option<Mutex<Option<Handler<T>>>>,
     disabled: AtomicBool,
 }
@@ -78,7 +81,7 @@ impl<T: AsFd + Send + Sync> Source<T> {
     pub(crate) fn new(key: usize, io: T, mode: Mode, armed: Interest, action: Action<T>) -> Self {
         let (notify, handler) = match action {
             Action::Wait => (None, None),
-            Action::Notify(notify) => (Some(notify), None),
+            Action::Notify(notify) => (Some(Mutex::new(Some(notify))), None),
             Action::Handler(handler) => (None, Some(Mutex::new(Some(handler)))),
         };
         Source {
@@ -153,6 +156,13 @@ impl<T: AsFd + Send + Sync> Source<T> {
     /// Stops running the handler; waits for a run in progress unless called from it.
     pub(crate) fn disable(&self, readiness_thread: Option<ThreadId>) {
         self.disabled.store(true, Ordering::SeqCst);
+        if let Some(notify) = &self.notify {
+            if readiness_thread != Some(std::thread::current().id()) {
+                notify.lock().take();
+            } else if let Some(mut guard) = notify.try_lock() {
+                guard.take();
+            }
+        }
         if let Some(handler) = &self.handler {
             if readiness_thread != Some(std::thread::current().id()) {
                 handler.lock().take();
@@ -223,7 +233,13 @@ impl<T: AsFd + Send + Sync> Dispatch for Source<T> {
             }
         }
         if let Some(notify) = &self.notify {
-            notify(ready);
+            let slot = notify.lock();
+            if let Some(notify) = slot
+                .as_ref()
+                .filter(|_| !self.disabled.load(Ordering::SeqCst))
+            {
+                notify(ready);
+            }
         }
         self.run_handler(poller, ready, counters);
     }
