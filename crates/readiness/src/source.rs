@@ -28,12 +28,15 @@ use crate::reactor::Counters;
 /// block. It returns the interest it wants next (see the crate docs on edge mode).
 pub type Handler<T> = Box<dyn FnMut(&T, Readiness) -> Interest + Send>;
 
+/// A non-blocking notifier run on the readiness thread for each event.
+pub type Notifier = Box<dyn Fn(Readiness) + Send + Sync>;
+
 /// What an event on a registration does, besides waking the registration's own waiters.
 pub enum Action<T> {
     /// Nothing more: consumers wait on the registration itself.
     Wait,
     /// Call this non-blocking notifier on the readiness thread (e.g. a fabric key).
-    Notify(Box<dyn Fn(Readiness) + Send + Sync>),
+    Notify(Notifier),
     /// Run this handler inline on the readiness thread.
     Handler(Handler<T>),
 }
@@ -66,7 +69,7 @@ pub(crate) struct Source<T> {
     /// Behind a mutex that [`Source::disable`] takes, so once a registration's drop
     /// returns its notifier is never called again (an event already being dispatched
     /// finishes first).
-    notify: Option<Mutex<Option<Box<dyn Fn(Readiness) + Send + Sync>>>>,
+    notify: Option<Mutex<Option<Notifier>>>,
     handler: Option<Mutex<Option<Handler<T>>>>,
     disabled: AtomicBool,
 }
