@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use sidecar_protocol::DEFAULT_MAX_FRAME;
 
-use crate::policy::{AllowRule, Policy};
+use std::net::SocketAddr;
+
+use crate::policy::{AllowRule, Policy, Proto};
 
 /// One VM: a private network namespace (loopback, ports, Unix paths) shared by the
 /// sessions that attach to it with its secret.
@@ -17,12 +19,16 @@ use crate::policy::{AllowRule, Policy};
 pub struct VmConfig {
     /// The secret a `hello` must present to attach to this VM.
     pub secret: String,
+    /// Destinations outside the VMs that this VM's guests may reach, besides the
+    /// sidecar-wide [`SidecarConfig::policy`].
+    pub allow: Vec<AllowRule>,
 }
 
 impl std::fmt::Debug for VmConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VmConfig")
             .field("secret", &"<redacted>")
+            .field("allow", &self.allow)
             .finish()
     }
 }
@@ -80,6 +86,7 @@ impl SidecarConfig {
             name.into(),
             VmConfig {
                 secret: secret.into(),
+                allow: Vec::new(),
             },
         );
         self
@@ -89,6 +96,24 @@ impl SidecarConfig {
     pub fn with_allow(mut self, rule: AllowRule) -> Self {
         self.policy.rules.push(rule);
         self
+    }
+
+    /// The rule that lets a guest of VM `vm` reach `dest` over `proto`, if any: the
+    /// VM's own rules, then the sidecar-wide ones.
+    pub fn allowing(&self, vm: &str, dest: SocketAddr, proto: Proto) -> Option<&AllowRule> {
+        let own = self.vms.get(vm).map(|v| v.allow.as_slice()).unwrap_or(&[]);
+        own.iter()
+            .chain(&self.policy.rules)
+            .find(|rule| rule.allows(dest, proto))
+    }
+
+    /// Why `dest` is denied to VM `vm`, for the guest's error message.
+    pub fn denial(&self, vm: &str, dest: SocketAddr) -> String {
+        let own = self.vms.get(vm).map(|v| v.allow.as_slice()).unwrap_or(&[]);
+        let rules = Policy {
+            rules: own.iter().chain(&self.policy.rules).copied().collect(),
+        };
+        rules.denial(dest)
     }
 
     /// Whether `secret` attaches to VM `name`. Compares in constant time for equal lengths,

@@ -19,6 +19,7 @@
 pub mod addr;
 pub mod calls;
 pub mod config;
+pub mod config_file;
 pub mod core;
 pub mod host;
 pub mod metrics;

@@ -31,18 +31,27 @@ struct ServeArgs {
     /// Serve sessions on a Unix socket created at PATH (mode 0600).
     #[arg(long, value_name = "PATH")]
     listen: Option<PathBuf>,
+    /// A TOML config file (VMs, secrets, policy, limits; see docs/sidecar.example.toml).
+    /// SIGHUP reloads it without dropping sessions; a reload that fails keeps the old one.
+    /// `--vm` and `--allow` add to what it defines.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Define a VM guests may attach to: NAME=SECRET, or NAME=@FILE to read the secret
-    /// from a file (first line). Repeatable; at least one.
-    #[arg(long = "vm", value_name = "NAME=SECRET", required = true)]
+    /// from a file (first line). Repeatable; at least one, here or in --config.
+    #[arg(
+        long = "vm",
+        value_name = "NAME=SECRET",
+        required_unless_present = "config"
+    )]
     vms: Vec<String>,
     /// Let guests reach destinations outside their VM through host sockets (TCP and UDP):
     /// ADDR[/PREFIX][:PORT[-PORT]], IPv6 as [ADDR] when a port follows. Repeatable;
     /// without any, nothing outside a VM is reachable (the host's loopback included).
     #[arg(long = "allow", value_name = "RULE")]
     allow: Vec<sidecar::AllowRule>,
-    /// Largest frame accepted from a guest, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = sidecar_protocol::DEFAULT_MAX_FRAME)]
-    max_frame: usize,
+    /// Largest frame accepted from a guest, in bytes (default 16 MiB, or the config's).
+    #[arg(long, value_name = "BYTES")]
+    max_frame: Option<usize>,
 }
 
 fn parse_vm(spec: &str) -> Result<(String, String)> {
@@ -67,14 +76,28 @@ fn parse_vm(spec: &str) -> Result<(String, String)> {
     Ok((name.to_owned(), secret))
 }
 
-fn serve(args: ServeArgs) -> Result<()> {
-    let mut config = SidecarConfig::default();
+/// The configuration: the file's (if any), plus the flags.
+fn build_config(args: &ServeArgs) -> Result<SidecarConfig> {
+    let mut config = match &args.config {
+        Some(path) => sidecar::config_file::load(path)?,
+        None => SidecarConfig::default(),
+    };
     for spec in &args.vms {
         let (name, secret) = parse_vm(spec)?;
         config = config.with_vm(name, secret);
     }
-    config.limits.max_frame = args.max_frame;
-    config.policy.rules = args.allow;
+    if let Some(max_frame) = args.max_frame {
+        config.limits.max_frame = max_frame;
+    }
+    config.policy.rules.extend(args.allow.iter().copied());
+    if config.vms.is_empty() {
+        bail!("no VM is defined: give --vm NAME=SECRET or [[vm]] in --config");
+    }
+    Ok(config)
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let config = build_config(&args)?;
     let sidecar = Sidecar::start(config).context("starting the sidecar")?;
     if args.stdio {
         let (stdin, stdout) = sidecar::runtime::stdio_fds()?;
@@ -83,17 +106,21 @@ fn serve(args: ServeArgs) -> Result<()> {
         sidecar.shutdown();
         return Ok(());
     }
-    let path = args.listen.expect("clap requires --listen without --stdio");
+    let path = args
+        .listen
+        .clone()
+        .expect("clap requires --listen without --stdio");
     // Handlers first: a SIGTERM that arrives just after "listening" must still be a clean
     // shutdown, not the default kill.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?;
-    let (mut term, mut int) = runtime.block_on(async {
+    let (mut term, mut int, mut hup) = runtime.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         Ok::<_, std::io::Error>((
             signal(SignalKind::terminate())?,
             signal(SignalKind::interrupt())?,
+            signal(SignalKind::hangup())?,
         ))
     })?;
     sidecar
@@ -101,9 +128,12 @@ fn serve(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("listening on {}", path.display()))?;
     tracing::info!(path = %path.display(), "listening");
     runtime.block_on(async {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => reload(&sidecar, &args),
+            }
         }
     });
     sidecar.shutdown();
@@ -128,6 +158,21 @@ fn keep_freed_buffers() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_freed_buffers() {}
+
+/// SIGHUP: re-read the config file and apply it; on any error keep the running one.
+fn reload(sidecar: &Sidecar, args: &ServeArgs) {
+    if args.config.is_none() {
+        tracing::warn!("SIGHUP without --config: nothing to reload");
+        return;
+    }
+    match build_config(args) {
+        Ok(config) => match sidecar.reload(config) {
+            Ok(()) => tracing::info!("config reloaded"),
+            Err(e) => tracing::error!(%e, "config reload failed"),
+        },
+        Err(e) => tracing::error!("config reload refused, the running one stays: {e:#}"),
+    }
+}
 
 fn main() -> Result<()> {
     keep_freed_buffers();

@@ -2,8 +2,8 @@
 //! through host kernel sockets. Default deny; each rule allows an address range and a
 //! port range, for TCP and UDP alike.
 //!
-//! Rules are written `ADDR[/PREFIX][:PORT[-PORT]]`, IPv6 in brackets when a port follows
-//! (`[2001:db8::]/32:443`). They are checked on resolved addresses, with v4-mapped IPv6
+//! Rules are written `[tcp:|udp:]ADDR[/PREFIX][:PORT[-PORT]]`, IPv6 in brackets when a port
+//! follows (`[2001:db8::]/32:443`); without a protocol a rule covers TCP and UDP. They are checked on resolved addresses, with v4-mapped IPv6
 //! (`::ffff:10.0.0.1`) folded into IPv4 on both sides, so a guest cannot slip past a rule
 //! by spelling an address differently. Policy comes from the operator, never the guest.
 
@@ -13,17 +13,34 @@ use std::str::FromStr;
 
 use crate::addr::canonical;
 
-/// One allow rule: an address range and a port range.
+/// A transport protocol, for rules that cover only one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// One allow rule: an address range, a port range, and optionally one protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AllowRule {
     network: IpAddr,
     prefix: u8,
     ports: (u16, u16),
+    proto: Option<Proto>,
 }
 
 /// Why a rule did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("allow rule {rule:?}: {reason} (expected ADDR[/PREFIX][:PORT[-PORT]], IPv6 as [ADDR] when a port follows)")]
+#[error("allow rule {rule:?}: {reason} (expected [tcp:|udp:]ADDR[/PREFIX][:PORT[-PORT]], IPv6 as [ADDR] when a port follows)")]
 pub struct RuleError {
     pub rule: String,
     pub reason: String,
@@ -66,14 +83,22 @@ impl AllowRule {
             network: mask(network, prefix),
             prefix,
             ports: (first, last),
+            proto: None,
         })
     }
 
-    /// Whether this rule allows `dest`.
-    pub fn allows(&self, dest: SocketAddr) -> bool {
+    /// The same rule, for `proto` only.
+    pub fn only(mut self, proto: Proto) -> Self {
+        self.proto = Some(proto);
+        self
+    }
+
+    /// Whether this rule allows `dest` over `proto`.
+    pub fn allows(&self, dest: SocketAddr, proto: Proto) -> bool {
         let ip = canonical(dest.ip());
         let same_family = ip.is_ipv4() == self.network.is_ipv4();
-        same_family
+        self.proto.is_none_or(|p| p == proto)
+            && same_family
             && mask(ip, self.prefix) == self.network
             && (self.ports.0..=self.ports.1).contains(&dest.port())
     }
@@ -96,6 +121,9 @@ fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
 
 impl fmt::Display for AllowRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(proto) = self.proto {
+            write!(f, "{}:", proto.as_str())?;
+        }
         match self.network {
             IpAddr::V4(v4) => write!(f, "{v4}/{}", self.prefix)?,
             IpAddr::V6(v6) => write!(f, "[{v6}]/{}", self.prefix)?,
@@ -116,6 +144,13 @@ impl FromStr for AllowRule {
             rule: spec.to_owned(),
             reason: reason.to_owned(),
         };
+        let (proto, spec_rest) = match (spec.strip_prefix("tcp:"), spec.strip_prefix("udp:")) {
+            (Some(rest), _) => (Some(Proto::Tcp), rest),
+            (_, Some(rest)) => (Some(Proto::Udp), rest),
+            _ => (None, spec),
+        };
+        let spec_full = spec;
+        let spec = spec_rest;
         // Split ADDR[/PREFIX] from [:PORTS].
         let (net, ports) = if let Some(rest) = spec.strip_prefix('[') {
             let (addr, after) = rest
@@ -161,10 +196,11 @@ impl FromStr for AllowRule {
                 }
             },
         };
-        AllowRule::new(ip, prefix, first, last).map_err(|e| RuleError {
-            rule: spec.to_owned(),
+        let rule = AllowRule::new(ip, prefix, first, last).map_err(|e| RuleError {
+            rule: spec_full.to_owned(),
             reason: e.reason,
-        })
+        })?;
+        Ok(AllowRule { proto, ..rule })
     }
 }
 
@@ -176,9 +212,9 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The rule that allows `dest`, if any.
-    pub fn allowing(&self, dest: SocketAddr) -> Option<&AllowRule> {
-        self.rules.iter().find(|rule| rule.allows(dest))
+    /// The rule that allows `dest` over `proto`, if any.
+    pub fn allowing(&self, dest: SocketAddr, proto: Proto) -> Option<&AllowRule> {
+        self.rules.iter().find(|rule| rule.allows(dest, proto))
     }
 
     /// Why `dest` is denied, for the guest's error message.
@@ -246,33 +282,48 @@ mod tests {
     #[test]
     fn matching_covers_ranges_families_and_mapped_forms() {
         let r = rule("10.0.0.0/8:8000-8001");
-        assert!(r.allows(sa("10.9.8.7:8000")));
-        assert!(r.allows(sa("10.9.8.7:8001")));
-        assert!(!r.allows(sa("10.9.8.7:8002")));
-        assert!(!r.allows(sa("11.0.0.1:8000")));
+        assert!(r.allows(sa("10.9.8.7:8000"), Proto::Tcp));
+        assert!(r.allows(sa("10.9.8.7:8001"), Proto::Tcp));
+        assert!(!r.allows(sa("10.9.8.7:8002"), Proto::Tcp));
+        assert!(!r.allows(sa("11.0.0.1:8000"), Proto::Tcp));
         // The same destination written v4-mapped is the same destination.
-        assert!(r.allows(sa("[::ffff:10.1.1.1]:8000")));
-        assert!(!r.allows(sa("[::ffff:11.1.1.1]:8000")));
+        assert!(r.allows(sa("[::ffff:10.1.1.1]:8000"), Proto::Tcp));
+        assert!(!r.allows(sa("[::ffff:11.1.1.1]:8000"), Proto::Tcp));
         // No cross-family match: ::/0 does not cover IPv4, 0.0.0.0/0 does not cover IPv6.
-        assert!(!rule("::/0").allows(sa("10.0.0.1:1")));
-        assert!(rule("::/0").allows(sa("[2001:db8::1]:1")));
-        assert!(!rule("0.0.0.0/0").allows(sa("[::1]:1")));
-        assert!(rule("0.0.0.0/0").allows(sa("[::ffff:1.2.3.4]:1")));
+        assert!(!rule("::/0").allows(sa("10.0.0.1:1"), Proto::Tcp));
+        assert!(rule("::/0").allows(sa("[2001:db8::1]:1"), Proto::Tcp));
+        assert!(!rule("0.0.0.0/0").allows(sa("[::1]:1"), Proto::Tcp));
+        assert!(rule("0.0.0.0/0").allows(sa("[::ffff:1.2.3.4]:1"), Proto::Tcp));
         let v6 = rule("[2001:db8::]/32:443");
-        assert!(v6.allows(sa("[2001:db8:ffff::1]:443")));
-        assert!(!v6.allows(sa("[2001:db9::1]:443")));
+        assert!(v6.allows(sa("[2001:db8:ffff::1]:443"), Proto::Tcp));
+        assert!(!v6.allows(sa("[2001:db9::1]:443"), Proto::Tcp));
+    }
+
+    #[test]
+    fn a_protocol_prefix_limits_a_rule_to_it() {
+        let udp = rule("udp:10.0.0.53:53");
+        assert_eq!(udp.to_string(), "udp:10.0.0.53/32:53");
+        assert!(udp.allows(sa("10.0.0.53:53"), Proto::Udp));
+        assert!(!udp.allows(sa("10.0.0.53:53"), Proto::Tcp));
+        let tcp = rule("tcp:[::1]:80");
+        assert!(tcp.allows(sa("[::1]:80"), Proto::Tcp));
+        assert!(!tcp.allows(sa("[::1]:80"), Proto::Udp));
+        assert!(rule("10.0.0.53:53").allows(sa("10.0.0.53:53"), Proto::Udp));
+        assert!("sctp:10.0.0.1".parse::<AllowRule>().is_err());
     }
 
     #[test]
     fn policy_finds_the_rule_or_explains_the_denial() {
         let empty = Policy::default();
-        assert!(empty.allowing(sa("127.0.0.1:80")).is_none());
+        assert!(empty.allowing(sa("127.0.0.1:80"), Proto::Tcp).is_none());
         assert!(empty.denial(sa("1.2.3.4:80")).contains("allows nothing"));
         let policy = Policy {
             rules: vec![rule("127.0.0.1:5432"), rule("10.0.0.0/8")],
         };
         assert_eq!(
-            policy.allowing(sa("10.2.3.4:1")).map(ToString::to_string),
+            policy
+                .allowing(sa("10.2.3.4:1"), Proto::Udp)
+                .map(ToString::to_string),
             Some("10.0.0.0/8".into())
         );
         let why = policy.denial(sa("127.0.0.1:80"));

@@ -35,6 +35,7 @@ enum Command {
     },
     Listen(std::os::unix::net::UnixListener),
     Stats(std_mpsc::Sender<Value>),
+    Reload(Box<SidecarConfig>, std_mpsc::Sender<()>),
 }
 
 /// A running sidecar. Dropping it (or [`Sidecar::shutdown`]) ends every session, stops
@@ -113,6 +114,17 @@ impl Sidecar {
             .map_err(|_| io::Error::other("the sidecar has shut down"))
     }
 
+    /// Replaces the operator configuration (VMs, secrets, policy, limits) without dropping
+    /// live sessions: new VMs can be attached to at once, new rules and limits apply to
+    /// calls from now on. A session of a VM that is no longer configured keeps running;
+    /// new attaches to that VM are refused. Returns once the loop has applied it.
+    pub fn reload(&self, config: SidecarConfig) -> io::Result<()> {
+        let (tx, rx) = std_mpsc::channel();
+        self.send(Command::Reload(Box::new(config), tx))?;
+        rx.recv()
+            .map_err(|_| io::Error::other("the sidecar has shut down"))
+    }
+
     /// Sidecar-wide counters, readable without a round trip to the loop.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
@@ -148,13 +160,14 @@ fn run_loop(
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
     let local = tokio::task::LocalSet::new();
-    let max_frame = config.limits.max_frame;
     local.block_on(&runtime, async move {
         let (notices, notices_rx) = mpsc::unbounded_channel();
         let host = HostNet { reactor, notices };
         let core = Rc::new(RefCell::new(Core::new(config, metrics, host)));
         tokio::task::spawn_local(crate::host::reap(Rc::clone(&core), notices_rx));
         while let Some(command) = commands.recv().await {
+            // Read per command: a reload may change it for new connections.
+            let max_frame = core.borrow().config.limits.max_frame;
             match command {
                 Command::InProcess(end) => {
                     let source = PipeSource::new(end.rx, max_frame);
@@ -174,6 +187,10 @@ fn run_loop(
                 }
                 Command::Stats(reply) => {
                     let _ = reply.send(crate::stats::sidecar_stats(&core.borrow()));
+                }
+                Command::Reload(config, done) => {
+                    core.borrow_mut().apply_config(*config);
+                    let _ = done.send(());
                 }
             }
         }

@@ -99,6 +99,32 @@ impl Core {
         }
     }
 
+    /// A reloaded operator configuration: new VMs get their (empty) socket tables; VMs
+    /// that are gone keep theirs while sessions remain (they can no longer be attached
+    /// to, as their secret is gone with them).
+    pub fn apply_config(&mut self, config: SidecarConfig) {
+        for name in config.vms.keys() {
+            self.vms
+                .entry(name.clone())
+                .or_insert_with(|| Vm::new(name.clone()));
+        }
+        let (added, total) = (
+            config
+                .vms
+                .keys()
+                .filter(|n| !self.config.vms.contains_key(*n))
+                .count(),
+            config.vms.len(),
+        );
+        tracing::info!(
+            vms = total,
+            added,
+            rules = config.policy.rules.len(),
+            "configuration applied"
+        );
+        self.config = Arc::new(config);
+    }
+
     /// A fresh sidecar-wide key (sessions, streams, servers share the counter).
     pub(crate) fn next_key(&mut self) -> u64 {
         let key = self.next_key;

@@ -18,6 +18,7 @@ use crate::addr::{
     as_seen_by_listener, effective_destination, is_vm_local, normalize_unix_path, source_for,
 };
 use crate::host::resolve::needs_host_resolver;
+use crate::policy::Proto;
 
 pub struct StreamEnd {
     pub session: SessionId,
@@ -126,9 +127,10 @@ impl Core {
                 match found {
                     Some((key, addr)) => (key, Some(addr)),
                     None => {
+                        let vm = self.session_mut(sid)?.vm.clone();
                         return self
-                            .outside(candidates, "connect")
-                            .map(ConnectStep::Outside)
+                            .outside(&vm, Proto::Tcp, candidates, "connect")
+                            .map(ConnectStep::Outside);
                     }
                 }
             }

@@ -26,6 +26,7 @@ use crate::addr::{
     source_for,
 };
 use crate::host::HostUdp;
+use crate::policy::Proto;
 
 pub struct UdpSock {
     pub session: SessionId,
@@ -209,8 +210,9 @@ impl Core {
             self.udp_destination(self.udp[&key].udp_type, host.unwrap_or("localhost"), port)?;
         // Outside the VM: the policy decides now (a loopback peer may also appear in it
         // later; each datagram is routed when sent).
-        if !is_vm_local(dest.ip()) || self.config.policy.allowing(dest).is_some() {
-            self.outside(&[dest], "connect")?;
+        let vm = self.udp[&key].vm.clone();
+        if !is_vm_local(dest.ip()) || self.config.allowing(&vm, dest, Proto::Udp).is_some() {
+            self.outside(&vm, Proto::Udp, &[dest], "connect")?;
             self.host_udp(key)?.connect(dest);
         }
         let local = self.udp_local(sid, key)?;
@@ -256,8 +258,9 @@ impl Core {
             })?,
         };
         // Refused outright (EACCES) before anything changes, such as an implicit bind.
+        let vm = self.udp[&key].vm.clone();
         if !is_vm_local(dest.ip()) {
-            self.outside(&[dest], "send")?;
+            self.outside(&vm, Proto::Udp, &[dest], "send")?;
         }
         let bound = self.udp_local(sid, key)?;
         let source = match bound.ip().is_unspecified() {
@@ -271,7 +274,7 @@ impl Core {
                 return Ok(payload.len() as u64);
             }
         }
-        match self.outside(&[dest], "send") {
+        match self.outside(&vm, Proto::Udp, &[dest], "send") {
             Ok(_) => self.host_udp(key)?.send(payload, dest)?,
             // Loopback, nobody there, not allowed outside: dropped and counted, as the
             // kernel drops it (a connected sender learns of it next time).

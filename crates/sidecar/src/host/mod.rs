@@ -28,6 +28,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::addr::{canonical, is_vm_local};
 use crate::core::{Core, Handle, SessionId};
+use crate::policy::Proto;
 pub use tcp::HostTcp;
 pub use udp::HostUdp;
 
@@ -50,15 +51,18 @@ pub struct HostNet {
 
 impl Core {
     /// Steps 2 and 3 of the routing order, for destinations with no in-VM receiver: the
-    /// candidates the policy allows (in the order given), or the error the guest gets.
+    /// candidates the policy lets VM `vm` reach over `proto` (in the order given), or the
+    /// error the guest gets.
     pub fn outside(
         &self,
+        vm: &str,
+        proto: Proto,
         candidates: &[SocketAddr],
         verb: &str,
     ) -> Result<Vec<SocketAddr>, WireError> {
         let allowed: Vec<SocketAddr> = candidates
             .iter()
-            .filter(|addr| self.config.policy.allowing(**addr).is_some())
+            .filter(|addr| self.config.allowing(vm, **addr, proto).is_some())
             .map(|addr| SocketAddr::new(canonical(addr.ip()), addr.port()))
             .collect();
         if !allowed.is_empty() {
@@ -73,7 +77,7 @@ impl Core {
         }
         Err(WireError::new(
             ErrorCode::Eacces,
-            format!("{verb} EACCES: {}", self.config.policy.denial(first)),
+            format!("{verb} EACCES: {}", self.config.denial(vm, first)),
         ))
     }
 

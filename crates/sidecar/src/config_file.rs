@@ -1,0 +1,291 @@
+//! The operator's config file (TOML): VMs and their secrets, the network policy, limits.
+//! `sidecar serve --config FILE` loads it at start, and again on `SIGHUP`.
+//!
+//! A file that does not parse, names an unknown key, or holds a bad value (an allow rule
+//! that is not one, a secret file that cannot be read, a VM defined twice) is refused as
+//! a whole, with the line and the reason: at start the sidecar does not start; on a reload
+//! the running configuration stays. The commented example `docs/sidecar.example.toml`
+//! shows every key, and the tests load it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::config::{Limits, SidecarConfig, VmConfig};
+use crate::policy::AllowRule;
+
+/// Why a config file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {error}")]
+    Read { path: String, error: std::io::Error },
+    /// Syntax, an unknown key, or a bad value; `line` is 1-based.
+    #[error("{path}:{line}: {reason}")]
+    Invalid {
+        path: String,
+        line: usize,
+        reason: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSpec {
+    /// Largest frame accepted from a guest, in bytes.
+    max_frame: Option<usize>,
+    /// Rules every VM gets.
+    #[serde(default)]
+    allow: Vec<RuleSpec>,
+    #[serde(default)]
+    limits: LimitsSpec,
+    #[serde(default, rename = "vm")]
+    vms: Vec<toml::Spanned<VmSpec>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LimitsSpec {
+    sockets_per_vm: Option<usize>,
+    parked_calls_per_session: Option<usize>,
+    write_high_water: Option<usize>,
+    write_hard_limit: Option<usize>,
+    udp_receive_buffer: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VmSpec {
+    name: String,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    #[serde(default)]
+    allow: Vec<RuleSpec>,
+}
+
+/// An allow rule as written, with where it was written (a bad one is reported at its
+/// own line).
+type RuleSpec = toml::Spanned<String>;
+
+fn rules(
+    text: &str,
+    specs: Vec<RuleSpec>,
+    invalid: &impl Fn(usize, String) -> ConfigError,
+) -> Result<Vec<AllowRule>, ConfigError> {
+    specs
+        .into_iter()
+        .map(|spec| {
+            let line = line_of(text, spec.span().start);
+            spec.get_ref()
+                .parse()
+                .map_err(|e: crate::policy::RuleError| invalid(line, e.to_string()))
+        })
+        .collect()
+}
+
+/// 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Parses a config file's text. `path` names it in errors; relative `secret_file`s are
+/// read relative to the file's directory.
+pub fn parse(text: &str, path: &Path) -> Result<SidecarConfig, ConfigError> {
+    let shown = path.display().to_string();
+    let invalid = |line: usize, reason: String| ConfigError::Invalid {
+        path: shown.clone(),
+        line,
+        reason,
+    };
+    let spec: FileSpec = toml::from_str(text).map_err(|e| {
+        let line = e.span().map_or(1, |span| line_of(text, span.start));
+        invalid(line, e.message().to_owned())
+    })?;
+    let mut config = SidecarConfig::default();
+    let defaults = Limits::default();
+    let limits = &spec.limits;
+    config.limits = Limits {
+        max_frame: spec.max_frame.unwrap_or(defaults.max_frame),
+        sockets_per_vm: limits.sockets_per_vm.unwrap_or(defaults.sockets_per_vm),
+        parked_calls_per_session: limits
+            .parked_calls_per_session
+            .unwrap_or(defaults.parked_calls_per_session),
+        write_high_water: limits.write_high_water.unwrap_or(defaults.write_high_water),
+        write_hard_limit: limits.write_hard_limit.unwrap_or(defaults.write_hard_limit),
+        udp_receive_buffer: limits
+            .udp_receive_buffer
+            .unwrap_or(defaults.udp_receive_buffer),
+        ..defaults
+    };
+    if config.limits.write_high_water > config.limits.write_hard_limit {
+        return Err(invalid(
+            1,
+            "limits.write_high_water is above limits.write_hard_limit".into(),
+        ));
+    }
+    config.policy.rules = rules(text, spec.allow, &invalid)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut vms = BTreeMap::new();
+    for vm in spec.vms {
+        let line = line_of(text, vm.span().start);
+        let vm = vm.into_inner();
+        if vm.name.is_empty() {
+            return Err(invalid(line, "a [[vm]] needs a non-empty name".into()));
+        }
+        let secret = match (vm.secret, vm.secret_file) {
+            (Some(secret), None) => secret,
+            (None, Some(file)) => {
+                let file = base.join(file);
+                std::fs::read_to_string(&file)
+                    .map_err(|e| {
+                        invalid(
+                            line,
+                            format!("VM {}: reading {}: {e}", vm.name, file.display()),
+                        )
+                    })?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            }
+            _ => {
+                return Err(invalid(
+                    line,
+                    format!("VM {}: give exactly one of secret, secret_file", vm.name),
+                ))
+            }
+        };
+        if secret.is_empty() {
+            return Err(invalid(
+                line,
+                format!("VM {}: the secret is empty", vm.name),
+            ));
+        }
+        let allow = rules(text, vm.allow, &invalid)?;
+        if vms
+            .insert(vm.name.clone(), VmConfig { secret, allow })
+            .is_some()
+        {
+            return Err(invalid(line, format!("VM {} is defined twice", vm.name)));
+        }
+    }
+    config.vms = vms;
+    Ok(config)
+}
+
+/// Reads and parses a config file.
+pub fn load(path: &Path) -> Result<SidecarConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: path.display().to_string(),
+        error,
+    })?;
+    parse(&text, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Proto;
+
+    fn parse_str(text: &str) -> Result<SidecarConfig, ConfigError> {
+        parse(text, Path::new("test.toml"))
+    }
+
+    fn refused(text: &str) -> (usize, String) {
+        match parse_str(text) {
+            Err(ConfigError::Invalid { line, reason, .. }) => (line, reason),
+            Err(e) => panic!("not an Invalid error: {e}"),
+            Ok(_) => panic!("accepted:\n{text}"),
+        }
+    }
+
+    #[test]
+    fn the_commented_example_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/sidecar.example.toml");
+        let config = load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.vms.contains_key("web"));
+        assert!(config.vms.contains_key("jobs"));
+        let dest = "10.1.2.3:443".parse().unwrap();
+        assert!(config.allowing("web", dest, Proto::Tcp).is_some());
+        assert!(config.allowing("jobs", dest, Proto::Tcp).is_none());
+    }
+
+    #[test]
+    fn vms_rules_and_limits_are_read() {
+        let config = parse_str(
+            r#"
+max_frame = 1048576
+allow = ["127.0.0.1:5432"]
+[limits]
+sockets_per_vm = 100
+[[vm]]
+name = "a"
+secret = "sa"
+allow = ["udp:10.0.0.53:53"]
+[[vm]]
+name = "b"
+secret = "sb"
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.limits.max_frame, 1 << 20);
+        assert_eq!(config.limits.sockets_per_vm, 100);
+        assert_eq!(
+            config.limits.write_hard_limit,
+            Limits::default().write_hard_limit
+        );
+        assert!(config.secret_matches("a", "sa") && config.secret_matches("b", "sb"));
+        let db = "127.0.0.1:5432".parse().unwrap();
+        let dns = "10.0.0.53:53".parse().unwrap();
+        assert!(config.allowing("a", db, Proto::Tcp).is_some());
+        assert!(config.allowing("b", db, Proto::Tcp).is_some());
+        assert!(config.allowing("a", dns, Proto::Udp).is_some());
+        assert!(config.allowing("a", dns, Proto::Tcp).is_none());
+        assert!(config.allowing("b", dns, Proto::Udp).is_none());
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_line_and_the_reason() {
+        let (line, reason) =
+            refused("[[vm]]\nname = \"a\"\nsecret = \"s\"\nallow = [\"10.0.0.0/33\"]\n");
+        assert_eq!(line, 4, "{reason}");
+        assert!(reason.contains("longer than the address"), "{reason}");
+
+        let (line, reason) = refused("\n\nmax_frames = 3\n");
+        assert_eq!(line, 3, "{reason}");
+        assert!(reason.contains("max_frames"), "{reason}");
+
+        let (line, reason) = refused("[[vm]]\nname = \"a\"\n");
+        assert_eq!(line, 1, "{reason}");
+        assert!(reason.contains("exactly one of secret"), "{reason}");
+
+        let twice =
+            "[[vm]]\nname = \"a\"\nsecret = \"x\"\n\n[[vm]]\nname = \"a\"\nsecret = \"y\"\n";
+        let (line, reason) = refused(twice);
+        assert_eq!(line, 5, "{reason}");
+        assert!(reason.contains("defined twice"), "{reason}");
+
+        let (_, reason) = refused("[[vm]]\nname = \"a\"\nsecret_file = \"/nonexistent/secret\"\n");
+        assert!(reason.contains("/nonexistent/secret"), "{reason}");
+
+        let (line, _) = refused("allow = [\n  \"127.0.0.1\",\n  \"nope\",\n]\n");
+        assert_eq!(line, 3);
+
+        let (_, reason) = refused("[limits]\nwrite_high_water = 10\nwrite_hard_limit = 5\n");
+        assert!(reason.contains("write_high_water"), "{reason}");
+    }
+
+    #[test]
+    fn a_secret_file_is_read_relative_to_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.secret"), "from-file\nignored\n").unwrap();
+        let path = dir.path().join("sidecar.toml");
+        std::fs::write(&path, "[[vm]]\nname = \"a\"\nsecret_file = \"a.secret\"\n").unwrap();
+        let config = load(&path).unwrap();
+        assert!(config.secret_matches("a", "from-file"));
+        assert!(matches!(
+            load(&dir.path().join("missing.toml")),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+}
