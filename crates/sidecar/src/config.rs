@@ -22,6 +22,16 @@ pub struct VmConfig {
     /// Destinations outside the VMs that this VM's guests may reach, besides the
     /// sidecar-wide [`SidecarConfig::policy`].
     pub allow: Vec<AllowRule>,
+    /// Host ports forwarded to this VM's in-VM listeners.
+    pub publish: Vec<Publish>,
+}
+
+/// A published port: connections to `host` on the host reach the VM's listener on `port`
+/// (TCP), like `docker -p host:port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Publish {
+    pub host: SocketAddr,
+    pub port: u16,
 }
 
 impl std::fmt::Debug for VmConfig {
@@ -29,6 +39,7 @@ impl std::fmt::Debug for VmConfig {
         f.debug_struct("VmConfig")
             .field("secret", &"<redacted>")
             .field("allow", &self.allow)
+            .field("publish", &self.publish)
             .finish()
     }
 }
@@ -87,9 +98,28 @@ impl SidecarConfig {
             VmConfig {
                 secret: secret.into(),
                 allow: Vec::new(),
+                publish: Vec::new(),
             },
         );
         self
+    }
+
+    /// Publishes host address `host` to VM `vm`'s in-VM listener on `port` (the VM must
+    /// have been added).
+    pub fn with_publish(mut self, vm: &str, host: SocketAddr, port: u16) -> Self {
+        if let Some(config) = self.vms.get_mut(vm) {
+            config.publish.push(Publish { host, port });
+        }
+        self
+    }
+
+    /// Every publication: host address → (VM, in-VM port).
+    pub fn publications(&self) -> impl Iterator<Item = (SocketAddr, &str, u16)> + '_ {
+        self.vms.iter().flat_map(|(name, vm)| {
+            vm.publish
+                .iter()
+                .map(move |p| (p.host, name.as_str(), p.port))
+        })
     }
 
     /// Allows guests to reach `rule`'s destinations through host sockets.

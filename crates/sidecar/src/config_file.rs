@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::{Limits, SidecarConfig, VmConfig};
+use std::net::SocketAddr;
+
+use crate::config::{Limits, Publish, SidecarConfig, VmConfig};
 use crate::policy::AllowRule;
 
 /// Why a config file was refused.
@@ -61,6 +63,20 @@ struct VmSpec {
     secret_file: Option<PathBuf>,
     #[serde(default)]
     allow: Vec<RuleSpec>,
+    #[serde(default)]
+    publish: Vec<toml::Spanned<PublishSpec>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishSpec {
+    /// The host address and port to listen on, e.g. "127.0.0.1:8080".
+    host: String,
+    /// The VM's in-VM port it leads to.
+    port: u16,
+    /// Only "tcp" for now.
+    #[serde(default)]
+    proto: Option<String>,
 }
 
 /// An allow rule as written, with where it was written (a bad one is reported at its
@@ -126,6 +142,7 @@ pub fn parse(text: &str, path: &Path) -> Result<SidecarConfig, ConfigError> {
     config.policy.rules = rules(text, spec.allow, &invalid)?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut vms = BTreeMap::new();
+    let mut published = std::collections::HashSet::new();
     for vm in spec.vms {
         let line = line_of(text, vm.span().start);
         let vm = vm.into_inner();
@@ -162,10 +179,42 @@ pub fn parse(text: &str, path: &Path) -> Result<SidecarConfig, ConfigError> {
             ));
         }
         let allow = rules(text, vm.allow, &invalid)?;
-        if vms
-            .insert(vm.name.clone(), VmConfig { secret, allow })
-            .is_some()
-        {
+        let mut publish = Vec::new();
+        for spec in vm.publish {
+            let line = line_of(text, spec.span().start);
+            let spec = spec.into_inner();
+            if spec.proto.as_deref().is_some_and(|p| p != "tcp") {
+                return Err(invalid(
+                    line,
+                    format!("publish proto {:?}: only \"tcp\" is supported", spec.proto),
+                ));
+            }
+            let host: SocketAddr = spec.host.parse().map_err(|_| {
+                invalid(
+                    line,
+                    format!("publish host {:?} is not ADDR:PORT", spec.host),
+                )
+            })?;
+            if host.port() == 0 || spec.port == 0 {
+                return Err(invalid(
+                    line,
+                    "a publication needs both ports (not 0)".into(),
+                ));
+            }
+            if !published.insert(host) {
+                return Err(invalid(line, format!("{host} is published twice")));
+            }
+            publish.push(Publish {
+                host,
+                port: spec.port,
+            });
+        }
+        let config = VmConfig {
+            secret,
+            allow,
+            publish,
+        };
+        if vms.insert(vm.name.clone(), config).is_some() {
             return Err(invalid(line, format!("VM {} is defined twice", vm.name)));
         }
     }
@@ -270,6 +319,12 @@ secret = "sb"
 
         let (line, _) = refused("allow = [\n  \"127.0.0.1\",\n  \"nope\",\n]\n");
         assert_eq!(line, 3);
+
+        let publish =
+            "[[vm]]\nname = \"a\"\nsecret = \"s\"\n[[vm.publish]]\nhost = \"8080\"\nport = 80\n";
+        let (line, reason) = refused(publish);
+        assert_eq!(line, 4, "{reason}");
+        assert!(reason.contains("not ADDR:PORT"), "{reason}");
 
         let (_, reason) = refused("[limits]\nwrite_high_water = 10\nwrite_hard_limit = 5\n");
         assert!(reason.contains("write_high_water"), "{reason}");

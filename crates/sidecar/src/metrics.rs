@@ -95,6 +95,9 @@ pub struct Metrics {
     pub refused_hellos: AtomicU64,
     /// Datagrams from or to host UDP sockets dropped for lack of room.
     pub udp_host_dropped: AtomicU64,
+    /// Connections to a published port closed at once: no listener in the VM on the
+    /// published port, or its backlog was full.
+    pub published_refused: AtomicU64,
 }
 
 pub fn bump(counter: &AtomicU64) {
@@ -124,6 +127,7 @@ impl Metrics {
             "framing_errors": get(&self.framing_errors),
             "refused_hellos": get(&self.refused_hellos),
             "udp_host_dropped": get(&self.udp_host_dropped),
+            "published_refused": get(&self.published_refused),
         })
     }
 }

@@ -7,7 +7,9 @@
 //! `Send + Sync` and usable from any thread.
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -19,6 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::config::SidecarConfig;
 use crate::core::Core;
+use crate::host::publish::{self, BoundPublication};
 use crate::host::HostNet;
 use crate::metrics::Metrics;
 use crate::transport::inproc::{PipeSink, PipeSource};
@@ -35,7 +38,11 @@ enum Command {
     },
     Listen(std::os::unix::net::UnixListener),
     Stats(std_mpsc::Sender<Value>),
-    Reload(Box<SidecarConfig>, std_mpsc::Sender<()>),
+    Reload(
+        Box<SidecarConfig>,
+        Vec<BoundPublication>,
+        std_mpsc::Sender<()>,
+    ),
 }
 
 /// A running sidecar. Dropping it (or [`Sidecar::shutdown`]) ends every session, stops
@@ -45,13 +52,24 @@ pub struct Sidecar {
     thread: Option<JoinHandle<()>>,
     metrics: Arc<Metrics>,
     socket_files: parking_lot::Mutex<Vec<PathBuf>>,
+    /// Host addresses published now (their listeners live on the RPC loop).
+    published: parking_lot::Mutex<HashSet<SocketAddr>>,
 }
 
 impl Sidecar {
-    /// Starts the RPC loop thread (`sidecar-rpc`).
+    /// Starts the RPC loop thread (`sidecar-rpc`). Fails if a published port cannot be
+    /// bound.
     pub fn start(config: SidecarConfig) -> io::Result<Sidecar> {
         let metrics = Arc::new(Metrics::default());
         let (tx, rx) = mpsc::unbounded_channel();
+        let hosts: HashSet<SocketAddr> = config.publications().map(|(host, ..)| host).collect();
+        let bound = publish::bind_all(hosts.iter().copied())?;
+        tx.send(Command::Reload(
+            Box::new(config.clone()),
+            bound,
+            std_mpsc::channel().0,
+        ))
+        .map_err(|_| io::Error::other("the command channel closed"))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
@@ -67,6 +85,7 @@ impl Sidecar {
             thread: Some(thread),
             metrics,
             socket_files: parking_lot::Mutex::new(Vec::new()),
+            published: parking_lot::Mutex::new(hosts),
         })
     }
 
@@ -118,11 +137,19 @@ impl Sidecar {
     /// live sessions: new VMs can be attached to at once, new rules and limits apply to
     /// calls from now on. A session of a VM that is no longer configured keeps running;
     /// new attaches to that VM are refused. Returns once the loop has applied it.
+    ///
+    /// Newly published host ports are bound first: if one cannot be, nothing changes and
+    /// the error is returned.
     pub fn reload(&self, config: SidecarConfig) -> io::Result<()> {
+        let mut published = self.published.lock();
+        let hosts: HashSet<SocketAddr> = config.publications().map(|(host, ..)| host).collect();
+        let bound = publish::bind_all(hosts.difference(&published).copied())?;
         let (tx, rx) = std_mpsc::channel();
-        self.send(Command::Reload(Box::new(config), tx))?;
+        self.send(Command::Reload(Box::new(config), bound, tx))?;
         rx.recv()
-            .map_err(|_| io::Error::other("the sidecar has shut down"))
+            .map_err(|_| io::Error::other("the sidecar has shut down"))?;
+        *published = hosts;
+        Ok(())
     }
 
     /// Sidecar-wide counters, readable without a round trip to the loop.
@@ -188,8 +215,16 @@ fn run_loop(
                 Command::Stats(reply) => {
                     let _ = reply.send(crate::stats::sidecar_stats(&core.borrow()));
                 }
-                Command::Reload(config, done) => {
+                Command::Reload(config, bound, done) => {
                     core.borrow_mut().apply_config(*config);
+                    for listener in bound {
+                        let host = listener.host;
+                        let task =
+                            tokio::task::spawn_local(publish::serve(Rc::clone(&core), listener));
+                        core.borrow_mut()
+                            .publishers
+                            .insert(host, task.abort_handle());
+                    }
                     let _ = done.send(());
                 }
             }

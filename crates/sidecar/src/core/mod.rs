@@ -23,6 +23,7 @@ use notify_fabric::Fabric;
 use sidecar_protocol::{ErrorCode, ServerId, SocketId, WireError};
 
 use crate::config::SidecarConfig;
+use crate::host::publish::Published;
 use crate::host::{HostKey, HostNet, HostTcp};
 use crate::metrics::Metrics;
 
@@ -71,6 +72,9 @@ pub struct Core {
     pub(crate) hosts: HashMap<HostKey, HostTcp>,
     /// The readiness thread and the channel host sockets report their end on.
     pub host: HostNet,
+    /// Published host ports → where they lead, and the tasks serving them.
+    pub(crate) published: HashMap<std::net::SocketAddr, Published>,
+    pub(crate) publishers: HashMap<std::net::SocketAddr, tokio::task::AbortHandle>,
     /// One-time event-channel tokens → their session.
     pub(crate) event_tokens: HashMap<String, SessionId>,
     next_key: u64,
@@ -94,6 +98,8 @@ impl Core {
             udp: HashMap::new(),
             hosts: HashMap::new(),
             host,
+            published: HashMap::new(),
+            publishers: HashMap::new(),
             event_tokens: HashMap::new(),
             next_key: 1,
         }
@@ -122,6 +128,23 @@ impl Core {
             rules = config.policy.rules.len(),
             "configuration applied"
         );
+        // Publications: where each published host port leads now; ports no longer
+        // published stop being served (their listener closes with its task).
+        self.published = config
+            .publications()
+            .map(|(host, vm, port)| {
+                let vm = vm.to_owned();
+                (host, Published { vm, port })
+            })
+            .collect();
+        let published = &self.published;
+        self.publishers.retain(|host, task| {
+            let keep = published.contains_key(host);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
         self.config = Arc::new(config);
     }
 

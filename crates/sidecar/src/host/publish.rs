@@ -1,0 +1,172 @@
+//! Published ports: a host address:port that forwards to a VM's in-VM listener, like
+//! `docker -p`. A host client (curl, a native socket) connects to the host port; the
+//! guest's server gets `accept` pushed for a socket that is a host connection from then
+//! on ([`HostTcp`]: data both ways under the usual credit and write limits, handled on the
+//! readiness thread).
+//!
+//! The host listener is bound when the configuration is applied (a port already taken
+//! fails the start, or the reload). Accepting runs on the RPC loop, woken by the
+//! listener's readiness; it is not on the data path. A connection that finds no
+//! listener in the VM on the published port, or a listener whose backlog is full, is
+//! closed at once and counted (`published_refused`), as a host with nobody listening
+//! would refuse it.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use readiness::{Action, Interest, Registration};
+use sidecar_protocol::{capability, Address, EventBody, SocketId};
+
+use super::tcp::{HostTcp, TcpShared};
+use super::HostKey;
+use crate::core::{Core, Handle};
+use crate::metrics::bump;
+
+/// A host listener bound for a publication, before the RPC loop serves it.
+pub struct BoundPublication {
+    pub host: SocketAddr,
+    pub listener: TcpListener,
+}
+
+/// Binds the listeners of `hosts`. All or nothing: on an error none stays bound.
+pub fn bind_all(hosts: impl IntoIterator<Item = SocketAddr>) -> io::Result<Vec<BoundPublication>> {
+    hosts
+        .into_iter()
+        .map(|host| {
+            let listener = TcpListener::bind(host)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot publish {host}: {e}")))?;
+            Ok(BoundPublication { host, listener })
+        })
+        .collect()
+}
+
+/// Where a published host port leads now (a reload may change it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub vm: String,
+    pub port: u16,
+}
+
+/// Serves one published host port until its task is aborted (the publication was
+/// removed, or the sidecar stops): accepts whatever is pending, then waits for the
+/// listener's readiness.
+pub async fn serve(core_rc: Rc<RefCell<Core>>, bound: BoundPublication) {
+    let host = bound.host;
+    let registration =
+        core_rc
+            .borrow()
+            .host
+            .reactor
+            .register(bound.listener, Interest::READABLE, Action::Wait);
+    let listener: Registration<TcpListener> = match registration {
+        Ok(reg) => reg,
+        Err(e) => {
+            tracing::error!(%e, %host, "cannot watch a published port");
+            return;
+        }
+    };
+    loop {
+        match listener.try_read_with(|l| l.accept()) {
+            Ok((stream, peer)) => core_rc.borrow_mut().accept_published(host, stream, peer),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Woken by readiness; the day-long deadline only bounds the wait.
+                let far = Instant::now() + Duration::from_secs(86_400);
+                if listener.readable_until(far).await.is_err() {
+                    return; // the readiness thread is gone: the sidecar is stopping
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                // Out of fds and the like: say so, and try again at the next readiness
+                // or shortly (a counted, bounded retry, not a spin).
+                tracing::warn!(%e, %host, "accept on a published port failed");
+                let soon = Instant::now() + Duration::from_millis(100);
+                let _ = listener.readable_until(soon).await;
+            }
+        }
+    }
+}
+
+impl Core {
+    /// A host client connected to a published port: hand the connection to the VM's
+    /// listener on the published port, as a host connection.
+    pub fn accept_published(&mut self, host: SocketAddr, stream: TcpStream, peer: SocketAddr) {
+        let Some(Published { vm: vm_name, port }) = self.published.get(&host).cloned() else {
+            return;
+        };
+        let vm_name = vm_name.as_str();
+        let server_key = self.vms.get(vm_name).and_then(|vm| {
+            vm.find_tcp(std::net::Ipv4Addr::LOCALHOST.into(), port)
+                .or_else(|| vm.find_tcp(std::net::Ipv6Addr::LOCALHOST.into(), port))
+        });
+        let Some(server) = server_key.and_then(|k| self.servers.get(&k)) else {
+            bump(&self.metrics.published_refused);
+            return; // dropping the stream closes it: the client sees a reset
+        };
+        let (sid, server_id, server_local) = (server.session, server.id, server.local.clone());
+        if !server.has_room() || self.check_room(sid, 1).is_err() {
+            bump(&self.metrics.published_refused);
+            return;
+        }
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let window = session.has(capability::CREDIT).then_some(session.credit);
+        let out = Arc::clone(&session.out);
+        let id = SocketId(session.mint_id());
+        let key = HostKey(self.next_key());
+        let limits = (
+            self.config.limits.write_high_water,
+            self.config.limits.write_hard_limit,
+        );
+        let shared = TcpShared::new(
+            key,
+            sid,
+            id,
+            Arc::clone(&out),
+            window,
+            limits,
+            self.host.notices.clone(),
+        );
+        let handler = Arc::clone(&shared);
+        let registered = self.host.reactor.register(
+            stream,
+            Interest::NONE,
+            Action::handler(move |stream: &TcpStream, ready| handler.on_ready(stream, ready)),
+        );
+        let reg = match registered {
+            Ok(reg) => reg,
+            Err(e) => {
+                tracing::warn!(%e, "cannot register a published connection");
+                bump(&self.metrics.published_refused);
+                return;
+            }
+        };
+        let tcp = HostTcp {
+            reg,
+            shared,
+            local: server_local.clone(),
+            remote: Address::Inet(peer),
+        };
+        let session = self.sessions.get_mut(&sid).expect("looked up");
+        session.insert_at(id.0, Handle::Host(key));
+        if let Some(vm) = self.vms.get_mut(vm_name) {
+            vm.open += 1;
+        }
+        out.deliver(
+            EventBody::Accept {
+                server: server_id,
+                socket: id,
+                local: server_local,
+                remote: Address::Inet(peer),
+            },
+            &[],
+        );
+        tcp.open();
+        self.hosts.insert(key, tcp);
+    }
+}
