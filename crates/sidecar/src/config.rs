@@ -61,6 +61,10 @@ pub struct Limits {
     /// Poll mode: payload bytes a UDP socket may hold unpolled; a datagram that finds no
     /// room is dropped and counted.
     pub udp_receive_buffer: usize,
+    /// How long a connect to one of this sidecar's own published ports waits for its
+    /// accept to pair the two ends in memory before it stays on the kernel path
+    /// (zero: never pair).
+    pub pairing_wait: Duration,
     /// Period of the counted fallback re-check of parked waits (they are woken by
     /// notifications; the fallback only guards against a lost one).
     pub parked_fallback: Duration,
@@ -76,6 +80,7 @@ impl Default for Limits {
             write_hard_limit: 4 * 1024 * 1024,
             udp_receive_buffer: 1024 * 1024,
             parked_fallback: Duration::from_secs(1),
+            pairing_wait: Duration::from_secs(1),
         }
     }
 }

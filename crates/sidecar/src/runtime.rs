@@ -225,6 +225,9 @@ fn run_loop(
                             .publishers
                             .insert(host, task.abort_handle());
                     }
+                    // Let the tasks of removed publications be dropped (their listeners
+                    // closed) before the reload is reported done.
+                    tokio::task::yield_now().await;
                     let _ = done.send(());
                 }
             }

@@ -31,7 +31,7 @@ pub use lifecycle::HelloOutcome;
 pub use poll::PollKind;
 pub use servers::{resolve_in_vm, Server};
 pub use session::{Handle, Session};
-pub use streams::{ConnectStep, StreamEnd, Target};
+pub use streams::{ConnectStep, PairAddrs, StreamEnd, Target};
 pub use udp::UdpSock;
 pub use vm::Vm;
 
@@ -57,6 +57,8 @@ pub enum Key {
     ServerRoom(ServerKey),
     /// Poll mode: an event was queued for this id of this session.
     Poll(SessionId, u64),
+    /// Peer pairing: the accept answered the pending pair of this client port.
+    Paired(u16),
 }
 
 pub struct Core {
@@ -75,6 +77,8 @@ pub struct Core {
     /// Published host ports → where they lead, and the tasks serving them.
     pub(crate) published: HashMap<std::net::SocketAddr, Published>,
     pub(crate) publishers: HashMap<std::net::SocketAddr, tokio::task::AbortHandle>,
+    /// Connects to our own published ports waiting for their accept, by client port.
+    pub(crate) pairing: HashMap<u16, crate::host::pairing::PendingPair>,
     /// One-time event-channel tokens → their session.
     pub(crate) event_tokens: HashMap<String, SessionId>,
     next_key: u64,
@@ -100,6 +104,7 @@ impl Core {
             host,
             published: HashMap::new(),
             publishers: HashMap::new(),
+            pairing: HashMap::new(),
             event_tokens: HashMap::new(),
             next_key: 1,
         }

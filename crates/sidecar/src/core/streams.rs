@@ -63,6 +63,16 @@ pub enum Target {
     Name(String, u16),
 }
 
+/// The addresses of a new connection, as each end reports them, and the ephemeral port
+/// the client end holds in its VM.
+pub struct PairAddrs {
+    pub client_local: Address,
+    pub client_remote: Address,
+    pub server_local: Address,
+    pub server_remote: Address,
+    pub client_port: Option<u16>,
+}
+
 /// What one connect attempt found.
 #[derive(Debug)]
 pub enum ConnectStep {
@@ -164,14 +174,8 @@ impl Core {
         dest: Option<SocketAddr>,
     ) -> Result<ConnectStep, WireError> {
         self.check_room(client_sid, 2)?;
-        let server = &self.servers[&server_key];
-        let (server_sid, server_id, bound, vm_name) = (
-            server.session,
-            server.id,
-            server.bound.clone(),
-            server.vm.clone(),
-        );
-        let (client_local, client_remote, server_local, server_remote, client_port) = match bound {
+        let bound = self.servers[&server_key].bound.clone();
+        let addrs = match bound {
             Bound::Tcp(bound_ip, bound_port) => {
                 let dest = dest.expect("a TCP listener is reached by address");
                 let port = self.vm_of(client_sid)?.claim_client_port().ok_or_else(|| {
@@ -179,27 +183,48 @@ impl Core {
                 })?;
                 let local = SocketAddr::new(source_for(dest.ip()), port);
                 let remote = SocketAddr::new(effective_destination(dest.ip()), bound_port);
-                (
-                    Address::Inet(local),
-                    Address::Inet(remote),
-                    Address::Inet(as_seen_by_listener(bound_ip, remote)),
-                    Address::Inet(as_seen_by_listener(bound_ip, local)),
-                    Some(port),
-                )
+                PairAddrs {
+                    client_local: Address::Inet(local),
+                    client_remote: Address::Inet(remote),
+                    server_local: Address::Inet(as_seen_by_listener(bound_ip, remote)),
+                    server_remote: Address::Inet(as_seen_by_listener(bound_ip, local)),
+                    client_port: Some(port),
+                }
             }
-            Bound::Unix(path) => (
-                Address::Unix(String::new()),
-                Address::Unix(path.clone()),
-                Address::Unix(path),
-                Address::Unix(String::new()),
-                None,
-            ),
+            Bound::Unix(path) => PairAddrs {
+                client_local: Address::Unix(String::new()),
+                client_remote: Address::Unix(path.clone()),
+                server_local: Address::Unix(path),
+                server_remote: Address::Unix(String::new()),
+                client_port: None,
+            },
         };
+        let client_id = SocketId(self.session_mut(client_sid)?.mint_id());
+        let (local, remote) = (addrs.client_local.clone(), addrs.client_remote.clone());
+        self.link(client_sid, client_id, server_key, addrs)?;
+        Ok(ConnectStep::Connected {
+            socket: client_id,
+            local,
+            remote,
+        })
+    }
+
+    /// Links a client end (session `client_sid`, its id already minted) to a new accepted
+    /// end at `server_key`'s server, and pushes `accept` to the server's guest. Each end
+    /// counts in its own session's VM (a paired connection joins two VMs).
+    pub(crate) fn link(
+        &mut self,
+        client_sid: SessionId,
+        client_id: SocketId,
+        server_key: ServerKey,
+        addrs: PairAddrs,
+    ) -> Result<(), WireError> {
+        let server = &self.servers[&server_key];
+        let (server_sid, server_id, server_vm) = (server.session, server.id, server.vm.clone());
+        let client_vm = self.session_mut(client_sid)?.vm.clone();
         let (client_key, server_end_key) = (StreamKey(self.next_key()), StreamKey(self.next_key()));
-        let client_id = SocketId(
-            self.session_mut(client_sid)?
-                .insert(Handle::Stream(client_key)),
-        );
+        self.session_mut(client_sid)?
+            .insert_at(client_id.0, Handle::Stream(client_key));
         let accepted_id = SocketId(
             self.session_mut(server_sid)?
                 .insert(Handle::Stream(server_end_key)),
@@ -210,62 +235,65 @@ impl Core {
         };
         let (client_window, server_window) =
             (window_of(self, client_sid), window_of(self, server_sid));
-        let end = |session, id, peer, local: &Address, remote: &Address, window| StreamEnd {
-            session,
-            id,
-            vm: vm_name.clone(),
-            peer: Some(peer),
-            local: local.clone(),
-            remote: remote.clone(),
-            write_open: true,
-            read_open: true,
-            no_delay: false,
-            keep_alive: false,
-            client_port: None,
-            unacked: None,
-            inbox: VecDeque::new(),
-            inbox_bytes: 0,
-            window,
-            end_sent: false,
-            closing: false,
-            drain_needed: false,
-        };
+        let end =
+            |session, id, vm: &str, peer, local: &Address, remote: &Address, window| StreamEnd {
+                session,
+                id,
+                vm: vm.to_owned(),
+                peer: Some(peer),
+                local: local.clone(),
+                remote: remote.clone(),
+                write_open: true,
+                read_open: true,
+                no_delay: false,
+                keep_alive: false,
+                client_port: None,
+                unacked: None,
+                inbox: VecDeque::new(),
+                inbox_bytes: 0,
+                window,
+                end_sent: false,
+                closing: false,
+                drain_needed: false,
+            };
         let mut client_end = end(
             client_sid,
             client_id,
+            &client_vm,
             server_end_key,
-            &client_local,
-            &client_remote,
+            &addrs.client_local,
+            &addrs.client_remote,
             client_window,
         );
-        client_end.client_port = client_port;
+        client_end.client_port = addrs.client_port;
         let mut server_end = end(
             server_sid,
             accepted_id,
+            &server_vm,
             client_key,
-            &server_local,
-            &server_remote,
+            &addrs.server_local,
+            &addrs.server_remote,
             server_window,
         );
         server_end.unacked = Some(server_key);
         self.streams.insert(client_key, client_end);
         self.streams.insert(server_end_key, server_end);
-        self.vm_of(client_sid)?.open += 2;
+        for vm in [&client_vm, &server_vm] {
+            if let Some(vm) = self.vms.get_mut(vm) {
+                vm.open += 1;
+            }
+        }
         if let Some(server) = self.servers.get_mut(&server_key) {
             server.pending += 1;
         }
         let accept = EventBody::Accept {
             server: server_id,
             socket: accepted_id,
-            local: server_local,
-            remote: server_remote,
+            local: addrs.server_local,
+            remote: addrs.server_remote,
         };
         self.sessions[&server_sid].out.deliver(accept, &[]);
-        Ok(ConnectStep::Connected {
-            socket: client_id,
-            local: client_local,
-            remote: client_remote,
-        })
+        Ok(())
     }
 
     /// Any call naming an accepted socket acknowledges its accept.

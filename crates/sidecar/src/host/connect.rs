@@ -14,6 +14,7 @@ use readiness::{Action, Interest};
 use sidecar_protocol::{capability, Address, ErrorCode, SocketId, WireError};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use super::pairing::{self, PairWait, PendingPair};
 use super::tcp::{HostTcp, TcpShared};
 use super::{io_wire_error, HostKey};
 use crate::calls::Responder;
@@ -46,16 +47,30 @@ async fn connect(
 ) {
     let mut last = None;
     for addr in candidates {
-        let started = start(&mut core_rc.borrow_mut(), sid, addr);
-        let tcp = match started {
-            Ok(tcp) => tcp,
+        let started = start(&mut core_rc.borrow_mut(), sid, addr, &responder);
+        let (tcp, pair_port) = match started {
+            Ok(started) => started,
             Err(Failure::Fatal(e)) => return responder.err(e),
             Err(Failure::Next(e)) => {
                 last = Some(e);
                 continue;
             }
         };
-        match tcp.reg.writable_until(deadline).await {
+        let writable = tcp.reg.writable_until(deadline).await;
+        // Paired already (the accept came first), or about to give up: either way the
+        // pending pair is settled here.
+        let answered = match (pair_port, &writable) {
+            (Some(port), Ok(true)) => {
+                let core = core_rc.borrow();
+                core.pairing.get(&port).is_some_and(|p| p.answered)
+            }
+            (Some(port), _) => pairing::withdraw(&mut core_rc.borrow_mut(), port),
+            (None, _) => false,
+        };
+        if answered {
+            return;
+        }
+        match writable {
             Ok(true) => {}
             Ok(false) => {
                 return responder.err(WireError::new(
@@ -76,9 +91,19 @@ async fn connect(
             Ok(None) => stream.peer_addr().map(|_| ()),
             Ok(Some(e)) | Err(e) => Err(e),
         };
-        match outcome {
-            Ok(()) => return established(&core_rc, sid, tcp, addr, &responder),
-            Err(e) => last = Some(connect_error(addr, &e)),
+        match (outcome, pair_port) {
+            (Ok(()), Some(port)) => match pairing::wait_for_accept(&core_rc, port).await {
+                PairWait::Answered => return, // paired (or refused) by the accept
+                PairWait::KernelPath => return established(&core_rc, sid, tcp, addr, &responder),
+            },
+            (Ok(()), None) => return established(&core_rc, sid, tcp, addr, &responder),
+            (Err(e), pair_port) => {
+                if pair_port.is_some_and(|port| pairing::withdraw(&mut core_rc.borrow_mut(), port))
+                {
+                    return;
+                }
+                last = Some(connect_error(addr, &e));
+            }
         }
     }
     responder.err(last.unwrap_or_else(|| {
@@ -98,8 +123,15 @@ fn connect_error(addr: SocketAddr, e: &io::Error) -> WireError {
 }
 
 /// Opens a non-blocking socket, starts connecting, registers it. The guest's id is
-/// minted now (the handler needs it) and handed out only once connected.
-fn start(core: &mut Core, sid: SessionId, addr: SocketAddr) -> Result<HostTcp, Failure> {
+/// minted now (the handler needs it) and handed out only once connected. A connect to one
+/// of our own published ports binds its port first and records a pending pair under it
+/// (see [`pairing`]); that port is returned.
+fn start(
+    core: &mut Core,
+    sid: SessionId,
+    addr: SocketAddr,
+    responder: &Responder,
+) -> Result<(HostTcp, Option<u16>), Failure> {
     core.check_room(sid, 1).map_err(Failure::Fatal)?;
     let session = core.session_mut(sid).map_err(Failure::Fatal)?;
     let window = session.has(capability::CREDIT).then_some(session.credit);
@@ -114,35 +146,72 @@ fn start(core: &mut Core, sid: SessionId, addr: SocketAddr) -> Result<HostTcp, F
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
         .map_err(io_failure)?;
     socket.set_nonblocking(true).map_err(io_failure)?;
+    let pair_port = if core.pairs_with(addr) {
+        let any = match addr {
+            SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+            SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+        };
+        socket.bind(&any.into()).map_err(io_failure)?;
+        let port = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.port())
+            .ok_or_else(|| Failure::Next(connect_error(addr, &io::ErrorKind::Other.into())))?;
+        core.pairing.insert(
+            port,
+            PendingPair {
+                session: sid,
+                id,
+                dest: addr,
+                responder: responder.clone(),
+                answered: false,
+            },
+        );
+        Some(port)
+    } else {
+        None
+    };
     match socket.connect(&SockAddr::from(addr)) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-        Err(e) => return Err(io_failure(e)),
+        Err(e) => {
+            if let Some(port) = pair_port {
+                core.pairing.remove(&port);
+            }
+            return Err(io_failure(e));
+        }
     }
     let stream = TcpStream::from(socket);
     let shared = TcpShared::new(key, sid, id, out, window, limits, core.host.notices.clone());
     let handler = Arc::clone(&shared);
-    let reg = core
-        .host
-        .reactor
-        .register(
-            stream,
-            Interest::WRITABLE,
-            Action::handler(move |stream: &TcpStream, ready| handler.on_ready(stream, ready)),
-        )
-        .map_err(io_failure)?;
+    let registered = core.host.reactor.register(
+        stream,
+        Interest::WRITABLE,
+        Action::handler(move |stream: &TcpStream, ready| handler.on_ready(stream, ready)),
+    );
+    let reg = match registered {
+        Ok(reg) => reg,
+        Err(e) => {
+            if let Some(port) = pair_port {
+                core.pairing.remove(&port);
+            }
+            return Err(io_failure(e));
+        }
+    };
     let local = reg
         .get_ref()
         .local_addr()
         .map(Address::Inet)
         .unwrap_or_else(|_| Address::Unix(String::new()));
-    Ok(HostTcp {
+    let tcp = HostTcp {
         reg,
         shared,
         local,
         remote: Address::Inet(addr),
-    })
+    };
+    Ok((tcp, pair_port))
 }
 
 /// Connected: hand the guest its socket (reply + `connect`), then start reading, so no

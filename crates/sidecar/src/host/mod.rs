@@ -15,6 +15,7 @@
 //! [`HostNotice`], which frees it and pushes its `close`.
 
 pub mod connect;
+pub mod pairing;
 pub mod publish;
 pub mod resolve;
 pub mod tcp;

@@ -103,6 +103,9 @@ impl Core {
             vm.find_tcp(std::net::Ipv4Addr::LOCALHOST.into(), port)
                 .or_else(|| vm.find_tcp(std::net::Ipv6Addr::LOCALHOST.into(), port))
         });
+        if self.pair_on_accept(host, peer, server_key) {
+            return; // paired in memory: the kernel socket closes unused
+        }
         let Some(server) = server_key.and_then(|k| self.servers.get(&k)) else {
             bump(&self.metrics.published_refused);
             return; // dropping the stream closes it: the client sees a reset
