@@ -367,6 +367,12 @@ impl Core {
         let Some(sock) = self.udp.remove(&key) else {
             return;
         };
+        // Its host socket's handler runs on the readiness thread: stop it pushing first,
+        // so no `message` follows the `close` below (`sock`, and with it the host
+        // socket's registration, is dropped only at the end of this function).
+        if let Some(host) = &sock.host {
+            host.close();
+        }
         if let Some(vm) = self.vms.get_mut(&sock.vm) {
             if let Some(bound) = sock.bound {
                 vm.remove_udp(bound.port(), key);

@@ -29,18 +29,33 @@ struct UdpShared {
     metrics: Arc<Metrics>,
     /// Poll mode: payload bytes the guest may leave unpolled.
     room: usize,
-    /// A connected socket only hears from its peer.
-    peer: Mutex<Option<SocketAddr>>,
+    /// Who may be heard, and whether the guest socket is still open. Held while a
+    /// datagram is checked and pushed, so [`HostUdp::close`], which takes it, orders every
+    /// `message` before the socket's `close` event.
+    filter: Mutex<Filter>,
     /// The kernel reported the connected peer unreachable: the next operation says so.
     refused: AtomicBool,
+}
+
+struct Filter {
+    /// A connected socket only hears from its peer.
+    peer: Option<SocketAddr>,
+    /// The guest socket closed: nothing more is pushed (nothing may follow its `close`).
+    closed: bool,
 }
 
 impl UdpShared {
     fn on_ready(&self, socket: &UdpSocket, _ready: Readiness) -> Interest {
         with_read_buffer(MAX_UDP_PAYLOAD, |buf| loop {
             match socket.recv_from(buf) {
-                Ok((n, from)) => self.received(&buf[..n], from),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Ok((n, from)) => {
+                    if !self.received(&buf[..n], from) {
+                        // Closed: stop reading now (the registration is about to go)
+                        // rather than drain a sender that keeps sending.
+                        return Interest::NONE;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Interest::READABLE,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
                     self.refused.store(true, Ordering::Relaxed);
@@ -48,24 +63,31 @@ impl UdpShared {
                 // Other per-datagram errors (ICMP reports…): keep reading.
                 Err(_) => {}
             }
-        });
-        Interest::READABLE
+        })
     }
 
-    fn received(&self, payload: &[u8], from: SocketAddr) {
+    /// Pushes one datagram (if its sender may be heard and there is room). Returns
+    /// `false` once the guest socket has closed.
+    fn received(&self, payload: &[u8], from: SocketAddr) -> bool {
         let from = SocketAddr::new(canonical(from.ip()), from.port());
-        if self.peer.lock().is_some_and(|peer| peer != from) {
-            return;
+        // Held until the `message` is pushed: see `filter`.
+        let filter = self.filter.lock();
+        if filter.closed {
+            return false;
+        }
+        if filter.peer.is_some_and(|peer| peer != from) {
+            return true;
         }
         if self.out.polled_bytes(self.id.0) + payload.len() > self.room {
             bump(&self.metrics.udp_host_dropped);
-            return;
+            return true;
         }
         let message = EventBody::Message {
             socket: self.id,
             remote: Address::Inet(from),
         };
         self.out.deliver(message, payload);
+        true
     }
 }
 
@@ -92,7 +114,10 @@ impl HostUdp {
             out,
             metrics,
             room,
-            peer: Mutex::new(None),
+            filter: Mutex::new(Filter {
+                peer: None,
+                closed: false,
+            }),
             refused: AtomicBool::new(false),
         });
         let handler = Arc::clone(&shared);
@@ -106,7 +131,15 @@ impl HostUdp {
 
     /// Only datagrams from `peer` are delivered from now on.
     pub fn connect(&self, peer: SocketAddr) {
-        *self.shared.peer.lock() = Some(SocketAddr::new(canonical(peer.ip()), peer.port()));
+        self.shared.filter.lock().peer = Some(SocketAddr::new(canonical(peer.ip()), peer.port()));
+    }
+
+    /// The guest socket is closing: no `message` is pushed from now on. Returns once a
+    /// `message` being pushed by the handler (if any) is out, so a `close` event the
+    /// caller pushes next comes after every `message`. (Dropping the registration would
+    /// wait for the handler's whole run, which a sender that keeps sending can prolong.)
+    pub fn close(&self) {
+        self.shared.filter.lock().closed = true;
     }
 
     /// Sends one datagram to `dest` (allowed by the caller). A full kernel buffer drops

@@ -291,6 +291,24 @@ impl RawGuest {
         self.call("stats", json!({}), b"").unwrap()
     }
 
+    /// Events received (while waiting for a reply) and not taken yet.
+    pub fn queued_events(&self) -> usize {
+        self.pending_events.len()
+    }
+
+    /// A `net.connect` to `host:port` that must succeed, then its `connect` event.
+    /// Returns the socket id and the reply.
+    pub fn connect_ok(&mut self, host: &str, port: u16) -> (u64, Value) {
+        let params = json!({"host": host, "port": port});
+        let reply = self
+            .call("net.connect", params, b"")
+            .unwrap_or_else(|e| panic!("connect to {host}:{port}: {e}"));
+        let socket = reply["socket"].as_u64().unwrap();
+        let (connect, _, _) = self.event_of("connect");
+        assert_eq!(connect["socket"], socket, "{connect}");
+        (socket, reply)
+    }
+
     pub fn into_wire(self) -> Wire {
         self.wire
     }
@@ -395,6 +413,24 @@ impl Harness {
     pub fn stats(&self) -> Value {
         self.sidecar.stats().unwrap()
     }
+}
+
+/// A sidecar with VMs `a`/`sa` and `b`/`sb` whose policy allows `rules`
+/// (`ADDR[/PREFIX][:PORT[-PORT]]`), for tests of host sockets.
+pub fn allowing(rules: &[&str]) -> Harness {
+    let mut config = sidecar::SidecarConfig::default()
+        .with_vm("a", "sa")
+        .with_vm("b", "sb");
+    for rule in rules {
+        config = config.with_allow(rule.parse().unwrap_or_else(|e| panic!("{e}")));
+    }
+    Harness::with_config(config)
+}
+
+/// A TCP port of the host's loopback where nothing listens (bound, then released).
+pub fn dead_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
 }
 
 /// A connected pair: (server guest, server-side socket id, client guest, client socket id).
