@@ -192,3 +192,27 @@ fn nothing_follows_the_close_of_a_socket_under_a_flood() {
         }
     }
 }
+
+#[test]
+fn a_udp6_socket_sees_an_ipv4_sender_as_v4_mapped() {
+    let (server, echo) = native_udp_echo();
+    let h = allowing(&[&server.to_string()]);
+    let mut g = h.guest(Transport::InProcess);
+    let s = g
+        .call("dgram.createSocket", json!({"type": "udp6"}), b"")
+        .unwrap()["socket"]
+        .clone();
+    g.call(
+        "dgram.send",
+        json!({"socket": s, "host": "127.0.0.1", "port": server.port()}),
+        b"six",
+    )
+    .unwrap();
+    let (message, payload, _) = g.event_of("message");
+    assert_eq!(payload, b"six");
+    // As Linux reports an IPv4 peer to an AF_INET6 socket, and as in-VM UDP does.
+    assert_eq!(message["remote"]["address"], "::ffff:127.0.0.1", "{message}");
+    assert_eq!(message["remote"]["port"], server.port());
+    stop(server);
+    assert_eq!(echo.join().unwrap(), vec![b"six".to_vec()]);
+}

@@ -296,6 +296,7 @@ impl Core {
                 out,
                 std::sync::Arc::clone(&self.metrics),
                 room,
+                sock.udp_type == UdpType::Udp6,
             )
             .map_err(|e| crate::host::io_wire_error("socket", &e))?;
             self.udp.get_mut(&key).expect("exists").host = Some(opened);

@@ -29,6 +29,8 @@ struct UdpShared {
     metrics: Arc<Metrics>,
     /// Poll mode: payload bytes the guest may leave unpolled.
     room: usize,
+    /// A udp6 guest socket sees IPv4 senders as v4-mapped IPv6, as Linux reports them.
+    udp6: bool,
     /// Who may be heard, and whether the guest socket is still open. Held while a
     /// datagram is checked and pushed, so [`HostUdp::close`], which takes it, orders every
     /// `message` before the socket's `close` event.
@@ -82,9 +84,13 @@ impl UdpShared {
             bump(&self.metrics.udp_host_dropped);
             return true;
         }
+        let remote = match (self.udp6, from) {
+            (true, SocketAddr::V4(v4)) => SocketAddr::from((v4.ip().to_ipv6_mapped(), v4.port())),
+            _ => from,
+        };
         let message = EventBody::Message {
             socket: self.id,
-            remote: Address::Inet(from),
+            remote: Address::Inet(remote),
         };
         self.out.deliver(message, payload);
         true
@@ -105,6 +111,7 @@ impl HostUdp {
         out: Arc<Outbound>,
         metrics: Arc<Metrics>,
         room: usize,
+        udp6: bool,
     ) -> io::Result<HostUdp> {
         let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
         socket.set_only_v6(false)?;
@@ -114,6 +121,7 @@ impl HostUdp {
             out,
             metrics,
             room,
+            udp6,
             filter: Mutex::new(Filter {
                 peer: None,
                 closed: false,
