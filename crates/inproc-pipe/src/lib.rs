@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,6 +40,8 @@ struct Direction {
     queue: Mutex<VecDeque<Vec<u8>>>,
     event: Event,
     closed: AtomicBool,
+    /// Bytes sent and not received yet.
+    queued: AtomicUsize,
 }
 
 impl Direction {
@@ -71,6 +73,7 @@ pub fn pipe() -> (Sender, Receiver) {
         queue: Mutex::new(VecDeque::new()),
         event: Event::new(),
         closed: AtomicBool::new(false),
+        queued: AtomicUsize::new(0),
     });
     (
         Sender {
@@ -102,9 +105,15 @@ impl Sender {
         if self.dir.closed.load(Ordering::SeqCst) {
             return Err(Closed);
         }
+        self.dir.queued.fetch_add(frame.len(), Ordering::Relaxed);
         self.dir.queue.lock().push_back(frame);
         self.dir.event.notify(usize::MAX);
         Ok(())
+    }
+
+    /// Bytes sent that the receiver has not taken yet (how far behind it is).
+    pub fn queued_bytes(&self) -> usize {
+        self.dir.queued.load(Ordering::Relaxed)
     }
 
     /// Closes the direction now (as dropping the sender does): frames already sent are
@@ -140,17 +149,24 @@ impl Receiver {
             };
         }
         let n = queue.len();
+        let bytes: usize = queue.iter().map(Vec::len).sum();
+        self.dir.queued.fetch_sub(bytes, Ordering::Relaxed);
         out.extend(queue.drain(..));
         Ok(n)
     }
 
     /// Takes one frame without waiting.
     pub fn try_recv(&self) -> Result<Option<Vec<u8>>, Closed> {
+        let taken = |frame: Vec<u8>| {
+            self.dir.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+            frame
+        };
         if let Some(frame) = self.dir.queue.lock().pop_front() {
-            return Ok(Some(frame));
+            return Ok(Some(taken(frame)));
         }
         if self.dir.closed.load(Ordering::SeqCst) {
-            return self.dir.queue.lock().pop_front().map(Some).ok_or(Closed);
+            let frame = self.dir.queue.lock().pop_front();
+            return frame.map(|f| Some(taken(f))).ok_or(Closed);
         }
         Ok(None)
     }
@@ -219,6 +235,20 @@ mod tests {
         drop(writer.join().unwrap());
         assert_eq!(sidecar.rx.recv_until(deadline), Err(Closed));
         assert_eq!(sidecar.tx.send(vec![1]), Err(Closed));
+    }
+
+    #[test]
+    fn queued_bytes_count_what_the_receiver_has_not_taken() {
+        let (tx, rx) = pipe();
+        tx.send(vec![0; 10]).unwrap();
+        tx.send(vec![0; 5]).unwrap();
+        tx.send(vec![0; 7]).unwrap();
+        assert_eq!(tx.queued_bytes(), 22);
+        assert_eq!(rx.try_recv().unwrap().map(|f| f.len()), Some(10));
+        assert_eq!(tx.queued_bytes(), 12);
+        let mut rest = Vec::new();
+        rx.try_recv_all(&mut rest).unwrap();
+        assert_eq!(tx.queued_bytes(), 0);
     }
 
     #[test]

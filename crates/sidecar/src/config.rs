@@ -61,6 +61,11 @@ pub struct Limits {
     /// Poll mode: payload bytes a UDP socket may hold unpolled; a datagram that finds no
     /// room is dropped and counted.
     pub udp_receive_buffer: usize,
+    /// Push mode: bytes of events a session's transport may hold that its guest has not
+    /// read yet, past which datagrams for it are dropped and counted. (Stream data is
+    /// bounded by credit windows, other events by socket counts: a guest that stops
+    /// reading never makes a queue grow without bound.)
+    pub event_queue_bytes: usize,
     /// How long a connect to one of this sidecar's own published ports waits for its
     /// accept to pair the two ends in memory before it stays on the kernel path
     /// (zero: never pair).
@@ -79,6 +84,7 @@ impl Default for Limits {
             write_high_water: 64 * 1024,
             write_hard_limit: 4 * 1024 * 1024,
             udp_receive_buffer: 1024 * 1024,
+            event_queue_bytes: 8 * 1024 * 1024,
             parked_fallback: Duration::from_secs(1),
             pairing_wait: Duration::from_secs(1),
         }

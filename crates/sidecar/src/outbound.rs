@@ -76,6 +76,11 @@ pub trait FrameSink: Send + Sync {
     }
     /// Closes the transport's outgoing side (after what was sent is flushed, if it can be).
     fn close(&self);
+    /// Bytes handed over that the guest has not taken yet (0 if the transport cannot
+    /// tell).
+    fn queued_bytes(&self) -> usize {
+        0
+    }
 }
 
 enum EventTarget {
@@ -213,6 +218,31 @@ impl Outbound {
         }
         poll.fabric.notify_all(&Key::Poll(poll.session, id));
         true
+    }
+
+    /// Push mode: bytes of events handed to the transport that the guest has not taken
+    /// yet (how far behind it is reading).
+    pub fn queued_bytes(&self) -> usize {
+        match &self.state.lock().events {
+            EventTarget::Primary => self.primary.queued_bytes(),
+            EventTarget::Waiting(queue) => queue.iter().map(Vec::len).sum(),
+            EventTarget::Channel(sink) => sink.queued_bytes(),
+        }
+    }
+
+    /// Room for a datagram of `len` bytes: in poll mode in `id`'s unpolled queue, in push
+    /// mode in the transport's queue. No room: the caller drops it and counts it.
+    pub fn has_datagram_room(
+        &self,
+        id: u64,
+        len: usize,
+        poll_room: usize,
+        push_room: usize,
+    ) -> bool {
+        match self.poll {
+            Some(_) => self.polled_bytes(id) + len <= poll_room,
+            None => self.queued_bytes() + len <= push_room,
+        }
     }
 
     /// Poll mode: bytes of payload waiting in `id`'s queue (UDP receive room).

@@ -6,7 +6,7 @@
 //! {
 //!   "session": {"id", "vm", "mode", "last_seq", "events_pushed": {kind: n},
 //!               "events_undeliverable", "calls": {method: n}, "open_handles",
-//!               "parked_calls"},
+//!               "parked_calls", "queued_bytes"},
 //!   "vm":      {"name", "sockets", "listeners", "udp_dropped_no_receiver",
 //!               "udp_dropped_no_room"},
 //!   "health":  {"fallback_fired", "fallback_found_work", "timer_origin_wakes"}
@@ -59,6 +59,7 @@ pub fn session_stats(core: &Core, sid: SessionId) -> Value {
             "calls": session.calls.to_json(),
             "open_handles": session.open_handles(),
             "parked_calls": session.parked_count(),
+            "queued_bytes": session.out.queued_bytes(),
         },
         "vm": vm_json(core, &session.vm),
         "health": health(core),

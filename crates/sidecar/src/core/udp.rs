@@ -286,7 +286,8 @@ impl Core {
 
     /// The socket's host kernel socket, opened now if it has none.
     fn host_udp(&mut self, key: UdpKey) -> Result<&HostUdp, WireError> {
-        let room = self.config.limits.udp_receive_buffer;
+        let limits = &self.config.limits;
+        let room = (limits.udp_receive_buffer, limits.event_queue_bytes);
         let sock = &self.udp[&key];
         if sock.host.is_none() {
             let out = std::sync::Arc::clone(&self.sessions[&sock.session].out);
@@ -344,12 +345,17 @@ impl Core {
         source: SocketAddr,
         payload: &[u8],
     ) {
-        let room = self.config.limits.udp_receive_buffer;
+        let limits = &self.config.limits;
+        let (poll_room, push_room) = (limits.udp_receive_buffer, limits.event_queue_bytes);
         let target = &self.udp[&to];
         let Some(session) = self.sessions.get(&target.session) else {
             return;
         };
-        if session.out.polled_bytes(target.id.0) + payload.len() > room {
+        let id = target.id.0;
+        if !session
+            .out
+            .has_datagram_room(id, payload.len(), poll_room, push_room)
+        {
             let vm_name = target.vm.clone();
             if let Some(vm) = self.vms.get_mut(&vm_name) {
                 vm.udp_dropped_no_room += 1;

@@ -27,8 +27,8 @@ struct UdpShared {
     id: SocketId,
     out: Arc<Outbound>,
     metrics: Arc<Metrics>,
-    /// Poll mode: payload bytes the guest may leave unpolled.
-    room: usize,
+    /// Room for datagrams not taken yet: (poll mode per socket, push mode per session).
+    room: (usize, usize),
     /// A udp6 guest socket sees IPv4 senders as v4-mapped IPv6, as Linux reports them.
     udp6: bool,
     /// Who may be heard, and whether the guest socket is still open. Held while a
@@ -80,7 +80,11 @@ impl UdpShared {
         if filter.peer.is_some_and(|peer| peer != from) {
             return true;
         }
-        if self.out.polled_bytes(self.id.0) + payload.len() > self.room {
+        let (poll_room, push_room) = self.room;
+        if !self
+            .out
+            .has_datagram_room(self.id.0, payload.len(), poll_room, push_room)
+        {
             bump(&self.metrics.udp_host_dropped);
             return true;
         }
@@ -110,7 +114,7 @@ impl HostUdp {
         id: SocketId,
         out: Arc<Outbound>,
         metrics: Arc<Metrics>,
-        room: usize,
+        room: (usize, usize),
         udp6: bool,
     ) -> io::Result<HostUdp> {
         let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;

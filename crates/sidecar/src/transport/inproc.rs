@@ -55,4 +55,8 @@ impl FrameSink for PipeSink {
     fn close(&self) {
         self.0.close();
     }
+
+    fn queued_bytes(&self) -> usize {
+        self.0.queued_bytes()
+    }
 }

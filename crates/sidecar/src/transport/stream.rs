@@ -97,6 +97,8 @@ struct Pending {
     frames: VecDeque<Vec<u8>>,
     /// Bytes of the front frame already written.
     offset: usize,
+    /// Bytes queued and not written yet.
+    bytes: usize,
     broken: bool,
     closing: bool,
 }
@@ -127,6 +129,7 @@ impl FdSink {
             match self.fd.get_ref().write(&front[pending.offset..]) {
                 Ok(n) => {
                     pending.offset += n;
+                    pending.bytes -= n;
                     if pending.offset == front.len() {
                         pending.frames.pop_front();
                         pending.offset = 0;
@@ -152,6 +155,7 @@ impl FdSink {
                         Err(_) => {
                             pending.broken = true;
                             pending.frames.clear();
+                            pending.bytes = 0;
                             return;
                         }
                     }
@@ -186,6 +190,7 @@ impl FrameSink for FdSink {
             return Err(SinkClosed);
         }
         let was_empty = pending.frames.is_empty();
+        pending.bytes += frame.len();
         pending.frames.push_back(frame);
         if was_empty {
             match self.flush(&mut pending) {
@@ -194,6 +199,7 @@ impl FrameSink for FdSink {
                 Err(_) => {
                     pending.broken = true;
                     pending.frames.clear();
+                    pending.bytes = 0;
                     return Err(SinkClosed);
                 }
             }
@@ -216,6 +222,7 @@ impl FrameSink for FdSink {
                 Err(_) => {
                     pending.broken = true;
                     pending.frames.clear();
+                    pending.bytes = 0;
                     return Err(SinkClosed);
                 }
             }
@@ -233,6 +240,7 @@ impl FrameSink for FdSink {
         } else {
             payload[written - head.len()..].to_vec()
         };
+        pending.bytes += rest.len();
         pending.frames.push_back(rest);
         drop(pending);
         self.wake_writer.notify_one();
@@ -242,6 +250,10 @@ impl FrameSink for FdSink {
     fn close(&self) {
         self.pending.lock().closing = true;
         self.wake_writer.notify_one();
+    }
+
+    fn queued_bytes(&self) -> usize {
+        self.pending.lock().bytes
     }
 }
 
