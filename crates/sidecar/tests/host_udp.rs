@@ -211,7 +211,10 @@ fn a_udp6_socket_sees_an_ipv4_sender_as_v4_mapped() {
     let (message, payload, _) = g.event_of("message");
     assert_eq!(payload, b"six");
     // As Linux reports an IPv4 peer to an AF_INET6 socket, and as in-VM UDP does.
-    assert_eq!(message["remote"]["address"], "::ffff:127.0.0.1", "{message}");
+    assert_eq!(
+        message["remote"]["address"], "::ffff:127.0.0.1",
+        "{message}"
+    );
     assert_eq!(message["remote"]["port"], server.port());
     stop(server);
     assert_eq!(echo.join().unwrap(), vec![b"six".to_vec()]);
