@@ -26,12 +26,14 @@ pub struct VmConfig {
     pub publish: Vec<Publish>,
 }
 
-/// A published port: connections to `host` on the host reach the VM's listener on `port`
-/// (TCP), like `docker -p host:port`.
+/// A published port, like `docker -p host:port[/udp]`: TCP connections to `host` reach
+/// the VM's listener on `port`; UDP datagrams to `host` reach the VM's socket bound on
+/// `port`, and its replies to those senders leave from `host`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Publish {
     pub host: SocketAddr,
     pub port: u16,
+    pub proto: Proto,
 }
 
 impl std::fmt::Debug for VmConfig {
@@ -117,19 +119,30 @@ impl SidecarConfig {
 
     /// Publishes host address `host` to VM `vm`'s in-VM listener on `port` (the VM must
     /// have been added).
-    pub fn with_publish(mut self, vm: &str, host: SocketAddr, port: u16) -> Self {
+    pub fn with_publish(self, vm: &str, host: SocketAddr, port: u16) -> Self {
+        self.with_publish_proto(vm, host, port, Proto::Tcp)
+    }
+
+    /// [`SidecarConfig::with_publish`] for TCP or UDP.
+    pub fn with_publish_proto(
+        mut self,
+        vm: &str,
+        host: SocketAddr,
+        port: u16,
+        proto: Proto,
+    ) -> Self {
         if let Some(config) = self.vms.get_mut(vm) {
-            config.publish.push(Publish { host, port });
+            config.publish.push(Publish { host, port, proto });
         }
         self
     }
 
-    /// Every publication: host address → (VM, in-VM port).
-    pub fn publications(&self) -> impl Iterator<Item = (SocketAddr, &str, u16)> + '_ {
+    /// Every publication: (host address, protocol) → (VM, in-VM port).
+    pub fn publications(&self) -> impl Iterator<Item = (SocketAddr, Proto, &str, u16)> + '_ {
         self.vms.iter().flat_map(|(name, vm)| {
             vm.publish
                 .iter()
-                .map(move |p| (p.host, name.as_str(), p.port))
+                .map(move |p| (p.host, p.proto, name.as_str(), p.port))
         })
     }
 

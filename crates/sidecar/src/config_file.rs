@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 
 use crate::config::{Limits, Publish, SidecarConfig, VmConfig};
 use crate::policy::AllowRule;
+use crate::policy::Proto;
 
 /// Why a config file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -183,12 +184,16 @@ pub fn parse(text: &str, path: &Path) -> Result<SidecarConfig, ConfigError> {
         for spec in vm.publish {
             let line = line_of(text, spec.span().start);
             let spec = spec.into_inner();
-            if spec.proto.as_deref().is_some_and(|p| p != "tcp") {
-                return Err(invalid(
-                    line,
-                    format!("publish proto {:?}: only \"tcp\" is supported", spec.proto),
-                ));
-            }
+            let proto = match spec.proto.as_deref() {
+                None | Some("tcp") => Proto::Tcp,
+                Some("udp") => Proto::Udp,
+                Some(other) => {
+                    return Err(invalid(
+                        line,
+                        format!("publish proto {other:?}: \"tcp\" or \"udp\""),
+                    ))
+                }
+            };
             let host: SocketAddr = spec.host.parse().map_err(|_| {
                 invalid(
                     line,
@@ -201,12 +206,13 @@ pub fn parse(text: &str, path: &Path) -> Result<SidecarConfig, ConfigError> {
                     "a publication needs both ports (not 0)".into(),
                 ));
             }
-            if !published.insert(host) {
+            if !published.insert((host, proto)) {
                 return Err(invalid(line, format!("{host} is published twice")));
             }
             publish.push(Publish {
                 host,
                 port: spec.port,
+                proto,
             });
         }
         let config = VmConfig {
@@ -254,6 +260,9 @@ mod tests {
         let config = load(&path).unwrap_or_else(|e| panic!("{e}"));
         assert!(config.vms.contains_key("web"));
         assert!(config.vms.contains_key("jobs"));
+        let published: Vec<_> = config.publications().collect();
+        assert_eq!(published.len(), 2, "{published:?}");
+        assert!(published.contains(&("127.0.0.1:8053".parse().unwrap(), Proto::Udp, "web", 53)));
         let dest = "10.1.2.3:443".parse().unwrap();
         assert!(config.allowing("web", dest, Proto::Tcp).is_some());
         assert!(config.allowing("jobs", dest, Proto::Tcp).is_none());

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use sidecar::policy::Proto;
 use sidecar::{Sidecar, SidecarConfig};
 
 #[derive(Parser)]
@@ -49,19 +50,24 @@ struct ServeArgs {
     /// without any, nothing outside a VM is reachable (the host's loopback included).
     #[arg(long = "allow", value_name = "RULE")]
     allow: Vec<sidecar::AllowRule>,
-    /// Publish a host port to a VM's in-VM listener (TCP), like `docker -p`:
-    /// NAME=[HOSTIP:]HOSTPORT:PORT (host IP default 127.0.0.1). Repeatable.
-    #[arg(long = "publish", value_name = "NAME=[HOSTIP:]HOSTPORT:PORT")]
+    /// Publish a host port to a VM's in-VM listener, like `docker -p`:
+    /// NAME=[HOSTIP:]HOSTPORT:PORT[/tcp|/udp] (host IP default 127.0.0.1). Repeatable.
+    #[arg(long = "publish", value_name = "NAME=[HOSTIP:]HOSTPORT:PORT[/udp]")]
     publish: Vec<String>,
     /// Largest frame accepted from a guest, in bytes (default 16 MiB, or the config's).
     #[arg(long, value_name = "BYTES")]
     max_frame: Option<usize>,
 }
 
-/// `NAME=[HOSTIP:]HOSTPORT:PORT` → (VM, host address, in-VM port).
-fn parse_publish(spec: &str) -> Result<(String, std::net::SocketAddr, u16)> {
-    let usage = || format!("--publish {spec:?}: expected NAME=[HOSTIP:]HOSTPORT:PORT");
-    let (name, rest) = spec.split_once('=').with_context(usage)?;
+/// `NAME=[HOSTIP:]HOSTPORT:PORT[/tcp|/udp]` → (VM, host address, in-VM port, protocol).
+fn parse_publish(spec: &str) -> Result<(String, std::net::SocketAddr, u16, Proto)> {
+    let usage = || format!("--publish {spec:?}: expected NAME=[HOSTIP:]HOSTPORT:PORT[/udp]");
+    let (spec_addr, proto) = match (spec.strip_suffix("/udp"), spec.strip_suffix("/tcp")) {
+        (Some(rest), _) => (rest, Proto::Udp),
+        (_, Some(rest)) => (rest, Proto::Tcp),
+        _ => (spec, Proto::Tcp),
+    };
+    let (name, rest) = spec_addr.split_once('=').with_context(usage)?;
     let (host, port) = rest.rsplit_once(':').with_context(usage)?;
     let port: u16 = port.parse().ok().with_context(usage)?;
     let host = match host.parse::<u16>() {
@@ -71,7 +77,7 @@ fn parse_publish(spec: &str) -> Result<(String, std::net::SocketAddr, u16)> {
     if name.is_empty() || host.port() == 0 || port == 0 {
         bail!("{}: the VM name and both ports must be given", usage());
     }
-    Ok((name.to_owned(), host, port))
+    Ok((name.to_owned(), host, port, proto))
 }
 
 fn parse_vm(spec: &str) -> Result<(String, String)> {
@@ -111,11 +117,11 @@ fn build_config(args: &ServeArgs) -> Result<SidecarConfig> {
     }
     config.policy.rules.extend(args.allow.iter().copied());
     for spec in &args.publish {
-        let (vm, host, port) = parse_publish(spec)?;
+        let (vm, host, port, proto) = parse_publish(spec)?;
         if !config.vms.contains_key(&vm) {
             bail!("--publish {spec:?}: no VM named {vm}");
         }
-        config = config.with_publish(&vm, host, port);
+        config = config.with_publish_proto(&vm, host, port, proto);
     }
     if config.vms.is_empty() {
         bail!("no VM is defined: give --vm NAME=SECRET or [[vm]] in --config");

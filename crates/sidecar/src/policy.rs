@@ -14,7 +14,7 @@ use std::str::FromStr;
 use crate::addr::canonical;
 
 /// A transport protocol, for rules that cover only one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Proto {
     Tcp,
     Udp,

@@ -24,6 +24,7 @@ use crate::core::Core;
 use crate::host::publish::{self, BoundPublication};
 use crate::host::HostNet;
 use crate::metrics::Metrics;
+use crate::policy::Proto;
 use crate::transport::inproc::{PipeSink, PipeSource};
 use crate::transport::listen::{accept_loop, bind_private, serve_fds};
 use crate::transport::serve_connection;
@@ -52,8 +53,8 @@ pub struct Sidecar {
     thread: Option<JoinHandle<()>>,
     metrics: Arc<Metrics>,
     socket_files: parking_lot::Mutex<Vec<PathBuf>>,
-    /// Host addresses published now (their listeners live on the RPC loop).
-    published: parking_lot::Mutex<HashSet<SocketAddr>>,
+    /// Host addresses published now (their sockets live on the RPC loop).
+    published: parking_lot::Mutex<HashSet<(SocketAddr, Proto)>>,
 }
 
 impl Sidecar {
@@ -62,7 +63,7 @@ impl Sidecar {
     pub fn start(config: SidecarConfig) -> io::Result<Sidecar> {
         let metrics = Arc::new(Metrics::default());
         let (tx, rx) = mpsc::unbounded_channel();
-        let hosts: HashSet<SocketAddr> = config.publications().map(|(host, ..)| host).collect();
+        let hosts = published_hosts(&config);
         let bound = publish::bind_all(hosts.iter().copied())?;
         tx.send(Command::Reload(
             Box::new(config.clone()),
@@ -142,7 +143,7 @@ impl Sidecar {
     /// the error is returned.
     pub fn reload(&self, config: SidecarConfig) -> io::Result<()> {
         let mut published = self.published.lock();
-        let hosts: HashSet<SocketAddr> = config.publications().map(|(host, ..)| host).collect();
+        let hosts = published_hosts(&config);
         let bound = publish::bind_all(hosts.difference(&published).copied())?;
         let (tx, rx) = std_mpsc::channel();
         self.send(Command::Reload(Box::new(config), bound, tx))?;
@@ -217,13 +218,15 @@ fn run_loop(
                 }
                 Command::Reload(config, bound, done) => {
                     core.borrow_mut().apply_config(*config);
-                    for listener in bound {
-                        let host = listener.host;
-                        let task =
-                            tokio::task::spawn_local(publish::serve(Rc::clone(&core), listener));
+                    for socket in bound {
+                        let key = (socket.host, socket.proto());
+                        let task = tokio::task::spawn_local(publish::serve_bound(
+                            Rc::clone(&core),
+                            socket,
+                        ));
                         core.borrow_mut()
                             .publishers
-                            .insert(host, task.abort_handle());
+                            .insert(key, task.abort_handle());
                     }
                     // Let the tasks of removed publications be dropped (their listeners
                     // closed) before the reload is reported done.
@@ -274,6 +277,14 @@ fn serve_fd_command(
             let _ = done.send(());
         }
     }
+}
+
+/// The (address, protocol) pairs `config` publishes.
+fn published_hosts(config: &SidecarConfig) -> HashSet<(SocketAddr, Proto)> {
+    config
+        .publications()
+        .map(|(host, proto, ..)| (host, proto))
+        .collect()
 }
 
 /// Opens stdin and stdout as a connection's fds (duplicated, so the originals stay).

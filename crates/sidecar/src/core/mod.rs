@@ -26,6 +26,7 @@ use crate::config::SidecarConfig;
 use crate::host::publish::Published;
 use crate::host::{HostKey, HostNet, HostTcp};
 use crate::metrics::Metrics;
+use crate::policy::Proto;
 
 pub use lifecycle::HelloOutcome;
 pub use poll::PollKind;
@@ -76,7 +77,11 @@ pub struct Core {
     pub host: HostNet,
     /// Published host ports → where they lead, and the tasks serving them.
     pub(crate) published: HashMap<std::net::SocketAddr, Published>,
-    pub(crate) publishers: HashMap<std::net::SocketAddr, tokio::task::AbortHandle>,
+    pub(crate) publishers: HashMap<(std::net::SocketAddr, Proto), tokio::task::AbortHandle>,
+    /// Published UDP addresses → where they lead, and (once served) their sockets.
+    pub(crate) published_udp_targets: HashMap<std::net::SocketAddr, Published>,
+    pub(crate) udp_publications:
+        HashMap<std::net::SocketAddr, crate::host::publish_udp::UdpPublication>,
     /// Connects to our own published ports waiting for their accept, by client port.
     pub(crate) pairing: HashMap<u16, crate::host::pairing::PendingPair>,
     /// One-time event-channel tokens → their session.
@@ -104,6 +109,8 @@ impl Core {
             host,
             published: HashMap::new(),
             publishers: HashMap::new(),
+            published_udp_targets: HashMap::new(),
+            udp_publications: HashMap::new(),
             pairing: HashMap::new(),
             event_tokens: HashMap::new(),
             next_key: 1,
@@ -135,21 +142,39 @@ impl Core {
         );
         // Publications: where each published host port leads now; ports no longer
         // published stop being served (their listener closes with its task).
-        self.published = config
-            .publications()
-            .map(|(host, vm, port)| {
-                let vm = vm.to_owned();
-                (host, Published { vm, port })
-            })
-            .collect();
-        let published = &self.published;
-        self.publishers.retain(|host, task| {
-            let keep = published.contains_key(host);
+        let targets = |proto: Proto| {
+            config
+                .publications()
+                .filter(move |(_, p, ..)| *p == proto)
+                .map(|(host, _, vm, port)| {
+                    let vm = vm.to_owned();
+                    (host, Published { vm, port })
+                })
+                .collect::<HashMap<_, _>>()
+        };
+        self.published = targets(Proto::Tcp);
+        self.published_udp_targets = targets(Proto::Udp);
+        let (tcp, udp) = (&self.published, &self.published_udp_targets);
+        self.publishers.retain(|(host, proto), task| {
+            let keep = match proto {
+                Proto::Tcp => tcp.contains_key(host),
+                Proto::Udp => udp.contains_key(host),
+            };
             if !keep {
                 task.abort();
             }
             keep
         });
+        // A UDP publication that stays may lead elsewhere now; one that goes, goes.
+        self.udp_publications
+            .retain(|host, publication| match udp.get(host) {
+                Some(target) => {
+                    publication.vm.clone_from(&target.vm);
+                    publication.port = target.port;
+                    true
+                }
+                None => false,
+            });
         self.config = Arc::new(config);
     }
 

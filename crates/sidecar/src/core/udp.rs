@@ -257,6 +257,11 @@ impl Core {
                 )
             })?,
         };
+        // A reply to a sender of one of the VM's UDP publications leaves from there.
+        if let Some(sent) = self.published_reply(key, dest, payload) {
+            sent?;
+            return Ok(payload.len() as u64);
+        }
         // Refused outright (EACCES) before anything changes, such as an implicit bind.
         let vm = self.udp[&key].vm.clone();
         if !is_vm_local(dest.ip()) {
@@ -339,7 +344,7 @@ impl Core {
         }
     }
 
-    fn deliver_datagram(
+    pub(crate) fn deliver_datagram(
         &mut self,
         (bound_ip, to): (IpAddr, UdpKey),
         source: SocketAddr,

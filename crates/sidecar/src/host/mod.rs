@@ -17,6 +17,7 @@
 pub mod connect;
 pub mod pairing;
 pub mod publish;
+pub mod publish_udp;
 pub mod resolve;
 pub mod tcp;
 pub mod udp;

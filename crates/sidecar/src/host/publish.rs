@@ -13,7 +13,7 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,23 +25,52 @@ use super::tcp::{HostTcp, TcpShared};
 use super::HostKey;
 use crate::core::{Core, Handle};
 use crate::metrics::bump;
+use crate::policy::Proto;
 
-/// A host listener bound for a publication, before the RPC loop serves it.
+/// A host socket bound for a publication, before the RPC loop serves it.
 pub struct BoundPublication {
     pub host: SocketAddr,
-    pub listener: TcpListener,
+    pub socket: BoundSocket,
 }
 
-/// Binds the listeners of `hosts`. All or nothing: on an error none stays bound.
-pub fn bind_all(hosts: impl IntoIterator<Item = SocketAddr>) -> io::Result<Vec<BoundPublication>> {
+pub enum BoundSocket {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
+/// Binds the host sockets of `hosts`. All or nothing: on an error none stays bound.
+pub fn bind_all(
+    hosts: impl IntoIterator<Item = (SocketAddr, Proto)>,
+) -> io::Result<Vec<BoundPublication>> {
     hosts
         .into_iter()
-        .map(|host| {
-            let listener = TcpListener::bind(host)
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot publish {host}: {e}")))?;
-            Ok(BoundPublication { host, listener })
+        .map(|(host, proto)| {
+            let named =
+                |e: io::Error| io::Error::new(e.kind(), format!("cannot publish {host}: {e}"));
+            let socket = match proto {
+                Proto::Tcp => BoundSocket::Tcp(TcpListener::bind(host).map_err(named)?),
+                Proto::Udp => BoundSocket::Udp(UdpSocket::bind(host).map_err(named)?),
+            };
+            Ok(BoundPublication { host, socket })
         })
         .collect()
+}
+
+impl BoundPublication {
+    pub fn proto(&self) -> Proto {
+        match self.socket {
+            BoundSocket::Tcp(_) => Proto::Tcp,
+            BoundSocket::Udp(_) => Proto::Udp,
+        }
+    }
+}
+
+/// Serves one bound publication until its task is aborted.
+pub async fn serve_bound(core_rc: Rc<RefCell<Core>>, bound: BoundPublication) {
+    match bound.socket {
+        BoundSocket::Tcp(listener) => serve(core_rc, bound.host, listener).await,
+        BoundSocket::Udp(socket) => super::publish_udp::serve(core_rc, bound.host, socket).await,
+    }
 }
 
 /// Where a published host port leads now (a reload may change it).
@@ -54,14 +83,13 @@ pub struct Published {
 /// Serves one published host port until its task is aborted (the publication was
 /// removed, or the sidecar stops): accepts whatever is pending, then waits for the
 /// listener's readiness.
-pub async fn serve(core_rc: Rc<RefCell<Core>>, bound: BoundPublication) {
-    let host = bound.host;
+async fn serve(core_rc: Rc<RefCell<Core>>, host: SocketAddr, listener: TcpListener) {
     let registration =
         core_rc
             .borrow()
             .host
             .reactor
-            .register(bound.listener, Interest::READABLE, Action::Wait);
+            .register(listener, Interest::READABLE, Action::Wait);
     let listener: Registration<TcpListener> = match registration {
         Ok(reg) => reg,
         Err(e) => {
