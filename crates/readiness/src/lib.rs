@@ -68,4 +68,4 @@ pub use fd_wait::{wait_fd_readable_until, wait_fd_writable_until};
 pub use interest::{Interest, Mode, Readiness};
 pub use reactor::{Reactor, ReactorStats};
 pub use registration::Registration;
-pub use source::{Action, Handler};
+pub use source::{Action, Handler, Next};

@@ -24,6 +24,7 @@ pub(crate) struct Counters {
     pub(crate) wakes: AtomicU64,
     pub(crate) events: AtomicU64,
     pub(crate) handler_runs: AtomicU64,
+    pub(crate) handler_yields: AtomicU64,
     pub(crate) modify_calls: AtomicU64,
     pub(crate) modify_errors: AtomicU64,
 }
@@ -43,6 +44,8 @@ pub struct ReactorStats {
     pub events: u64,
     /// Handler invocations.
     pub handler_runs: u64,
+    /// Handler runs that stopped with work left ([`crate::Next::again`]).
+    pub handler_yields: u64,
     /// `modify` syscalls (re-arms and interest changes). Zero on the hot path in edge mode.
     pub modify_calls: u64,
     /// `modify` syscalls that failed (the source's next operation reports the error).
@@ -196,6 +199,7 @@ impl Reactor {
             wakes: get(&c.wakes),
             events: get(&c.events),
             handler_runs: get(&c.handler_runs),
+            handler_yields: get(&c.handler_yields),
             modify_calls: get(&c.modify_calls),
             modify_errors: get(&c.modify_errors),
             sources: self.shared.sources.lock().len() as u64,

@@ -26,7 +26,37 @@ use crate::reactor::Counters;
 
 /// Code run inline on the readiness thread for each event of its source. It must not
 /// block. It returns the interest it wants next (see the crate docs on edge mode).
-pub type Handler<T> = Box<dyn FnMut(&T, Readiness) -> Interest + Send>;
+pub type Handler<T> = Box<dyn FnMut(&T, Readiness) -> Next + Send>;
+
+/// What a handler wants after a run: an [`Interest`] (a plain `Interest` converts), and
+/// whether it stopped with work left — a per-run budget spent, so that one busy source
+/// cannot keep the readiness thread from every other one. Then the source is re-armed
+/// at once and reported again after the sources already waiting: its handler runs again
+/// without new data having to arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Next {
+    pub interest: Interest,
+    pub again: bool,
+}
+
+impl Next {
+    /// `interest`, and run again soon: work is left.
+    pub fn again(interest: Interest) -> Next {
+        Next {
+            interest,
+            again: true,
+        }
+    }
+}
+
+impl From<Interest> for Next {
+    fn from(interest: Interest) -> Next {
+        Next {
+            interest,
+            again: false,
+        }
+    }
+}
 
 /// A non-blocking notifier run on the readiness thread for each event.
 pub type Notifier = Box<dyn Fn(Readiness) + Send + Sync>;
@@ -53,9 +83,12 @@ impl<T> Action<T> {
         }))
     }
 
-    /// Run `handler` inline on the readiness thread for each event.
-    pub fn handler(handler: impl FnMut(&T, Readiness) -> Interest + Send + 'static) -> Self {
-        Action::Handler(Box::new(handler))
+    /// Run `handler` inline on the readiness thread for each event. It returns an
+    /// [`Interest`], or a [`Next`].
+    pub fn handler<R: Into<Next>>(
+        mut handler: impl FnMut(&T, Readiness) -> R + Send + 'static,
+    ) -> Self {
+        Action::Handler(Box::new(move |io, ready| handler(io, ready).into()))
     }
 }
 
@@ -193,16 +226,23 @@ impl<T: AsFd + Send + Sync> Source<T> {
         }
         let Some(run) = slot.as_mut() else { return };
         Counters::bump(&counters.handler_runs);
-        let next = run(&self.io, ready);
+        let Next {
+            interest: next,
+            again,
+        } = run(&self.io, ready);
         if self.disabled.load(Ordering::SeqCst) {
             slot.take();
             return;
         }
         let mut armed = self.armed.lock();
+        // Re-arming a source that is still ready reports it again (after the others).
         let needed = match self.mode {
-            Mode::Edge => next != *armed,
+            Mode::Edge => next != *armed || (again && !next.is_empty()),
             Mode::Oneshot => !next.is_empty(),
         };
+        if again {
+            Counters::bump(&counters.handler_yields);
+        }
         if needed {
             match self.modify(poller, next, counters) {
                 Ok(()) => *armed = next,

@@ -9,7 +9,7 @@ use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use readiness::{Action, Interest, Mode, Reactor, Registration};
+use readiness::{Action, Interest, Mode, Next, Reactor, Registration};
 
 const GENEROUS: Duration = Duration::from_secs(10);
 const SHORT: Duration = Duration::from_millis(50);
@@ -354,4 +354,32 @@ fn async_waits_on_a_current_thread_runtime() {
     let mut buf = [0u8; 1];
     (&loose).read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"x");
+}
+
+#[test]
+fn a_handler_that_stops_with_work_left_runs_again_without_new_data() {
+    // One byte per run, `again` while there may be more: all of a single write arrives
+    // though no further data (and so no new edge) ever comes.
+    let reactor = Reactor::new().unwrap();
+    let (sock, mut peer) = UnixStream::pair().unwrap();
+    let (tx, rx) = mpsc::channel::<u8>();
+    let action = Action::handler(move |mut s: &UnixStream, _ready| {
+        let mut byte = [0u8; 1];
+        match s.read(&mut byte) {
+            Ok(1) => {
+                tx.send(byte[0]).unwrap();
+                Next::again(Interest::READABLE)
+            }
+            Ok(_) => Next::from(Interest::NONE),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Interest::READABLE.into(),
+            Err(e) => panic!("{e}"),
+        }
+    });
+    let _reg = reactor.register(sock, Interest::READABLE, action).unwrap();
+    peer.write_all(b"0123456789").unwrap();
+    let got: Vec<u8> = (0..10)
+        .map(|_| rx.recv_timeout(GENEROUS).unwrap())
+        .collect();
+    assert_eq!(got, b"0123456789");
+    assert!(reactor.stats().handler_yields >= 10);
 }

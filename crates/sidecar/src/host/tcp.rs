@@ -21,7 +21,7 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use readiness::{Interest, Readiness, Registration};
+use readiness::{Interest, Next, Readiness, Registration};
 use sidecar_protocol::{Address, ErrorCode, EventBody, SocketId, WireError, WriteResult};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -31,6 +31,9 @@ use crate::outbound::Outbound;
 
 /// Largest single read (and so largest `data` event) from a host socket.
 const READ_CHUNK: usize = 64 * 1024;
+/// Bytes one handler run reads at most before letting the readiness thread serve the
+/// other sources (it runs again right after them: [`Next::again`]).
+const READ_BUDGET: usize = 256 * 1024;
 
 /// What the RPC loop and the readiness thread share about one connection.
 pub(crate) struct TcpShared {
@@ -127,55 +130,66 @@ impl TcpShared {
     }
 
     /// The readiness handler: runs on the readiness thread for each event.
-    pub(crate) fn on_ready(&self, stream: &TcpStream, ready: Readiness) -> Interest {
+    pub(crate) fn on_ready(&self, stream: &TcpStream, ready: Readiness) -> Next {
         let mut st = self.state.lock();
         if !st.open || st.finished {
             // Connecting (the parked connect waits on the registration itself, which this
             // event has woken) or done: nothing to do, and nothing more to hear.
             st.armed = Interest::NONE;
-            return st.armed;
+            return st.armed.into();
         }
         if ready.writable {
             self.flush(stream, &mut st);
         }
-        if ready.readable {
-            self.read(stream, &mut st);
-        }
+        let more = ready.readable && self.read(stream, &mut st);
         self.finish_if_done(&mut st);
         st.armed = st.wanted();
-        st.armed
+        match more && st.armed.readable {
+            true => Next::again(st.armed),
+            false => st.armed.into(),
+        }
     }
 
-    /// Reads while credit lasts, pushing `data`; `end` at end of stream.
-    fn read(&self, stream: &TcpStream, st: &mut TcpState) {
-        with_read_buffer(READ_CHUNK, |buf| self.read_into(stream, st, buf));
+    /// Reads while credit lasts, pushing `data`; `end` at end of stream. Returns true if
+    /// it stopped at its budget with more perhaps waiting.
+    fn read(&self, stream: &TcpStream, st: &mut TcpState) -> bool {
+        with_read_buffer(READ_CHUNK, |buf| self.read_into(stream, st, buf))
     }
 
-    fn read_into(&self, mut stream: &TcpStream, st: &mut TcpState, buf: &mut [u8]) {
+    fn read_into(&self, mut stream: &TcpStream, st: &mut TcpState, buf: &mut [u8]) -> bool {
+        let mut budget = READ_BUDGET;
         while st.read_open && !st.failed {
+            if budget == 0 {
+                return true;
+            }
             let room = match st.window {
-                Some(0) => return,
+                Some(0) => return false,
                 Some(w) => usize::try_from(w).unwrap_or(usize::MAX).min(READ_CHUNK),
                 None => READ_CHUNK,
             };
-            let room = room.min(self.out.max_data_payload());
+            let room = room.min(self.out.max_data_payload()).min(budget);
             match stream.read(&mut buf[..room]) {
                 Ok(0) => {
                     st.read_open = false;
                     self.out.deliver(EventBody::End { socket: self.id }, &[]);
                 }
                 Ok(n) => {
+                    budget -= n;
                     if let Some(w) = st.window.as_mut() {
                         *w -= n as u64;
                     }
                     self.out
                         .deliver(EventBody::Data { socket: self.id }, &buf[..n]);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return self.fail(st, &e),
+                Err(e) => {
+                    self.fail(st, &e);
+                    return false;
+                }
             }
         }
+        false
     }
 
     /// Writes pending guest bytes until done or the kernel's buffer is full; then a due

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use readiness::{Action, Interest, Reactor, Readiness, Registration};
+use readiness::{Action, Interest, Next, Reactor, Readiness, Registration};
 use sidecar_protocol::{Address, ErrorCode, EventBody, SocketId, WireError, MAX_UDP_PAYLOAD};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -22,6 +22,10 @@ use super::{io_wire_error, with_read_buffer};
 use crate::addr::canonical;
 use crate::metrics::{bump, Metrics};
 use crate::outbound::Outbound;
+
+/// Datagrams one handler run reads at most before letting the readiness thread serve the
+/// other sources (it runs again right after them).
+const DATAGRAM_BUDGET: usize = 64;
 
 struct UdpShared {
     id: SocketId,
@@ -47,17 +51,25 @@ struct Filter {
 }
 
 impl UdpShared {
-    fn on_ready(&self, socket: &UdpSocket, _ready: Readiness) -> Interest {
+    fn on_ready(&self, socket: &UdpSocket, _ready: Readiness) -> Next {
+        let mut budget = DATAGRAM_BUDGET;
         with_read_buffer(MAX_UDP_PAYLOAD, |buf| loop {
+            if budget == 0 {
+                // A flood: let the readiness thread serve the others, then come back.
+                return Next::again(Interest::READABLE);
+            }
+            budget -= 1;
             match socket.recv_from(buf) {
                 Ok((n, from)) => {
                     if !self.received(&buf[..n], from) {
                         // Closed: stop reading now (the registration is about to go)
                         // rather than drain a sender that keeps sending.
-                        return Interest::NONE;
+                        return Interest::NONE.into();
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Interest::READABLE,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Interest::READABLE.into()
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
                     self.refused.store(true, Ordering::Relaxed);
