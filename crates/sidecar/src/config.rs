@@ -55,6 +55,8 @@ pub struct Limits {
     pub parked_calls_per_session: usize,
     /// Open sockets + servers per VM (`EMFILE` beyond).
     pub sockets_per_vm: usize,
+    /// Listening servers (TCP and Unix) per VM (`EMFILE` beyond).
+    pub listeners_per_vm: usize,
     /// Bytes buffered for a stream socket's peer past which `net.write` says `need_drain`
     /// (and a `drain` event follows once below).
     pub write_high_water: usize,
@@ -83,6 +85,7 @@ impl Default for Limits {
             max_frame: DEFAULT_MAX_FRAME,
             parked_calls_per_session: 64,
             sockets_per_vm: 65_536,
+            listeners_per_vm: 1024,
             write_high_water: 64 * 1024,
             write_hard_limit: 4 * 1024 * 1024,
             udp_receive_buffer: 1024 * 1024,

@@ -50,7 +50,9 @@ struct FileSpec {
 #[serde(deny_unknown_fields)]
 struct LimitsSpec {
     sockets_per_vm: Option<usize>,
+    listeners_per_vm: Option<usize>,
     parked_calls_per_session: Option<usize>,
+    event_queue_bytes: Option<usize>,
     write_high_water: Option<usize>,
     write_hard_limit: Option<usize>,
     udp_receive_buffer: Option<usize>,
@@ -124,6 +126,10 @@ pub fn parse(text: &str, path: &Path) -> Result<SidecarConfig, ConfigError> {
     config.limits = Limits {
         max_frame: spec.max_frame.unwrap_or(defaults.max_frame),
         sockets_per_vm: limits.sockets_per_vm.unwrap_or(defaults.sockets_per_vm),
+        listeners_per_vm: limits.listeners_per_vm.unwrap_or(defaults.listeners_per_vm),
+        event_queue_bytes: limits
+            .event_queue_bytes
+            .unwrap_or(defaults.event_queue_bytes),
         parked_calls_per_session: limits
             .parked_calls_per_session
             .unwrap_or(defaults.parked_calls_per_session),

@@ -65,6 +65,14 @@ impl Core {
         params: &ListenParams,
     ) -> Result<ListenResult, WireError> {
         self.check_room(sid, 1)?;
+        let limit = self.config.limits.listeners_per_vm;
+        let listening = self.vm_of(sid)?.listener_count();
+        if listening >= limit {
+            return Err(WireError::new(
+                ErrorCode::Emfile,
+                format!("the VM has {listening} listeners (limit {limit})"),
+            ));
+        }
         let backlog = params.backlog().max(1);
         let key = ServerKey(self.next_key());
         let (bound, local) = match &params.endpoint {
