@@ -86,6 +86,17 @@ impl TcpState {
     }
 }
 
+/// What a failed `shutdown(2)` stands for. Once the peer has reset the connection,
+/// `shutdown` fails with `ENOTCONN` while the socket's pending error (`SO_ERROR`) still
+/// holds the `ECONNRESET` the guest must be told (reading it clears it, and a read after
+/// that sees a clean end of stream).
+fn pending_error_or(stream: &TcpStream, e: io::Error) -> io::Error {
+    match stream.take_error() {
+        Ok(Some(pending)) => pending,
+        _ => e,
+    }
+}
+
 /// One host TCP connection as the core holds it.
 pub struct HostTcp {
     pub(crate) reg: Registration<TcpStream>,
@@ -213,7 +224,7 @@ impl TcpShared {
         if st.shutdown_due() {
             match stream.shutdown(Shutdown::Write) {
                 Ok(()) => st.write_closed = true,
-                Err(e) => return self.fail(st, &e),
+                Err(e) => return self.fail(st, &pending_error_or(stream, e)),
             }
         }
         if st.drain_needed && st.pending_bytes < self.high_water {
@@ -339,9 +350,10 @@ impl HostTcp {
         if !st.shutdown_requested {
             st.shutdown_requested = true;
             if st.shutdown_due() {
-                match self.reg.get_ref().shutdown(Shutdown::Write) {
+                let stream = self.reg.get_ref();
+                match stream.shutdown(Shutdown::Write) {
                     Ok(()) => st.write_closed = true,
-                    Err(e) => self.shared.fail(&mut st, &e),
+                    Err(e) => self.shared.fail(&mut st, &pending_error_or(stream, e)),
                 }
             }
             self.shared.finish_if_done(&mut st);

@@ -64,14 +64,10 @@ pub async fn serve_connection(
     let mut batch = Vec::new();
     'connection: loop {
         batch.clear();
-        match source.next_batch(&mut batch).await {
-            Ok(()) => {}
-            Err(SourceEnd::Closed) => break,
-            Err(SourceEnd::Framing(e)) => {
-                report_framing_error(&core, attach, &sink, max_frame, &e);
-                break;
-            }
-        }
+        // A source may return frames it decoded whole before a framing error in the same
+        // read: they are served first (the stream was in sync up to the bad frame), then
+        // the error ends the connection below.
+        let ended = source.next_batch(&mut batch).await;
         for raw in batch.drain(..) {
             attach = match attach {
                 Attach::AwaitingHello => match hello(&core, raw, &sink, max_frame) {
@@ -94,6 +90,14 @@ pub async fn serve_connection(
                     attach
                 }
             };
+        }
+        match ended {
+            Ok(()) => {}
+            Err(SourceEnd::Closed) => break,
+            Err(SourceEnd::Framing(e)) => {
+                report_framing_error(&core, attach, &sink, max_frame, &e);
+                break;
+            }
         }
     }
     match attach {

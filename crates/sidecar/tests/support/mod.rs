@@ -485,3 +485,101 @@ pub fn code(result: Result<Value, Value>) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// A `hello` with exactly these params on a fresh stream: the guest and the outcome.
+pub fn hello_with(
+    h: &Harness,
+    transport: Transport,
+    params: Value,
+) -> (RawGuest, Result<Value, Value>) {
+    let mut g = RawGuest::new(h.wire(transport));
+    let outcome = g.call("hello", params, b"");
+    g.hello = outcome.clone().unwrap_or(Value::Null);
+    (g, outcome)
+}
+
+/// A push-mode guest of `vm` (secret `s{vm}`, every capability) whose hello also
+/// carries `extra` (e.g. `{"credit": 1024}` or `{"cwd": "/srv"}`); panics if refused.
+pub fn attach_with(h: &Harness, transport: Transport, vm: &str, extra: Value) -> RawGuest {
+    let mut params = json!({"version": 1, "vm": vm, "secret": format!("s{vm}"),
+                            "capabilities": ALL_CAPS});
+    for (key, value) in extra.as_object().expect("an object") {
+        params[key] = value.clone();
+    }
+    let (g, outcome) = hello_with(h, transport, params);
+    outcome.expect("hello refused");
+    g
+}
+
+/// A new UDP socket (`"udp4"` or `"udp6"`), unbound: its id.
+pub fn udp_socket(g: &mut RawGuest, kind: &str) -> u64 {
+    let created = g.call("dgram.createSocket", json!({"type": kind}), b"");
+    created.expect("dgram.createSocket")["socket"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Reads frames until the replies to `ids` have all come, in whatever order (parked
+/// calls answer out of order); events in between are dropped.
+pub fn replies(
+    g: &mut RawGuest,
+    ids: &[u64],
+) -> std::collections::HashMap<u64, Result<Value, Value>> {
+    let mut got = std::collections::HashMap::new();
+    let deadline = Instant::now() + DEADLINE;
+    while got.len() < ids.len() {
+        match g.recv(deadline).expect("replies before the deadline") {
+            Incoming::Reply { id, outcome, .. } if ids.contains(&id) => {
+                got.insert(id, outcome);
+            }
+            Incoming::Reply { id, .. } => panic!("unexpected reply {id}"),
+            Incoming::Event { .. } => {}
+        }
+    }
+    got
+}
+
+/// Asks the operator's stats until `done` holds (each ask is a round trip through the
+/// sidecar's loop, so whatever it was processing is done), within the deadline.
+pub fn settle(h: &Harness, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let stats = h.stats();
+        if done(&stats) {
+            return stats;
+        }
+        assert!(Instant::now() < deadline, "{what}: {stats}");
+        std::thread::yield_now();
+    }
+}
+
+/// Byte `i` of a test stream: `i % 251`; bytes `offset..offset + len` of it.
+pub fn pattern_at(offset: usize, len: usize) -> Vec<u8> {
+    (offset..offset + len).map(|i| (i % 251) as u8).collect()
+}
+
+/// Names this process's resolver maps to 127.0.0.1 only (the hostname, glibc's `0x7f.1`):
+/// to the VM they are host names, resolved by the host, so the policy sees 127.0.0.1.
+pub fn loopback_host_names() -> Vec<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; the name ends at the first NUL.
+    assert_eq!(
+        unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) },
+        0
+    );
+    let len = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    let hostname = String::from_utf8_lossy(&buf[..len]).into_owned();
+    [hostname, "0x7f.1".into()]
+        .into_iter()
+        .filter(|name| {
+            let ips: Vec<std::net::IpAddr> =
+                std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), 0))
+                    .map(|a| a.map(|a| a.ip()).collect())
+                    .unwrap_or_default();
+            !ips.is_empty()
+                && ips
+                    .iter()
+                    .all(|ip| *ip == std::net::IpAddr::from([127, 0, 0, 1]))
+        })
+        .collect()
+}
