@@ -28,12 +28,15 @@ use crate::reactor::Counters;
 /// block. It returns the interest it wants next (see the crate docs on edge mode).
 pub type Handler<T> = Box<dyn FnMut(&T, Readiness) -> Interest + Send>;
 
+/// A non-blocking notifier run on the readiness thread for each event.
+pub type Notifier = Box<dyn Fn(Readiness) + Send + Sync>;
+
 /// What an event on a registration does, besides waking the registration's own waiters.
 pub enum Action<T> {
     /// Nothing more: consumers wait on the registration itself.
     Wait,
     /// Call this non-blocking notifier on the readiness thread (e.g. a fabric key).
-    Notify(Box<dyn Fn(Readiness) + Send + Sync>),
+    Notify(Notifier),
     /// Run this handler inline on the readiness thread.
     Handler(Handler<T>),
 }
@@ -63,7 +66,10 @@ pub(crate) struct Source<T> {
     pub(crate) write: Direction,
     mode: Mode,
     armed: Mutex<Interest>,
-    notify: Option<Box<dyn Fn(Readiness) + Send + Sync>>,
+    /// Behind a mutex that [`Source::disable`] takes, so once a registration's drop
+    /// returns its notifier is never called again (an event already being dispatched
+    /// finishes first).
+    notify: Option<Mutex<Option<Notifier>>>,
     handler: Option<Mutex<Option<Handler<T>>>>,
     disabled: AtomicBool,
 }
@@ -78,7 +84,7 @@ impl<T: AsFd + Send + Sync> Source<T> {
     pub(crate) fn new(key: usize, io: T, mode: Mode, armed: Interest, action: Action<T>) -> Self {
         let (notify, handler) = match action {
             Action::Wait => (None, None),
-            Action::Notify(notify) => (Some(notify), None),
+            Action::Notify(notify) => (Some(Mutex::new(Some(notify))), None),
             Action::Handler(handler) => (None, Some(Mutex::new(Some(handler)))),
         };
         Source {
@@ -153,6 +159,13 @@ impl<T: AsFd + Send + Sync> Source<T> {
     /// Stops running the handler; waits for a run in progress unless called from it.
     pub(crate) fn disable(&self, readiness_thread: Option<ThreadId>) {
         self.disabled.store(true, Ordering::SeqCst);
+        if let Some(notify) = &self.notify {
+            if readiness_thread != Some(std::thread::current().id()) {
+                notify.lock().take();
+            } else if let Some(mut guard) = notify.try_lock() {
+                guard.take();
+            }
+        }
         if let Some(handler) = &self.handler {
             if readiness_thread != Some(std::thread::current().id()) {
                 handler.lock().take();
@@ -223,7 +236,13 @@ impl<T: AsFd + Send + Sync> Dispatch for Source<T> {
             }
         }
         if let Some(notify) = &self.notify {
-            notify(ready);
+            let slot = notify.lock();
+            if let Some(notify) = slot
+                .as_ref()
+                .filter(|_| !self.disabled.load(Ordering::SeqCst))
+            {
+                notify(ready);
+            }
         }
         self.run_handler(poller, ready, counters);
     }

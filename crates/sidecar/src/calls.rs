@@ -17,7 +17,9 @@ use sidecar_protocol::{
     SocketId, WireError,
 };
 
-use crate::core::{ConnectStep, Core, PollKind, SessionId};
+use std::net::{IpAddr, SocketAddr};
+
+use crate::core::{ConnectStep, Core, PollKind, SessionId, Target};
 use crate::metrics::bump;
 use crate::outbound::Outbound;
 
@@ -177,15 +179,24 @@ pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) 
             Err(e) => responder.err(e),
         },
         Request::SetNoDelay(p) => {
-            let set = core.set_option(sid, p.socket, |end| end.no_delay = p.enable);
+            let set = match core.host_of(sid, p.socket) {
+                Some(host) => host.set_option(Some(p.enable), None),
+                None => core.set_option(sid, p.socket, |end| end.no_delay = p.enable),
+            };
             responder.done(set.map(|_| Empty {}))
         }
         Request::SetKeepAlive(p) => {
-            let set = core.set_option(sid, p.socket, |end| end.keep_alive = p.enable);
+            let set = match core.host_of(sid, p.socket) {
+                Some(host) => host.set_option(None, Some(p.enable)),
+                None => core.set_option(sid, p.socket, |end| end.keep_alive = p.enable),
+            };
             responder.done(set.map(|_| Empty {}))
         }
         Request::Credit(p) => responder.done(core.credit(sid, p.socket, p.bytes).map(|_| Empty {})),
-        Request::DnsLookup(p) => responder.done(lookup(&p.host, p.family)),
+        Request::DnsLookup(p) => {
+            drop(core);
+            dns_lookup(core_rc, sid, p.host, p.family, responder);
+        }
         Request::Poll(p) => {
             drop(core);
             poll(
@@ -302,22 +313,50 @@ fn connect(
     responder: Responder,
 ) {
     let deadline = std::time::Instant::now() + timeout;
-    let mut core = core_rc.borrow_mut();
-    let step = core
-        .connect_target(sid, endpoint)
-        .and_then(|target| core.try_connect(sid, &target).map(|step| (target, step)));
+    let target = core_rc.borrow_mut().connect_target(sid, endpoint);
+    match target {
+        Ok(Target::Name(host, port)) => {
+            // The host's resolver blocks: resolve in a parked call, then go on.
+            let (core_task, sid_task, responder_task) =
+                (Rc::clone(core_rc), sid, responder.clone());
+            let task = async move {
+                match crate::host::resolve::resolve(host).await {
+                    Ok(ips) => {
+                        let addrs = ips.into_iter().map(|ip| SocketAddr::new(ip, port));
+                        let target = Target::Tcp(addrs.collect());
+                        connect_to(&core_task, sid_task, target, deadline, responder_task);
+                    }
+                    Err(e) => responder_task.err(e),
+                }
+            };
+            crate::parked::park(core_rc, sid, &responder, task);
+        }
+        Ok(target) => connect_to(core_rc, sid, target, deadline, responder),
+        Err(e) => responder.err(e),
+    }
+}
+
+/// Connects to a resolved target: in the VM at once, parked for backlog room, or parked
+/// on a host connect.
+fn connect_to(
+    core_rc: &Rc<RefCell<Core>>,
+    sid: SessionId,
+    target: Target,
+    deadline: std::time::Instant,
+    responder: Responder,
+) {
+    let step = core_rc.borrow_mut().try_connect(sid, &target);
     match step {
-        Ok((
-            _,
-            ConnectStep::Connected {
-                socket,
-                local,
-                remote,
-            },
-        )) => responder.connected(socket, local, remote),
-        Ok((target, ConnectStep::Full(server))) => {
-            drop(core);
+        Ok(ConnectStep::Connected {
+            socket,
+            local,
+            remote,
+        }) => responder.connected(socket, local, remote),
+        Ok(ConnectStep::Full(server)) => {
             crate::parked::park_connect(core_rc, sid, target, server, deadline, responder);
+        }
+        Ok(ConnectStep::Outside(candidates)) => {
+            crate::host::connect::park_host_connect(core_rc, sid, candidates, deadline, responder);
         }
         Err(e) => responder.err(e),
     }
@@ -344,9 +383,28 @@ fn poll(
     crate::parked::park_poll(core_rc, sid, id, clamp_wait(wait_ms), responder);
 }
 
-/// `dns.lookup` inside a VM: `localhost` → its loopbacks, an IP literal → itself.
-fn lookup(host: &str, family: Family) -> Result<LookupResult, WireError> {
-    let ips = crate::core::resolve_in_vm(host)?;
+/// `dns.lookup`: `localhost` → the VM's loopbacks, an IP literal → itself, any other
+/// name → the host's resolver, in a parked call (policy is checked at connect time).
+fn dns_lookup(
+    core_rc: &Rc<RefCell<Core>>,
+    sid: SessionId,
+    host: String,
+    family: Family,
+    responder: Responder,
+) {
+    if !crate::host::resolve::needs_host_resolver(&host) {
+        let ips = crate::core::resolve_in_vm(&host);
+        return responder.done(ips.and_then(|ips| lookup_result(&host, ips, family)));
+    }
+    let responder_task = responder.clone();
+    let task = async move {
+        let ips = crate::host::resolve::resolve(host.clone()).await;
+        responder_task.done(ips.and_then(|ips| lookup_result(&host, ips, family)));
+    };
+    crate::parked::park(core_rc, sid, &responder, task);
+}
+
+fn lookup_result(host: &str, ips: Vec<IpAddr>, family: Family) -> Result<LookupResult, WireError> {
     let addresses: Vec<LookupAddress> = ips
         .into_iter()
         .filter(|ip| family == Family::Any || Family::of(ip) == family)

@@ -9,6 +9,7 @@
 //! - [`Sidecar`] ([`runtime`]): the embedding API: start, attach sessions (in-process,
 //!   fds, a Unix listening socket), stats, shutdown.
 //! - [`core`]: sessions, VMs, the socket table (single-threaded, on the RPC loop).
+//! - [`host`]: host kernel sockets for destinations outside a VM, on the readiness thread.
 //! - [`calls`] / [`parked`]: serving calls, and the calls that must wait.
 //! - [`outbound`]: a session's push side, never blocking the pusher.
 //! - [`transport`]: in-process pipe, fd streams, the Unix listener.
@@ -19,6 +20,7 @@ pub mod addr;
 pub mod calls;
 pub mod config;
 pub mod core;
+pub mod host;
 pub mod metrics;
 pub mod outbound;
 pub mod parked;

@@ -93,6 +93,8 @@ pub struct Metrics {
     pub framing_errors: AtomicU64,
     /// Hellos refused (wrong VM/secret, version).
     pub refused_hellos: AtomicU64,
+    /// Datagrams from or to host UDP sockets dropped for lack of room.
+    pub udp_host_dropped: AtomicU64,
 }
 
 pub fn bump(counter: &AtomicU64) {
@@ -121,6 +123,7 @@ impl Metrics {
             "bad_frames": get(&self.bad_frames),
             "framing_errors": get(&self.framing_errors),
             "refused_hellos": get(&self.refused_hellos),
+            "udp_host_dropped": get(&self.udp_host_dropped),
         })
     }
 }

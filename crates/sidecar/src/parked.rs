@@ -120,6 +120,10 @@ async fn wait_for_room(
             remote,
         }) => responder.connected(socket, local, remote),
         Ok(ConnectStep::Full(_)) => unreachable!("a full backlog keeps the call parked"),
+        // The listener went away meanwhile, and the policy lets the connect go outside.
+        Ok(ConnectStep::Outside(candidates)) => {
+            crate::host::connect::park_host_connect(&core_rc, sid, candidates, deadline, responder)
+        }
         Err(e) => responder.err(e),
     }
 }

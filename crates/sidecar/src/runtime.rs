@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::config::SidecarConfig;
 use crate::core::Core;
+use crate::host::HostNet;
 use crate::metrics::Metrics;
 use crate::transport::inproc::{PipeSink, PipeSource};
 use crate::transport::listen::{accept_loop, bind_private, serve_fds};
@@ -55,9 +56,11 @@ impl Sidecar {
             .enable_time()
             .build()?;
         let loop_metrics = Arc::clone(&metrics);
+        // The readiness thread: host sockets' events, handled inline there.
+        let reactor = Arc::new(readiness::Reactor::new()?);
         let thread = std::thread::Builder::new()
             .name("sidecar-rpc".into())
-            .spawn(move || run_loop(runtime, Arc::new(config), loop_metrics, rx))?;
+            .spawn(move || run_loop(runtime, Arc::new(config), loop_metrics, reactor, rx))?;
         Ok(Sidecar {
             commands: Some(tx),
             thread: Some(thread),
@@ -141,12 +144,16 @@ fn run_loop(
     runtime: tokio::runtime::Runtime,
     config: Arc<SidecarConfig>,
     metrics: Arc<Metrics>,
+    reactor: Arc<readiness::Reactor>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
     let local = tokio::task::LocalSet::new();
     let max_frame = config.limits.max_frame;
     local.block_on(&runtime, async move {
-        let core = Rc::new(RefCell::new(Core::new(config, metrics)));
+        let (notices, notices_rx) = mpsc::unbounded_channel();
+        let host = HostNet { reactor, notices };
+        let core = Rc::new(RefCell::new(Core::new(config, metrics, host)));
+        tokio::task::spawn_local(crate::host::reap(Rc::clone(&core), notices_rx));
         while let Some(command) = commands.recv().await {
             match command {
                 Command::InProcess(end) => {

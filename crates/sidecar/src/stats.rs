@@ -79,6 +79,7 @@ pub fn sidecar_stats(core: &Core) -> Value {
     all["fallback_found_work"] = fabric.fallback_found_work.into();
     all["fabric_live_keys"] = fabric.live_keys.into();
     all["streams"] = core.streams.len().into();
+    all["host_connections"] = core.hosts.len().into();
     all["servers"] = core.servers.len().into();
     all
 }

@@ -25,6 +25,9 @@ impl Core {
         socket: SocketId,
         payload: &[u8],
     ) -> Result<WriteResult, WireError> {
+        if let Some(host) = self.host_of(sid, socket) {
+            return host.write(payload);
+        }
         let key = self.stream_of(sid, socket)?;
         self.touch(key);
         let end = &self.streams[&key];
@@ -79,6 +82,10 @@ impl Core {
         socket: SocketId,
         bytes: u64,
     ) -> Result<(), WireError> {
+        if let Some(host) = self.host_of(sid, socket) {
+            host.credit(bytes);
+            return Ok(());
+        }
         match self.stream_of(sid, socket) {
             Ok(key) => {
                 self.touch(key);
@@ -96,6 +103,9 @@ impl Core {
     /// FIN: the peer gets `end` after what is buffered for it. When both directions have
     /// ended, both ends close.
     pub fn shutdown(&mut self, sid: SessionId, socket: SocketId) -> Result<(), WireError> {
+        if let Some(host) = self.host_of(sid, socket) {
+            return host.shutdown();
+        }
         let key = self.stream_of(sid, socket)?;
         self.touch(key);
         let end = self.streams.get_mut(&key).expect("looked up");
@@ -115,6 +125,11 @@ impl Core {
 
     /// Closes a socket now (the caller pushes its own `close` after the reply).
     pub fn destroy(&mut self, sid: SessionId, socket: SocketId) -> Result<(), WireError> {
+        if let Some(host) = self.host_of(sid, socket) {
+            let key = host.key();
+            self.close_host(key, false, false);
+            return Ok(());
+        }
         let key = self.stream_of(sid, socket)?;
         self.abort_stream(key);
         Ok(())

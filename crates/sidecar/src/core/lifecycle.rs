@@ -143,6 +143,7 @@ impl Core {
                 Handle::Stream(key) => self.abort_stream(key),
                 Handle::Server(key) => self.close_server(key, false),
                 Handle::Udp(key) => self.close_udp(key, false),
+                Handle::Host(key) => self.close_host(key, false, false),
             }
         }
         self.event_tokens.retain(|_, owner| *owner != sid);

@@ -4,7 +4,8 @@
 //!
 //! Split by subject: [`session`] (a guest's ids and push side), [`vm`] (a VM's listener
 //! table and ports), [`servers`] (listen, accept, backlog), [`streams`] (connect, write,
-//! shutdown, destroy), [`lifecycle`] (hello and session end).
+//! shutdown, destroy), [`lifecycle`] (hello and session end). Host sockets (destinations
+//! outside the VM) live in [`crate::host`]; their handles are here too.
 
 mod flow;
 mod lifecycle;
@@ -22,6 +23,7 @@ use notify_fabric::Fabric;
 use sidecar_protocol::{ErrorCode, ServerId, SocketId, WireError};
 
 use crate::config::SidecarConfig;
+use crate::host::{HostKey, HostNet, HostTcp};
 use crate::metrics::Metrics;
 
 pub use lifecycle::HelloOutcome;
@@ -65,13 +67,17 @@ pub struct Core {
     pub(crate) streams: HashMap<StreamKey, StreamEnd>,
     pub(crate) servers: HashMap<ServerKey, Server>,
     pub(crate) udp: HashMap<UdpKey, UdpSock>,
+    /// Connections to destinations outside the VMs (host kernel sockets).
+    pub(crate) hosts: HashMap<HostKey, HostTcp>,
+    /// The readiness thread and the channel host sockets report their end on.
+    pub host: HostNet,
     /// One-time event-channel tokens → their session.
     pub(crate) event_tokens: HashMap<String, SessionId>,
     next_key: u64,
 }
 
 impl Core {
-    pub fn new(config: Arc<SidecarConfig>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(config: Arc<SidecarConfig>, metrics: Arc<Metrics>, host: HostNet) -> Self {
         let vms = config
             .vms
             .keys()
@@ -86,6 +92,8 @@ impl Core {
             streams: HashMap::new(),
             servers: HashMap::new(),
             udp: HashMap::new(),
+            hosts: HashMap::new(),
+            host,
             event_tokens: HashMap::new(),
             next_key: 1,
         }

@@ -30,7 +30,7 @@ impl Core {
             ));
         }
         let live_kind = match session.handle(id) {
-            Some(Handle::Stream(_)) => Some(PollKind::Stream),
+            Some(Handle::Stream(_) | Handle::Host(_)) => Some(PollKind::Stream),
             Some(Handle::Server(_)) => Some(PollKind::Server),
             Some(Handle::Udp(_)) => Some(PollKind::Udp),
             None => None,

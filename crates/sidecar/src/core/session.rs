@@ -7,6 +7,7 @@ use sidecar_protocol::{capability, Mode};
 use tokio::task::AbortHandle;
 
 use super::{ServerKey, SessionId, StreamKey, UdpKey};
+use crate::host::HostKey;
 use crate::metrics::CallCounts;
 use crate::outbound::Outbound;
 
@@ -16,6 +17,8 @@ pub enum Handle {
     Stream(StreamKey),
     Server(ServerKey),
     Udp(UdpKey),
+    /// A TCP connection to a destination outside the VM.
+    Host(HostKey),
 }
 
 pub struct Session {
@@ -77,6 +80,20 @@ impl Session {
         self.next_id += 1;
         self.handles.insert(id, handle);
         id
+    }
+
+    /// Mints an id to hand out later with [`Session::insert_at`] (a host connect needs
+    /// its id before it completes).
+    pub fn mint_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Hands out a minted id.
+    pub fn insert_at(&mut self, id: u64, handle: Handle) {
+        debug_assert!(self.was_issued(id) && !self.handles.contains_key(&id));
+        self.handles.insert(id, handle);
     }
 
     /// Whether `id` was ever handed out (a closed id stays "issued": ids are not reused).

@@ -17,6 +17,7 @@ use super::{Core, Handle, ServerKey, SessionId, StreamKey};
 use crate::addr::{
     as_seen_by_listener, effective_destination, is_vm_local, normalize_unix_path, source_for,
 };
+use crate::host::resolve::needs_host_resolver;
 
 pub struct StreamEnd {
     pub session: SessionId,
@@ -51,12 +52,14 @@ pub struct StreamEnd {
     pub drain_needed: bool,
 }
 
-/// Where a connect may go, resolved inside the VM.
+/// Where a connect may go.
 #[derive(Debug, Clone)]
 pub enum Target {
     /// Candidate addresses, tried in order (`localhost` → 127.0.0.1 then ::1).
     Tcp(Vec<SocketAddr>),
     Unix(String),
+    /// A name only the host's resolver knows (resolved off the loop, then `Tcp`).
+    Name(String, u16),
 }
 
 /// What one connect attempt found.
@@ -69,11 +72,13 @@ pub enum ConnectStep {
     },
     /// The listener's backlog is full: wait for room (or its close).
     Full(ServerKey),
+    /// No listener in the VM; the policy allows these host destinations (in order).
+    Outside(Vec<SocketAddr>),
 }
 
 impl Core {
-    /// Resolves a connect's endpoint inside the VM. Destinations outside the VM are
-    /// `EACCES` until host sockets exist.
+    /// Resolves a connect's endpoint: VM names and literals here, other names later by
+    /// the host's resolver.
     pub fn connect_target(
         &mut self,
         sid: SessionId,
@@ -82,22 +87,18 @@ impl Core {
         match endpoint {
             Endpoint::Inet { host, port } => {
                 let host = host.as_deref().unwrap_or(DEFAULT_CONNECT_HOST);
-                let ips = resolve_in_vm(host)?;
-                let local: Vec<SocketAddr> = ips
-                    .iter()
-                    .filter(|ip| is_vm_local(**ip))
-                    .map(|ip| SocketAddr::new(*ip, *port))
-                    .collect();
-                if local.is_empty() {
-                    return Err(WireError::new(
-                        ErrorCode::Eacces,
-                        format!("connect EACCES {host}:{port}: outside the VM, not allowed"),
-                    ));
-                }
                 if *port == 0 {
                     return Err(WireError::new(ErrorCode::Econnrefused, "connect to port 0"));
                 }
-                Ok(Target::Tcp(local))
+                if needs_host_resolver(host) {
+                    return Ok(Target::Name(host.to_owned(), *port));
+                }
+                let ips = resolve_in_vm(host)?;
+                Ok(Target::Tcp(
+                    ips.into_iter()
+                        .map(|ip| SocketAddr::new(ip, *port))
+                        .collect(),
+                ))
             }
             Endpoint::Unix { path } => {
                 let cwd = self.session_mut(sid)?.cwd.clone();
@@ -108,7 +109,8 @@ impl Core {
         }
     }
 
-    /// One connect attempt: connected, backlog full, or an error (no listener…).
+    /// One connect attempt: connected in the VM, backlog full, outside the VM (allowed),
+    /// or an error (`ECONNREFUSED`, `EACCES`, `ENOENT`…).
     pub fn try_connect(
         &mut self,
         sid: SessionId,
@@ -119,15 +121,14 @@ impl Core {
                 let vm = self.vm_of(sid)?;
                 let found = candidates
                     .iter()
+                    .filter(|addr| is_vm_local(addr.ip()))
                     .find_map(|addr| vm.find_tcp(addr.ip(), addr.port()).map(|k| (k, *addr)));
                 match found {
                     Some((key, addr)) => (key, Some(addr)),
                     None => {
-                        let first = candidates[0];
-                        return Err(WireError::new(
-                            ErrorCode::Econnrefused,
-                            format!("connect ECONNREFUSED {first}"),
-                        ));
+                        return self
+                            .outside(candidates, "connect")
+                            .map(ConnectStep::Outside)
                     }
                 }
             }
@@ -140,6 +141,12 @@ impl Core {
                     ))
                 }
             },
+            Target::Name(host, _) => {
+                return Err(WireError::new(
+                    ErrorCode::Enotfound,
+                    format!("getaddrinfo ENOTFOUND {host} (not resolved yet)"),
+                ))
+            }
         };
         if !self.servers[&server].has_room() {
             return Ok(ConnectStep::Full(server));

@@ -1,4 +1,9 @@
-//! In-VM UDP: create, bind, connect, send, close; `message` events with the sender.
+//! UDP: create, bind, connect, send, close; `message` events with the sender.
+//!
+//! A datagram to a socket of the same VM stays in memory; one to anywhere else goes out
+//! through the socket's host kernel socket ([`HostUdp`]) if the operator's policy allows
+//! the destination, else it is refused (`EACCES`), or, for a loopback destination,
+//! dropped and counted as the kernel would with nobody listening.
 //!
 //! A datagram goes straight from the sender's call to the receiver's guest (boundaries
 //! kept). UDP is lossy by nature, never silently: a datagram to a port nobody bound is
@@ -20,6 +25,7 @@ use crate::addr::{
     as_seen_by_listener, bindable, canonical, effective_destination, is_vm_local, listener_matches,
     source_for,
 };
+use crate::host::HostUdp;
 
 pub struct UdpSock {
     pub session: SessionId,
@@ -30,6 +36,8 @@ pub struct UdpSock {
     pub connected: Option<SocketAddr>,
     /// A datagram to the connected peer found nobody: the next operation reports it.
     pub refused: bool,
+    /// The kernel socket for destinations outside the VM, opened on first use.
+    pub host: Option<HostUdp>,
 }
 
 fn family_ok(udp_type: UdpType, ip: IpAddr) -> bool {
@@ -68,6 +76,7 @@ impl Core {
             bound: None,
             connected: None,
             refused: false,
+            host: None,
         };
         self.udp.insert(key, sock);
         Ok(id)
@@ -141,7 +150,7 @@ impl Core {
         }
     }
 
-    /// A destination inside the VM, checked as the kernel would.
+    /// A destination, checked as the kernel would (where it goes is decided per datagram).
     fn udp_destination(
         &self,
         udp_type: UdpType,
@@ -162,12 +171,6 @@ impl Core {
                 format!("a {udp_type:?} socket cannot reach {ip}"),
             ));
         }
-        if !is_vm_local(ip) {
-            return Err(WireError::new(
-                ErrorCode::Eacces,
-                format!("send EACCES {ip}:{port}: outside the VM, not allowed"),
-            ));
-        }
         if port == 0 {
             return Err(WireError::invalid("port 0 is not a destination"));
         }
@@ -176,6 +179,9 @@ impl Core {
 
     fn take_refused(&mut self, key: UdpKey) -> Result<(), WireError> {
         let sock = self.udp.get_mut(&key).expect("looked up");
+        if let Some(host) = &sock.host {
+            host.take_refused()?;
+        }
         if std::mem::take(&mut sock.refused) {
             return Err(WireError::new(
                 ErrorCode::Econnrefused,
@@ -201,6 +207,12 @@ impl Core {
         }
         let dest =
             self.udp_destination(self.udp[&key].udp_type, host.unwrap_or("localhost"), port)?;
+        // Outside the VM: the policy decides now (a loopback peer may also appear in it
+        // later; each datagram is routed when sent).
+        if !is_vm_local(dest.ip()) || self.config.policy.allowing(dest).is_some() {
+            self.outside(&[dest], "connect")?;
+            self.host_udp(key)?.connect(dest);
+        }
         let local = self.udp_local(sid, key)?;
         self.udp.get_mut(&key).expect("looked up").connected = Some(dest);
         Ok(DgramConnectResult {
@@ -243,29 +255,60 @@ impl Core {
                 )
             })?,
         };
+        // Refused outright (EACCES) before anything changes, such as an implicit bind.
+        if !is_vm_local(dest.ip()) {
+            self.outside(&[dest], "send")?;
+        }
         let bound = self.udp_local(sid, key)?;
         let source = match bound.ip().is_unspecified() {
             true => SocketAddr::new(source_for(dest.ip()), bound.port()),
             false => bound,
         };
-        self.route_datagram(key, source, dest, payload);
+        // In the VM if someone there receives it; else outside, if the policy allows.
+        if is_vm_local(dest.ip()) {
+            if let Some(receiver) = self.in_vm_receiver(key, source, dest) {
+                self.deliver_datagram(receiver, source, payload);
+                return Ok(payload.len() as u64);
+            }
+        }
+        match self.outside(&[dest], "send") {
+            Ok(_) => self.host_udp(key)?.send(payload, dest)?,
+            // Loopback, nobody there, not allowed outside: dropped and counted, as the
+            // kernel drops it (a connected sender learns of it next time).
+            Err(e) if e.code == ErrorCode::Econnrefused => self.drop_unreceived(key, dest),
+            Err(e) => return Err(e),
+        }
         Ok(payload.len() as u64)
     }
 
-    fn route_datagram(
-        &mut self,
+    /// The socket's host kernel socket, opened now if it has none.
+    fn host_udp(&mut self, key: UdpKey) -> Result<&HostUdp, WireError> {
+        let room = self.config.limits.udp_receive_buffer;
+        let sock = &self.udp[&key];
+        if sock.host.is_none() {
+            let out = std::sync::Arc::clone(&self.sessions[&sock.session].out);
+            let opened = HostUdp::open(
+                &self.host.reactor,
+                sock.id,
+                out,
+                std::sync::Arc::clone(&self.metrics),
+                room,
+            )
+            .map_err(|e| crate::host::io_wire_error("socket", &e))?;
+            self.udp.get_mut(&key).expect("exists").host = Some(opened);
+        }
+        Ok(self.udp[&key].host.as_ref().expect("opened"))
+    }
+
+    /// The in-VM socket that receives a datagram from `source` to `dest`, if any.
+    fn in_vm_receiver(
+        &self,
         from: UdpKey,
         source: SocketAddr,
         dest: SocketAddr,
-        payload: &[u8],
-    ) {
-        let vm_name = self.udp[&from].vm.clone();
-        let room = self.config.limits.udp_receive_buffer;
-        let Some(vm) = self.vms.get(&vm_name) else {
-            return;
-        };
-        let receiver = vm
-            .udp_on(dest.port())
+    ) -> Option<(IpAddr, UdpKey)> {
+        let vm = self.vms.get(&self.udp[&from].vm)?;
+        vm.udp_on(dest.port())
             .iter()
             .filter(|(ip, _)| listener_matches(*ip, dest.ip()))
             .filter(|(_, key)| {
@@ -275,25 +318,38 @@ impl Core {
                 })
             })
             .min_by_key(|(ip, _)| ip.is_unspecified())
-            .map(|(ip, key)| (*ip, *key));
-        let Some((bound_ip, to)) = receiver else {
-            let vm = self.vms.get_mut(&vm_name).expect("exists");
+            .map(|(ip, key)| (*ip, *key))
+    }
+
+    /// A datagram nobody in the VM receives: counted, and a connected sender's next
+    /// operation fails `ECONNREFUSED`.
+    fn drop_unreceived(&mut self, from: UdpKey, dest: SocketAddr) {
+        let vm_name = self.udp[&from].vm.clone();
+        if let Some(vm) = self.vms.get_mut(&vm_name) {
             vm.udp_dropped_no_receiver += 1;
-            let sender = self.udp.get_mut(&from).expect("exists");
-            if sender.connected == Some(dest) {
-                sender.refused = true;
-            }
-            return;
-        };
+        }
+        let sender = self.udp.get_mut(&from).expect("exists");
+        if sender.connected == Some(dest) {
+            sender.refused = true;
+        }
+    }
+
+    fn deliver_datagram(
+        &mut self,
+        (bound_ip, to): (IpAddr, UdpKey),
+        source: SocketAddr,
+        payload: &[u8],
+    ) {
+        let room = self.config.limits.udp_receive_buffer;
         let target = &self.udp[&to];
         let Some(session) = self.sessions.get(&target.session) else {
             return;
         };
         if session.out.polled_bytes(target.id.0) + payload.len() > room {
-            self.vms
-                .get_mut(&vm_name)
-                .expect("exists")
-                .udp_dropped_no_room += 1;
+            let vm_name = target.vm.clone();
+            if let Some(vm) = self.vms.get_mut(&vm_name) {
+                vm.udp_dropped_no_room += 1;
+            }
             return;
         }
         let message = EventBody::Message {

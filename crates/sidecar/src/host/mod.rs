@@ -1,0 +1,146 @@
+//! Host sockets: a guest's connections and datagrams to destinations outside its VM,
+//! carried by real kernel sockets whose readiness comes from the one readiness thread.
+//!
+//! Where a connect or a datagram goes (DESIGN.md, "Isolation and policy"), in order:
+//! 1. a listener (or bound UDP socket) of the same VM at that address → in memory;
+//! 2. otherwise a host kernel socket, if the operator's [`Policy`](crate::policy::Policy)
+//!    allows the destination (the host's own loopback counts as outside the VM);
+//! 3. otherwise `ECONNREFUSED` for a loopback destination (what an empty kernel answers)
+//!    and `EACCES`, naming the policy, for any other.
+//!
+//! Each host socket is registered with the readiness thread with an inline handler
+//! ([`tcp`], [`udp`]) that pushes to the guest's session directly. Waiting (a connect's
+//! completion, a host name's resolution) is a parked call on the RPC loop, never a block.
+//! A connection that can carry nothing more is reported to the RPC loop through a
+//! [`HostNotice`], which frees it and pushes its `close`.
+
+pub mod connect;
+pub mod resolve;
+pub mod tcp;
+pub mod udp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use readiness::Reactor;
+use sidecar_protocol::{ErrorCode, EventBody, SocketId, WireError};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::addr::{canonical, is_vm_local};
+use crate::core::{Core, Handle, SessionId};
+pub use tcp::HostTcp;
+pub use udp::HostUdp;
+
+/// A host connection, sidecar-wide (never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HostKey(pub u64);
+
+/// From a host socket's handler to the RPC loop: nothing more can flow on `key`.
+#[derive(Debug, Clone, Copy)]
+pub struct HostNotice {
+    pub key: HostKey,
+    pub had_error: bool,
+}
+
+/// What host sockets need from the running sidecar.
+pub struct HostNet {
+    pub reactor: Arc<Reactor>,
+    pub notices: UnboundedSender<HostNotice>,
+}
+
+impl Core {
+    /// Steps 2 and 3 of the routing order, for destinations with no in-VM receiver: the
+    /// candidates the policy allows (in the order given), or the error the guest gets.
+    pub fn outside(
+        &self,
+        candidates: &[SocketAddr],
+        verb: &str,
+    ) -> Result<Vec<SocketAddr>, WireError> {
+        let allowed: Vec<SocketAddr> = candidates
+            .iter()
+            .filter(|addr| self.config.policy.allowing(**addr).is_some())
+            .map(|addr| SocketAddr::new(canonical(addr.ip()), addr.port()))
+            .collect();
+        if !allowed.is_empty() {
+            return Ok(allowed);
+        }
+        let first = candidates[0];
+        if candidates.iter().any(|addr| is_vm_local(addr.ip())) {
+            return Err(WireError::new(
+                ErrorCode::Econnrefused,
+                format!("{verb} ECONNREFUSED {first}"),
+            ));
+        }
+        Err(WireError::new(
+            ErrorCode::Eacces,
+            format!("{verb} EACCES: {}", self.config.policy.denial(first)),
+        ))
+    }
+
+    /// The host connection a guest's socket id names, if it is one.
+    pub(crate) fn host_of(&self, sid: SessionId, socket: SocketId) -> Option<&HostTcp> {
+        match self.session(sid)?.handle(socket.0)? {
+            Handle::Host(key) => self.hosts.get(&key),
+            _ => None,
+        }
+    }
+
+    /// Frees a host connection: its id, its VM slot, its kernel socket (deregistered,
+    /// then closed). Pushes `close` if `notify_guest`.
+    pub fn close_host(&mut self, key: HostKey, notify_guest: bool, had_error: bool) {
+        let Some(tcp) = self.hosts.remove(&key) else {
+            return;
+        };
+        tcp.forget();
+        let (sid, id) = (tcp.session(), tcp.id());
+        if let Some(session) = self.sessions.get_mut(&sid) {
+            session.remove(id.0);
+            let vm = session.vm.clone();
+            if notify_guest {
+                session
+                    .out
+                    .deliver(EventBody::socket_closed(id, had_error), &[]);
+            }
+            if let Some(vm) = self.vms.get_mut(&vm) {
+                vm.open -= 1;
+            }
+        }
+    }
+}
+
+/// A host socket's I/O error as the guest sees it: the POSIX code, and a message
+/// `"{what} {CODE}: {error}"` in Node's style.
+pub(crate) fn io_wire_error(what: &str, e: &std::io::Error) -> WireError {
+    let code = ErrorCode::from_io_error(e);
+    let message = format!("{what} {}: {e}", code.as_str());
+    WireError::new(code, message)
+}
+
+thread_local! {
+    /// The read buffer of handlers: they all run on the readiness thread, one at a time,
+    /// so one buffer serves every host socket (not 64 KiB per socket, nor a fresh one per
+    /// event).
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's read buffer, at least `len` bytes long.
+pub(crate) fn with_read_buffer<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    READ_BUFFER.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        f(&mut buf[..len])
+    })
+}
+
+/// The RPC loop's side of [`HostNotice`]s: frees finished host connections.
+pub async fn reap(
+    core: std::rc::Rc<std::cell::RefCell<Core>>,
+    mut notices: tokio::sync::mpsc::UnboundedReceiver<HostNotice>,
+) {
+    while let Some(notice) = notices.recv().await {
+        core.borrow_mut()
+            .close_host(notice.key, true, notice.had_error);
+    }
+}
