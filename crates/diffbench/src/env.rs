@@ -1,6 +1,11 @@
 //! Where the guests of a run come from: an embedded sidecar (in-process transport, the
 //! default) or a separate `sidecar serve --listen` process (`--transport unix`, as a
 //! deployed guest sees it), and how a guest thread is started.
+//!
+//! Either sidecar has the run's VM ([`VM`]) plus [`SCALE_VMS`] more for `scale_10k`
+//! (which spreads its sockets over many VMs, as a host would), and allows
+//! `127.0.0.1` (all ports): the `*_ext` rows and `scale_10k` reach a native server
+//! process on the host's loopback through host kernel sockets.
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};
@@ -21,6 +26,23 @@ use sidecar_protocol::{CreditParams, Endpoint, EventBody, ListenParams, SocketId
 
 pub const VM: &str = "bench";
 const SECRET: &str = "bench-secret";
+/// The VMs `scale_10k` spreads its guests over: [`scale_vm`]`(0..SCALE_VMS)`.
+pub const SCALE_VMS: usize = 100;
+/// What the sidecar lets guests reach outside their VM: the native server process.
+const ALLOW: &str = "127.0.0.1";
+
+/// The name of the `i`-th extra VM of `scale_10k`.
+pub fn scale_vm(i: usize) -> String {
+    format!("scale-{i:03}")
+}
+
+fn secret_of(vm: &str) -> String {
+    format!("{SECRET}-{vm}")
+}
+
+fn allow_rule() -> sidecar::AllowRule {
+    ALLOW.parse().expect("a valid allow rule")
+}
 
 /// Makes guest clients; cheap to clone, `Send`.
 #[derive(Clone)]
@@ -85,7 +107,7 @@ impl<A: Future<Output = ()>, B: Future<Output = ()>> Future for Either<A, B> {
 
 impl Connector {
     fn new(kind: ConnectorKind) -> Connector {
-        let client = Self::connect(&kind, false);
+        let client = Self::connect(&kind, VM, false);
         let connector = Connector {
             kind,
             control: Arc::new(Mutex::new(client)),
@@ -105,10 +127,11 @@ impl Connector {
         self.control.lock().expect("control")
     }
 
-    fn connect(kind: &ConnectorKind, poll: bool) -> Client {
+    fn connect(kind: &ConnectorKind, vm: &str, poll: bool) -> Client {
+        let secret = secret_of(vm);
         let hello = match poll {
-            true => Client::hello_params_poll(VM, SECRET),
-            false => Client::hello_params(VM, SECRET),
+            true => Client::hello_params_poll(vm, secret),
+            false => Client::hello_params(vm, secret),
         };
         match kind {
             ConnectorKind::Embedded(sidecar) => {
@@ -123,7 +146,14 @@ impl Connector {
 
     /// A new guest session, push or poll mode.
     pub fn client(&self, poll: bool) -> Client {
-        Self::connect(&self.kind, poll)
+        Self::connect(&self.kind, VM, poll)
+    }
+
+    /// A new guest session of VM `vm` (one of [`scale_vm`]'s, or [`VM`]), push or poll
+    /// mode. Only [`VM`] has the control listener, so guests of other VMs are not
+    /// started with [`Connector::spawn`]: their threads must end by themselves.
+    pub fn client_in(&self, vm: &str, poll: bool) -> Client {
+        Self::connect(&self.kind, vm, poll)
     }
 
     pub fn guest(&self, poll: bool) -> GuestLoop {
@@ -142,7 +172,7 @@ impl Connector {
         let handle = thread::Builder::new()
             .name(name.into())
             .spawn(move || {
-                let lp = GuestLoop::new(Connector::connect(&kind, poll)).expect("guest loop");
+                let lp = GuestLoop::new(Connector::connect(&kind, VM, poll)).expect("guest loop");
                 let handle = lp.handle();
                 lp.block_on(async move {
                     let stop = UnixStream::connect(&handle, CONTROL_PATH)
@@ -189,7 +219,14 @@ pub struct Env {
 
 impl Env {
     pub fn embedded() -> Result<Env> {
-        let sidecar = Sidecar::start(SidecarConfig::default().with_vm(VM, SECRET))?;
+        let mut config = SidecarConfig::default()
+            .with_vm(VM, secret_of(VM))
+            .with_allow(allow_rule());
+        for i in 0..SCALE_VMS {
+            let vm = scale_vm(i);
+            config = config.with_vm(&vm, secret_of(&vm));
+        }
+        let sidecar = Sidecar::start(config)?;
         Ok(Env {
             connector: Connector::new(ConnectorKind::Embedded(Arc::new(sidecar))),
             transport: "inproc",
@@ -211,10 +248,13 @@ impl Env {
         }
         let dir = tempfile::tempdir()?;
         let socket = dir.path().join("sidecar.sock");
+        let vms = std::iter::once(VM.to_owned()).chain((0..SCALE_VMS).map(scale_vm));
+        let vm_args = vms.flat_map(|vm| ["--vm".to_owned(), format!("{vm}={}", secret_of(&vm))]);
         let mut child = Command::new(&binary)
             .args(["serve", "--listen"])
             .arg(&socket)
-            .args(["--vm", &format!("{VM}={SECRET}")])
+            .args(vm_args)
+            .args(["--allow", ALLOW])
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .spawn()

@@ -2,6 +2,10 @@
 //! sidecar), `guest-poll` (the old way: re-poll with `wait_ms = 0` on a 4 ms timer) and
 //! `guest-push` — in one run, one table, a JSON file and an SVG chart. Run it through
 //! `scripts/benchmarks/run`, which builds it in release mode first.
+//!
+//! The binary is also its own helper processes, selected by hidden flags handled before
+//! anything else (see `selfexec.rs`): `--pipe-echo` (the far end of `pipe_rtt`) and
+//! `--ext-server` (the native servers of the `*_ext` rows, `scale_10k`, `tcp_bulk_ext`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,10 +13,13 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Parser;
 use diffbench::env::Env;
+use diffbench::ext_server::{self, ExtServer};
 use diffbench::result::RowResult;
 use diffbench::rows::echo::{self, Kind};
-use diffbench::rows::{accept, bulk, cpu, http, idle, pipe, run_latency, Budget, HopFloor, Lane};
-use diffbench::table;
+use diffbench::rows::{
+    accept, bulk, bulk_ext, cpu, ext, http, idle, pipe, run_latency, scale, Budget, HopFloor, Lane,
+};
+use diffbench::{fdlimit, table};
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +57,9 @@ struct Args {
     /// Internal: the child side of `pipe_rtt`.
     #[arg(long, hide = true)]
     pipe_echo: bool,
+    /// Internal: the native server process of the `*_ext` rows.
+    #[arg(long, hide = true)]
+    ext_server: bool,
 }
 
 const LATENCY_ROWS: [&str; 5] = [
@@ -58,6 +68,15 @@ const LATENCY_ROWS: [&str; 5] = [
     "unix_accept",
     "tcp_echo_64k",
     "http_loopback_get",
+];
+
+/// Rows that need the native server process.
+const EXT_ROWS: [&str; 5] = [
+    ext::ROWS[0],
+    ext::ROWS[1],
+    ext::ROWS[2],
+    scale::ROW,
+    bulk_ext::ROW,
 ];
 
 fn machine() -> serde_json::Value {
@@ -125,10 +144,16 @@ fn latency_lanes(env: &Env, row: &str, budget: Budget) -> Vec<Lane> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    // Helper processes first: they must never reach a row (which could start helpers).
     if args.pipe_echo {
         pipe::echo_main();
         return Ok(());
     }
+    if args.ext_server {
+        return ext_server::serve_main();
+    }
+    // Before any child starts, so they inherit it: scale_10k needs 10,000 descriptors.
+    fdlimit::raise_to_hard();
     let wanted = |row: &str| {
         args.rows
             .as_ref()
@@ -152,8 +177,21 @@ fn main() -> Result<()> {
         "unix" => Env::process()?,
         _ => Env::embedded()?,
     };
+    // One native server process for the run, shared by every row that needs it.
+    let ext = match EXT_ROWS.iter().any(|r| wanted(r)) {
+        true => Some(ExtServer::start()?),
+        false => None,
+    };
+    let ext_ports = ext.as_ref().map(|server| server.ports);
+    // Guest lanes that could not start (e.g. host sockets not allowed): left out of the
+    // table, listed after it, and failing a gate.
+    let mut failures: Vec<String> = Vec::new();
     let mut results: Vec<RowResult> = Vec::new();
-    let latency_rows: Vec<&str> = LATENCY_ROWS.into_iter().filter(|r| wanted(r)).collect();
+    let latency_rows: Vec<&str> = LATENCY_ROWS
+        .into_iter()
+        .chain(ext::ROWS)
+        .filter(|r| wanted(r))
+        .collect();
     if wanted("pipe_rtt") || !latency_rows.is_empty() {
         let mut floor = HopFloor::new(Lane {
             name: "host",
@@ -166,8 +204,14 @@ fn main() -> Result<()> {
         }
         for row in latency_rows {
             eprintln!("running {row} (and pipe_rtt)");
-            let lanes = latency_lanes(&env, row, budget);
-            results.extend(run_latency(row, lanes, budget, 2, Some(&mut floor)));
+            let (lanes, k) = match ext_ports {
+                Some(ports) if ext::ROWS.contains(&row) => (
+                    ext::lanes(&env.connector, &ports, row, budget, &mut failures),
+                    ext::GUEST_ENDPOINTS,
+                ),
+                _ => (latency_lanes(&env, row, budget), 2),
+            };
+            results.extend(run_latency(row, lanes, budget, k, Some(&mut floor)));
         }
         results.insert(0, floor.result());
     }
@@ -191,6 +235,24 @@ fn main() -> Result<()> {
         };
         results.extend(bulk::measure(&env, total, rounds));
     }
+    if let (true, Some(ports)) = (wanted(scale::ROW), ext_ports) {
+        eprintln!("running {}", scale::ROW);
+        match scale::measure(&env.connector, ports.scale_echo, args.quick) {
+            Ok(row) => results.push(row),
+            Err(e) => failures.push(format!("{} guest-push: {e}", scale::ROW)),
+        }
+    }
+    if let (true, Some(ports)) = (wanted(bulk_ext::ROW), ext_ports) {
+        eprintln!("running {}", bulk_ext::ROW);
+        let (total, rounds) = if args.quick {
+            (64 << 20, 3)
+        } else {
+            (256 << 20, 5)
+        };
+        let rows = bulk_ext::measure(&env.connector, ports.sink, total, rounds, &mut failures);
+        results.extend(rows);
+    }
+    drop(ext);
     // The sidecar's own count: wakes on the data path that a timer caused.
     let timer_origin_wakes = env
         .connector
@@ -201,7 +263,8 @@ fn main() -> Result<()> {
 
     println!("transport: {}   {}", env.transport, machine());
     table::print(&results);
-    let gates = table::gates(&results, timer_origin_wakes);
+    table::print_failures(&failures);
+    let gates = table::gates(&results, timer_origin_wakes, &failures);
     table::print_gates(&gates);
 
     let json = serde_json::json!({
@@ -210,6 +273,7 @@ fn main() -> Result<()> {
         "transport": env.transport,
         "quick": args.quick,
         "timer_origin_wakes": timer_origin_wakes,
+        "failures": failures,
         "gates": gates.iter().map(|g| serde_json::json!({"gate": g.name, "figure": g.figure, "passed": g.passed})).collect::<Vec<_>>(),
     });
     for path in [&args.json, &args.svg] {

@@ -25,6 +25,9 @@ pub struct RowResult {
     pub wake_source: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_us_per_event: Option<f64>,
+    /// `scale_10k`: the p99 of the same paced stream over 10 sockets (its gate's yardstick).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_p99_us: Option<f64>,
 }
 
 /// The three lanes, in table order.

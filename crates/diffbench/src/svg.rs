@@ -16,7 +16,10 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::result::{RowResult, LANES};
 
+/// The smallest chart; it grows wider with the row count ([`GROUP_PX`] per row) so that,
+/// with the `*_ext` rows and `scale_10k`, bars stay wide and row names fit level.
 const SIZE: (u32, u32) = (1000, 500);
+const GROUP_PX: u32 = 124;
 /// host, guest-poll, guest-push, then any later lanes (e.g. Node) in order of appearance.
 const PALETTE: [u32; 6] = [0x4c72b0, 0xdd8452, 0x55a868, 0xc44e52, 0x8172b3, 0x937860];
 const FONT: &str = "sans-serif";
@@ -54,15 +57,16 @@ pub fn render_svg_string(rows: &[RowResult], title: &str) -> Result<String> {
             p99,
         });
     }
+    let size = (SIZE.0.max(100 + GROUP_PX * groups.len() as u32), SIZE.1);
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, SIZE).into_drawing_area();
+        let root = SVGBackend::with_string(&mut out, size).into_drawing_area();
         root.fill(&WHITE)?;
         let (head, body) = root.split_vertically(60);
         let caption = format!("{title} — latency, µs (log scale)");
         let centred =
             TextStyle::from((FONT, 22).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
-        head.draw(&Text::new(caption, (SIZE.0 as i32 / 2, 8), centred))?;
+        head.draw(&Text::new(caption, (size.0 as i32 / 2, 8), centred))?;
         if bars.is_empty() {
             body.draw(&Text::new("no latency rows", (20, 20), (FONT, 16)))?;
         } else {
@@ -96,7 +100,7 @@ fn draw_chart(root: &Area<'_>, groups: &[&str], lanes: &[&str], bars: &[Bar]) ->
     // Row names horizontally when they fit under their group, else rotated to read downwards.
     let n = groups.len();
     let label_px = groups.iter().map(|g| text_px(g)).max().unwrap_or(0);
-    let rotate = label_px + 10 > (SIZE.0 as i32 - 100) / n as i32;
+    let rotate = label_px + 10 > (root.dim_in_pixel().0 as i32 - 100) / n as i32;
     let mut chart = ChartBuilder::on(root)
         .margin(12)
         .x_label_area_size(if rotate { label_px + 16 } else { 30 })
@@ -231,6 +235,34 @@ mod tests {
         assert!(svg.matches("<polyline").count() >= 5);
         // Axis from 1 µs up to the decade above the 51 ms p99.
         assert!(svg.contains("1 µs") && svg.contains("100 ms"));
+    }
+
+    #[test]
+    fn svg_grows_with_the_rows_and_keeps_names_level() {
+        let names = [
+            "pipe_rtt",
+            "udp_echo_small",
+            "unix_echo_small",
+            "unix_accept",
+            "tcp_echo_64k",
+            "http_loopback_get",
+            "udp_echo_ext",
+            "tcp_echo_ext",
+            "http_get_ext",
+            "scale_10k",
+        ];
+        let rows: Vec<RowResult> = names
+            .iter()
+            .flat_map(|name| {
+                LANES
+                    .into_iter()
+                    .map(move |lane| row(name, lane, Some(50.0), Some(200.0)))
+            })
+            .collect();
+        let svg = render_svg_string(&rows, "t").unwrap();
+        assert!(svg.contains(&format!("width=\"{}\"", 100 + GROUP_PX * 10)));
+        assert!(!svg.contains("rotate(90"), "row names rotated");
+        assert!(names.iter().all(|name| svg.contains(name)));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! Derived columns for latency rows: the guest lanes' tax vs host (p50 ratio), the push
 //! lane's speed-up vs poll, and the **hop floor ratio**: guest-push p50 / (host p50 +
 //! k × pipe_rtt p50), k = `guest_endpoints` — what a guest pays beyond its hops.
+//! `scale_10k` is a latency row too, but under a paced load: its yardstick is its own
+//! 10-socket baseline (`baseline_p99_us`), not the hop floor.
 
 use crate::result::RowResult;
 
@@ -51,6 +53,13 @@ pub fn print(rows: &[RowResult]) {
             r.wakeups_per_s
                 .map(|v| format!("{v:.1} wakeups/s ({} sockets)", r.sockets.unwrap_or(0))),
             r.cpu_us_per_event.map(|v| format!("{v:.2} CPU µs/event")),
+            r.baseline_p99_us.map(|b| {
+                let sockets = r.sockets.unwrap_or(0);
+                format!(
+                    "{sockets} sockets over {} VMs; 10-socket p99 {b:.1} µs",
+                    sockets / 100
+                )
+            }),
         ]
         .into_iter()
         .flatten()
@@ -83,12 +92,36 @@ pub struct Gate {
     pub passed: Option<bool>,
 }
 
-pub fn gates(rows: &[RowResult], timer_origin_wakes: Option<u64>) -> Vec<Gate> {
+/// Guest lanes that could not start, listed under the table.
+pub fn print_failures(failures: &[String]) {
+    if failures.is_empty() {
+        return;
+    }
+    println!("\nlanes left out (they could not start):");
+    for failure in failures {
+        println!("  {failure}");
+    }
+}
+
+pub fn gates(
+    rows: &[RowResult],
+    timer_origin_wakes: Option<u64>,
+    failures: &[String],
+) -> Vec<Gate> {
     let mut gates = Vec::new();
+    gates.push(Gate {
+        name: "every lane started".into(),
+        figure: match failures.len() {
+            0 => "all".into(),
+            n => format!("{n} left out"),
+        },
+        passed: Some(failures.is_empty()),
+    });
     let latency_rows: Vec<&str> = {
         let mut names: Vec<&str> = rows
             .iter()
-            .filter(|r| r.lane == "guest-push" && r.p50_us.is_some())
+            .filter(|r| r.p50_us.is_some() && r.row != "pipe_rtt")
+            .filter(|r| r.row != "scale_10k")
             .map(|r| r.row.as_str())
             .collect();
         names.dedup();
@@ -102,7 +135,7 @@ pub fn gates(rows: &[RowResult], timer_origin_wakes: Option<u64>) -> Vec<Gate> {
             passed: ratio.map(|r| r <= 1.25),
         });
     }
-    for row in ["udp_echo_small", "unix_echo_small"] {
+    for row in ["udp_echo_small", "unix_echo_small", "udp_echo_ext"] {
         let s = speedup(rows, row);
         gates.push(Gate {
             name: format!("push speed-up ≥ 30× over poll on {row}"),
@@ -138,6 +171,23 @@ pub fn gates(rows: &[RowResult], timer_origin_wakes: Option<u64>) -> Vec<Gate> {
         name: "tcp_bulk guest ≥ 40 % of host".into(),
         figure: bulk.map_or("-".into(), |(g, h)| format!("{:.0} %", 100.0 * g / h)),
         passed: bulk.map(|(g, h)| g >= 0.4 * h),
+    });
+    let scale = find(rows, "scale_10k", "guest-push")
+        .and_then(|r| Some((r.p99_us?, r.baseline_p99_us?, r.sockets.unwrap_or(0))));
+    gates.push(Gate {
+        name: "scale_10k p99 ≤ 2× its 10-socket baseline".into(),
+        figure: scale.map_or("-".into(), |(p, b, n)| {
+            format!("{p:.1} µs vs {b:.1} µs = {:.2}× ({n} sockets)", p / b)
+        }),
+        passed: scale.map(|(p, b, _)| p <= 2.0 * b),
+    });
+    let bulk_ext = find(rows, "tcp_bulk_ext", "guest-push")
+        .and_then(|r| r.gib_per_s)
+        .zip(find(rows, "tcp_bulk_ext", "host").and_then(|r| r.gib_per_s));
+    gates.push(Gate {
+        name: "tcp_bulk_ext guest ≥ 40 % of native".into(),
+        figure: bulk_ext.map_or("-".into(), |(g, h)| format!("{:.0} %", 100.0 * g / h)),
+        passed: bulk_ext.map(|(g, h)| g >= 0.4 * h),
     });
     gates
 }

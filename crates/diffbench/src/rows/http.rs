@@ -1,5 +1,7 @@
 //! `http_loopback_get`: a minimal HTTP/1.1 keep-alive GET, request and response parsed
-//! for real with `httparse` on both sides (not a byte-count shortcut).
+//! for real with `httparse` on both sides (not a byte-count shortcut). The request, the
+//! response and both parsers are shared with `http_get_ext` (`rows/ext.rs`) and its
+//! native server (`ext_server.rs`).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream as StdTcpStream};
@@ -12,12 +14,13 @@ use guest_client::{TcpListener as GTcpListener, TcpStream};
 use super::{port_of, Runner};
 use crate::env::Connector;
 
-const REQUEST: &[u8] = b"GET /hello HTTP/1.1\r\nHost: bench\r\nConnection: keep-alive\r\n\r\n";
-const RESPONSE: &[u8] =
+pub(crate) const REQUEST: &[u8] =
+    b"GET /hello HTTP/1.1\r\nHost: bench\r\nConnection: keep-alive\r\n\r\n";
+pub(crate) const RESPONSE: &[u8] =
     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nConnection: keep-alive\r\n\r\nHello, world!";
 
 /// Whether `buf` holds a complete request; returns its length.
-fn request_len(buf: &[u8]) -> Option<usize> {
+pub(crate) fn request_len(buf: &[u8]) -> Option<usize> {
     let mut headers = [httparse::EMPTY_HEADER; 16];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
@@ -31,7 +34,7 @@ fn request_len(buf: &[u8]) -> Option<usize> {
 }
 
 /// Whether `buf` holds a complete response (headers + Content-Length body).
-fn response_len(buf: &[u8]) -> Option<usize> {
+pub(crate) fn response_len(buf: &[u8]) -> Option<usize> {
     let mut headers = [httparse::EMPTY_HEADER; 16];
     let mut res = httparse::Response::new(&mut headers);
     match res.parse(buf) {

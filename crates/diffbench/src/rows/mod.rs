@@ -3,11 +3,14 @@
 
 pub mod accept;
 pub mod bulk;
+pub mod bulk_ext;
 pub mod cpu;
 pub mod echo;
+pub mod ext;
 pub mod http;
 pub mod idle;
 pub mod pipe;
+pub mod scale;
 
 use hdrhistogram::Histogram;
 

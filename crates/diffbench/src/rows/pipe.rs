@@ -1,8 +1,9 @@
 //! `pipe_rtt`: a cross-process pipe round trip, the hop floor, measured in the same run.
-//! The child is this very binary started with `--pipe-echo`, echoing stdin to stdout.
+//! The child is this very binary started with `--pipe-echo` (see [`crate::selfexec`]),
+//! echoing stdin to stdout.
 
 use std::io::{Read, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::time::Instant;
 
 use super::Runner;
@@ -77,9 +78,7 @@ impl Drop for Echo {
 }
 
 pub fn host() -> Runner {
-    let exe = std::env::current_exe().expect("own path");
-    let mut child = Command::new(exe)
-        .arg("--pipe-echo")
+    let mut child = crate::selfexec::command("--pipe-echo")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
