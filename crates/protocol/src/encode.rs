@@ -58,13 +58,9 @@ pub fn encode_call<P: CallParams>(
     max_frame: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), FrameError> {
-    let view = CallView {
-        id,
-        method: P::METHOD.as_str(),
-        params,
-        noreply,
-    };
-    encode_serialized(&view, payload, max_frame, out)
+    encode_call_head(id, params, noreply, payload.len(), max_frame, out)?;
+    out.extend_from_slice(payload);
+    Ok(())
 }
 
 /// Appends a successful reply frame (`payload` only for a poll reply carrying a `data` or

@@ -7,16 +7,15 @@ use std::cell::RefCell;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Instant;
 
-use readiness::{Action, Interest};
-use sidecar_protocol::{capability, Address, ErrorCode, SocketId, WireError};
+use readiness::Interest;
+use sidecar_protocol::{Address, ErrorCode, SocketId, WireError};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use super::io_wire_error;
 use super::pairing::{self, PairWait, PendingPair};
-use super::tcp::{HostTcp, TcpShared};
-use super::{io_wire_error, HostKey};
+use super::tcp::HostTcp;
 use crate::calls::Responder;
 use crate::core::{Core, Handle, SessionId};
 
@@ -133,15 +132,7 @@ fn start(
     responder: &Responder,
 ) -> Result<(HostTcp, Option<u16>), Failure> {
     core.check_room(sid, 1).map_err(Failure::Fatal)?;
-    let session = core.session_mut(sid).map_err(Failure::Fatal)?;
-    let window = session.has(capability::CREDIT).then_some(session.credit);
-    let out = Arc::clone(&session.out);
-    let id = SocketId(session.mint_id());
-    let key = HostKey(core.next_key());
-    let limits = (
-        core.config.limits.write_high_water,
-        core.config.limits.write_hard_limit,
-    );
+    let id = SocketId(core.session_mut(sid).map_err(Failure::Fatal)?.mint_id());
     let io_failure = |e: io::Error| Failure::Next(connect_error(addr, &e));
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
         .map_err(io_failure)?;
@@ -184,34 +175,16 @@ fn start(
         }
     }
     let stream = TcpStream::from(socket);
-    let shared = TcpShared::new(key, sid, id, out, window, limits, core.host.notices.clone());
-    let handler = Arc::clone(&shared);
-    let registered = core.host.reactor.register(
-        stream,
-        Interest::WRITABLE,
-        Action::handler(move |stream: &TcpStream, ready| handler.on_ready(stream, ready)),
-    );
-    let reg = match registered {
-        Ok(reg) => reg,
+    let remote = Address::Inet(addr);
+    match HostTcp::register(core, sid, id, stream, Interest::WRITABLE, remote) {
+        Ok(tcp) => Ok((tcp, pair_port)),
         Err(e) => {
             if let Some(port) = pair_port {
                 core.pairing.remove(&port);
             }
-            return Err(io_failure(e));
+            Err(io_failure(e))
         }
-    };
-    let local = reg
-        .get_ref()
-        .local_addr()
-        .map(Address::Inet)
-        .unwrap_or_else(|_| Address::Unix(String::new()));
-    let tcp = HostTcp {
-        reg,
-        shared,
-        local,
-        remote: Address::Inet(addr),
-    };
-    Ok((tcp, pair_port))
+    }
 }
 
 /// Connected: hand the guest its socket (reply + `connect`), then start reading, so no

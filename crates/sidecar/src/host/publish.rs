@@ -19,10 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use readiness::{Action, Interest, Registration};
-use sidecar_protocol::{capability, Address, EventBody, SocketId};
+use sidecar_protocol::{Address, EventBody, SocketId};
 
-use super::tcp::{HostTcp, TcpShared};
-use super::HostKey;
+use super::tcp::HostTcp;
 use crate::core::{Core, Handle};
 use crate::metrics::bump;
 use crate::policy::Proto;
@@ -146,43 +145,19 @@ impl Core {
         let Some(session) = self.sessions.get_mut(&sid) else {
             return;
         };
-        let window = session.has(capability::CREDIT).then_some(session.credit);
         let out = Arc::clone(&session.out);
         let id = SocketId(session.mint_id());
-        let key = HostKey(self.next_key());
-        let limits = (
-            self.config.limits.write_high_water,
-            self.config.limits.write_hard_limit,
-        );
-        let shared = TcpShared::new(
-            key,
-            sid,
-            id,
-            Arc::clone(&out),
-            window,
-            limits,
-            self.host.notices.clone(),
-        );
-        let handler = Arc::clone(&shared);
-        let registered = self.host.reactor.register(
-            stream,
-            Interest::NONE,
-            Action::handler(move |stream: &TcpStream, ready| handler.on_ready(stream, ready)),
-        );
-        let reg = match registered {
-            Ok(reg) => reg,
+        let remote = Address::Inet(peer);
+        let mut tcp = match HostTcp::register(self, sid, id, stream, Interest::NONE, remote) {
+            Ok(tcp) => tcp,
             Err(e) => {
                 tracing::warn!(%e, "cannot register a published connection");
                 bump(&self.metrics.published_refused);
                 return;
             }
         };
-        let tcp = HostTcp {
-            reg,
-            shared,
-            local: server_local.clone(),
-            remote: Address::Inet(peer),
-        };
+        tcp.local = server_local.clone();
+        let key = tcp.key();
         let session = self.sessions.get_mut(&sid).expect("looked up");
         session.insert_at(id.0, Handle::Host(key));
         if let Some(vm) = self.vms.get_mut(vm_name) {

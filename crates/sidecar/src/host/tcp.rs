@@ -21,12 +21,14 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use readiness::{Interest, Next, Readiness, Registration};
-use sidecar_protocol::{Address, ErrorCode, EventBody, SocketId, WireError, WriteResult};
+use readiness::{Action, Interest, Next, Readiness, Registration};
+use sidecar_protocol::{
+    capability, Address, ErrorCode, EventBody, SocketId, WireError, WriteResult,
+};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{io_wire_error, with_read_buffer, HostKey, HostNotice};
-use crate::core::SessionId;
+use crate::core::{Core, SessionId};
 use crate::outbound::Outbound;
 
 /// Largest single read (and so largest `data` event) from a host socket.
@@ -261,6 +263,49 @@ impl TcpShared {
 }
 
 impl HostTcp {
+    /// A host connection for guest socket `id` of session `sid` (its id minted already),
+    /// registered with the readiness thread with its inline handler and `interest`; not
+    /// open yet ([`HostTcp::open`] starts the data flow).
+    pub(crate) fn register(
+        core: &mut Core,
+        sid: SessionId,
+        id: SocketId,
+        stream: TcpStream,
+        interest: Interest,
+        remote: Address,
+    ) -> io::Result<HostTcp> {
+        let session = core
+            .sessions
+            .get(&sid)
+            .ok_or_else(|| io::Error::other("the session has ended"))?;
+        let window = session.has(capability::CREDIT).then_some(session.credit);
+        let out = Arc::clone(&session.out);
+        let key = HostKey(core.next_key());
+        let limits = (
+            core.config.limits.write_high_water,
+            core.config.limits.write_hard_limit,
+        );
+        let notices = core.host.notices.clone();
+        let shared = TcpShared::new(key, sid, id, out, window, limits, notices);
+        let handler = Arc::clone(&shared);
+        let reg = core.host.reactor.register(
+            stream,
+            interest,
+            Action::handler(move |stream: &TcpStream, ready| handler.on_ready(stream, ready)),
+        )?;
+        let local = reg
+            .get_ref()
+            .local_addr()
+            .map(Address::Inet)
+            .unwrap_or_else(|_| Address::Unix(String::new()));
+        Ok(HostTcp {
+            reg,
+            shared,
+            local,
+            remote,
+        })
+    }
+
     /// The connect completed and was announced: start reading (and pushing).
     pub(crate) fn open(&self) {
         let wanted = {
