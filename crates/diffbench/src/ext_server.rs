@@ -20,7 +20,7 @@ use std::thread;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::rows::http::{request_len, RESPONSE};
+use crate::rows::http::serve_keep_alive;
 
 /// The server's ports, all on `127.0.0.1`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -90,7 +90,7 @@ pub fn serve_main() -> Result<()> {
     let ports = ExtPorts {
         tcp_echo: serve_tcp("tcp-echo", echo)?,
         udp_echo: serve_udp()?,
-        http: serve_tcp("http", http)?,
+        http: serve_tcp("http", serve_keep_alive)?,
         sink: serve_tcp("sink", sink)?,
         scale_echo: scale::serve()?,
     };
@@ -128,23 +128,6 @@ fn echo(mut stream: TcpStream) {
     while let Ok(n @ 1..) = stream.read(&mut buf) {
         if stream.write_all(&buf[..n]).is_err() {
             return;
-        }
-    }
-}
-
-/// HTTP/1.1 keep-alive: one response per complete request, parsed with `httparse`.
-fn http(mut stream: TcpStream) {
-    let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
-    loop {
-        while let Some(n) = request_len(&buf) {
-            buf.drain(..n);
-            if stream.write_all(RESPONSE).is_err() {
-                return;
-            }
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
 }

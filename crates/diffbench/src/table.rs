@@ -164,14 +164,7 @@ pub fn gates(
         }),
         passed: cpu.map(|(g, h)| g <= 1.5 * h),
     });
-    let bulk = find(rows, "tcp_bulk", "guest-push")
-        .and_then(|r| r.gib_per_s)
-        .zip(find(rows, "tcp_bulk", "host").and_then(|r| r.gib_per_s));
-    gates.push(Gate {
-        name: "tcp_bulk guest ≥ 40 % of host".into(),
-        figure: bulk.map_or("-".into(), |(g, h)| format!("{:.0} %", 100.0 * g / h)),
-        passed: bulk.map(|(g, h)| g >= 0.4 * h),
-    });
+    gates.push(bulk_gate(rows, "tcp_bulk", "tcp_bulk guest ≥ 40 % of host"));
     let scale = find(rows, "scale_10k", "guest-push")
         .and_then(|r| Some((r.p99_us?, r.baseline_p99_us?, r.sockets.unwrap_or(0))));
     gates.push(Gate {
@@ -181,15 +174,24 @@ pub fn gates(
         }),
         passed: scale.map(|(p, b, _)| p <= 2.0 * b),
     });
-    let bulk_ext = find(rows, "tcp_bulk_ext", "guest-push")
-        .and_then(|r| r.gib_per_s)
-        .zip(find(rows, "tcp_bulk_ext", "host").and_then(|r| r.gib_per_s));
-    gates.push(Gate {
-        name: "tcp_bulk_ext guest ≥ 40 % of native".into(),
-        figure: bulk_ext.map_or("-".into(), |(g, h)| format!("{:.0} %", 100.0 * g / h)),
-        passed: bulk_ext.map(|(g, h)| g >= 0.4 * h),
-    });
+    gates.push(bulk_gate(
+        rows,
+        "tcp_bulk_ext",
+        "tcp_bulk_ext guest ≥ 40 % of native",
+    ));
     gates
+}
+
+/// A throughput row's gate: its guest-push lane at least 40 % of its host lane.
+fn bulk_gate(rows: &[RowResult], row: &str, name: &str) -> Gate {
+    let bulk = find(rows, row, "guest-push")
+        .and_then(|r| r.gib_per_s)
+        .zip(find(rows, row, "host").and_then(|r| r.gib_per_s));
+    Gate {
+        name: name.into(),
+        figure: bulk.map_or("-".into(), |(g, h)| format!("{:.0} %", 100.0 * g / h)),
+        passed: bulk.map(|(g, h)| g >= 0.4 * h),
+    }
 }
 
 pub fn print_gates(gates: &[Gate]) {

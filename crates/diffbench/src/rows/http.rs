@@ -103,25 +103,31 @@ pub fn guest(connector: &Connector, poll: bool) -> Runner {
     })
 }
 
+/// The native HTTP/1.1 keep-alive server: one response per complete request (parsed with
+/// `httparse`), until the client closes. Also the `--ext-server` process's HTTP server.
+pub(crate) fn serve_keep_alive(mut stream: StdTcpStream) {
+    let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+    loop {
+        while let Some(n) = request_len(&buf) {
+            buf.drain(..n);
+            if stream.write_all(RESPONSE).is_err() {
+                return;
+            }
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 pub fn host() -> Runner {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
+        let (stream, _) = listener.accept().unwrap();
         stream.set_nodelay(true).unwrap();
-        let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
-        loop {
-            while let Some(n) = request_len(&buf) {
-                buf.drain(..n);
-                if stream.write_all(RESPONSE).is_err() {
-                    return;
-                }
-            }
-            match stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
+        serve_keep_alive(stream);
     });
     let mut stream = StdTcpStream::connect(addr).unwrap();
     stream.set_nodelay(true).unwrap();
