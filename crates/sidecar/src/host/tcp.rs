@@ -344,18 +344,24 @@ impl HostTcp {
         }
         let mut written = 0;
         if st.pending_bytes == 0 {
-            let mut stream = self.reg.get_ref();
-            while written < payload.len() {
-                match stream.write(&payload[written..]) {
-                    Ok(n) => written += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        shared.fail(&mut st, &e);
-                        shared.finish_if_done(&mut st);
-                        return Err(io_wire_error("write", &e));
-                    }
-                }
+            // The kernel write wakes the peer; the lock is released first, so that the
+            // handler (woken by the peer's answer) never finds it taken and sleeps again.
+            // Only this loop adds to `pending`, so nothing can slip in front meanwhile.
+            drop(st);
+            let outcome = self.write_now(payload, &mut written);
+            st = shared.state.lock();
+            if let Err(e) = outcome {
+                shared.fail(&mut st, &e);
+                shared.finish_if_done(&mut st);
+                return Err(io_wire_error("write", &e));
+            }
+            if st.failed || st.finished {
+                // The handler saw the connection fail meanwhile (after the kernel took
+                // these bytes, or some of them) and has pushed the error that reports it.
+                return Ok(WriteResult {
+                    buffered: 0,
+                    need_drain: false,
+                });
             }
         }
         if written < payload.len() {
@@ -372,6 +378,21 @@ impl HostTcp {
         };
         self.rearm(st);
         Ok(result)
+    }
+
+    /// Writes `payload` to the kernel until done or it would block, counting into
+    /// `written`.
+    fn write_now(&self, payload: &[u8], written: &mut usize) -> io::Result<()> {
+        let mut stream = self.reg.get_ref();
+        while *written < payload.len() {
+            match stream.write(&payload[*written..]) {
+                Ok(n) => *written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// `net.credit`: the guest consumed `bytes`; reading resumes if it had stopped.
