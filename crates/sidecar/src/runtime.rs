@@ -217,20 +217,20 @@ fn run_loop(
                     let _ = reply.send(crate::stats::sidecar_stats(&core.borrow()));
                 }
                 Command::Reload(config, bound, done) => {
-                    core.borrow_mut().apply_config(*config);
+                    let stopping = core.borrow_mut().apply_config(*config);
                     for socket in bound {
                         let key = (socket.host, socket.proto());
                         let task = tokio::task::spawn_local(publish::serve_bound(
                             Rc::clone(&core),
                             socket,
                         ));
-                        core.borrow_mut()
-                            .publishers
-                            .insert(key, task.abort_handle());
+                        core.borrow_mut().publishers.insert(key, task);
                     }
-                    // Let the tasks of removed publications be dropped (their listeners
-                    // closed) before the reload is reported done.
-                    tokio::task::yield_now().await;
+                    // The removed publications' listeners are closed (their tasks
+                    // dropped) before the reload is reported done.
+                    for task in stopping {
+                        let _ = task.await;
+                    }
                     let _ = done.send(());
                 }
             }

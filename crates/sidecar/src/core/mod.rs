@@ -77,7 +77,7 @@ pub struct Core {
     pub host: HostNet,
     /// Published host ports → where they lead, and the tasks serving them.
     pub(crate) published: HashMap<std::net::SocketAddr, Published>,
-    pub(crate) publishers: HashMap<(std::net::SocketAddr, Proto), tokio::task::AbortHandle>,
+    pub(crate) publishers: HashMap<(std::net::SocketAddr, Proto), tokio::task::JoinHandle<()>>,
     /// Published UDP addresses → where they lead, and (once served) their sockets.
     pub(crate) published_udp_targets: HashMap<std::net::SocketAddr, Published>,
     pub(crate) udp_publications:
@@ -120,7 +120,11 @@ impl Core {
     /// A reloaded operator configuration: new VMs get their (empty) socket tables; VMs
     /// that are gone keep theirs while sessions remain (they can no longer be attached
     /// to, as their secret is gone with them).
-    pub fn apply_config(&mut self, config: SidecarConfig) {
+    ///
+    /// Returns the tasks of publications removed: aborted, they close their listeners
+    /// once the loop drops them, which awaiting them waits for.
+    #[must_use = "await the removed publications' tasks: their listeners close when they end"]
+    pub fn apply_config(&mut self, config: SidecarConfig) -> Vec<tokio::task::JoinHandle<()>> {
         for name in config.vms.keys() {
             self.vms
                 .entry(name.clone())
@@ -155,16 +159,20 @@ impl Core {
         self.published = targets(Proto::Tcp);
         self.published_udp_targets = targets(Proto::Udp);
         let (tcp, udp) = (&self.published, &self.published_udp_targets);
-        self.publishers.retain(|(host, proto), task| {
-            let keep = match proto {
-                Proto::Tcp => tcp.contains_key(host),
-                Proto::Udp => udp.contains_key(host),
-            };
-            if !keep {
-                task.abort();
-            }
-            keep
-        });
+        let removed: Vec<_> = self
+            .publishers
+            .keys()
+            .filter(|(host, proto)| match proto {
+                Proto::Tcp => !tcp.contains_key(host),
+                Proto::Udp => !udp.contains_key(host),
+            })
+            .copied()
+            .collect();
+        let stopping: Vec<_> = removed
+            .iter()
+            .filter_map(|key| self.publishers.remove(key))
+            .inspect(|task| task.abort())
+            .collect();
         // A UDP publication that stays may lead elsewhere now; one that goes, goes.
         self.udp_publications
             .retain(|host, publication| match udp.get(host) {
@@ -176,6 +184,7 @@ impl Core {
                 None => false,
             });
         self.config = Arc::new(config);
+        stopping
     }
 
     /// A fresh sidecar-wide key (sessions, streams, servers share the counter).
