@@ -27,6 +27,7 @@ pub mod outbound;
 pub mod parked;
 pub mod policy;
 pub mod runtime;
+pub mod shutdown;
 pub mod stats;
 pub mod transport;
 

@@ -102,6 +102,9 @@ pub struct Metrics {
     /// whose accept did not come in time (they stayed on the kernel path).
     pub pairs_made: AtomicU64,
     pub pairs_missed: AtomicU64,
+    /// Sessions whose queued events were not all written within the shutdown's grace
+    /// period (their guests were not reading); what was left was dropped.
+    pub shutdown_unflushed_sessions: AtomicU64,
 }
 
 pub fn bump(counter: &AtomicU64) {
@@ -134,6 +137,7 @@ impl Metrics {
             "published_refused": get(&self.published_refused),
             "pairs_made": get(&self.pairs_made),
             "pairs_missed": get(&self.pairs_missed),
+            "shutdown_unflushed_sessions": get(&self.shutdown_unflushed_sessions),
         })
     }
 }

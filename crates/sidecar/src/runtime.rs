@@ -193,6 +193,7 @@ fn run_loop(
         let host = HostNet { reactor, notices };
         let core = Rc::new(RefCell::new(Core::new(config, metrics, host)));
         tokio::task::spawn_local(crate::host::reap(Rc::clone(&core), notices_rx));
+        let mut acceptors = Vec::new();
         while let Some(command) = commands.recv().await {
             // Read per command: a reload may change it for new connections.
             let max_frame = core.borrow().config.limits.max_frame;
@@ -211,7 +212,11 @@ fn run_loop(
                     serve_fd_command(&core, read, write, done, max_frame)
                 }
                 Command::Listen(listener) => {
-                    tokio::task::spawn_local(accept_loop(Rc::clone(&core), listener, max_frame));
+                    acceptors.push(tokio::task::spawn_local(accept_loop(
+                        Rc::clone(&core),
+                        listener,
+                        max_frame,
+                    )));
                 }
                 Command::Stats(reply) => {
                     let _ = reply.send(crate::stats::sidecar_stats(&core.borrow()));
@@ -235,17 +240,9 @@ fn run_loop(
                 }
             }
         }
-        // The sidecar itself is going away: every transport closes first (guests see
-        // their connection drop, ECONNRESET), then the state is torn down with nothing
-        // left to push to.
-        let sessions: Vec<_> = core.borrow().sessions.keys().copied().collect();
-        for sid in &sessions {
-            core.borrow().sessions[sid].out.close();
-        }
-        for sid in sessions {
-            core.borrow_mut().end_session(sid);
-        }
-        core.borrow().fabric.shutdown();
+        // The sidecar itself is going away: stop accepting, push `close` for every id,
+        // flush (bounded), then tear down.
+        crate::shutdown::shutdown(&core, acceptors).await;
     });
 }
 

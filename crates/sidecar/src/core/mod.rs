@@ -11,7 +11,7 @@ mod flow;
 mod lifecycle;
 mod poll;
 mod servers;
-mod session;
+pub(crate) mod session;
 mod streams;
 mod udp;
 mod vm;
@@ -86,6 +86,9 @@ pub struct Core {
     pub(crate) pairing: HashMap<u16, crate::host::pairing::PendingPair>,
     /// One-time event-channel tokens → their session.
     pub(crate) event_tokens: HashMap<String, SessionId>,
+    /// The byte-stream transports' writer tasks, awaited by a shutdown so that what is
+    /// queued reaches the guests ([`crate::shutdown`]).
+    pub(crate) writers: tokio::task::JoinSet<()>,
     next_key: u64,
 }
 
@@ -113,6 +116,7 @@ impl Core {
             udp_publications: HashMap::new(),
             pairing: HashMap::new(),
             event_tokens: HashMap::new(),
+            writers: tokio::task::JoinSet::new(),
             next_key: 1,
         }
     }

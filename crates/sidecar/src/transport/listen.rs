@@ -101,6 +101,12 @@ pub async fn serve_fds(
     max_frame: usize,
 ) {
     let sink = FdSink::new(write, is_socket);
-    tokio::task::spawn_local(Arc::clone(&sink).run_writer());
+    {
+        let mut core = core.borrow_mut();
+        // Writers of ended sessions are reaped here, so the set stays as big as the
+        // sessions that are live (or flushing).
+        while core.writers.try_join_next().is_some() {}
+        core.writers.spawn_local(Arc::clone(&sink).run_writer());
+    }
     serve_connection(core, FdSource::new(read, max_frame), sink, max_frame).await;
 }
