@@ -3,9 +3,13 @@
 //! deployed guest sees it), and how a guest thread is started.
 //!
 //! Either sidecar has the run's VM ([`VM`]) plus [`SCALE_VMS`] more for `scale_10k`
-//! (which spreads its sockets over many VMs, as a host would), and allows
+//! (which spreads its sockets over many VMs, as a host would), [`PEER_VM`] and
+//! [`NOISY_VM`] (the other VM of `paired_echo` and of `isolation_p99`), and allows
 //! `127.0.0.1` (all ports): the `*_ext` rows and `scale_10k` reach a native server
-//! process on the host's loopback through host kernel sockets.
+//! process on the host's loopback through host kernel sockets, and `paired_echo`'s
+//! guest reaches [`VM`]'s published port. It publishes three host ports to [`VM`]
+//! ([`PublishedPorts`]). `paired_echo`'s kernel lane needs a second sidecar, the same
+//! but with pairing off ([`Env::kernel_path`]).
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};
@@ -24,12 +28,35 @@ use guest_client::{
 use sidecar::{Sidecar, SidecarConfig};
 use sidecar_protocol::{CreditParams, Endpoint, EventBody, ListenParams, SocketId, WriteParams};
 
+use crate::ports::PublishedPorts;
+
 pub const VM: &str = "bench";
 const SECRET: &str = "bench-secret";
 /// The VMs `scale_10k` spreads its guests over: [`scale_vm`]`(0..SCALE_VMS)`.
 pub const SCALE_VMS: usize = 100;
-/// What the sidecar lets guests reach outside their VM: the native server process.
+/// What the sidecar lets guests reach outside their VM: the native server process, and
+/// (for [`PEER_VM`]) the run VM's published ports.
 const ALLOW: &str = "127.0.0.1";
+/// `paired_echo`'s connecting VM (its VM A; the server is in [`VM`]).
+pub const PEER_VM: &str = "peer";
+/// `isolation_p99`'s noisy VM (its VM A; the measured echo is in [`VM`]).
+pub const NOISY_VM: &str = "noisy";
+
+/// Whether a guest's connect to another VM's published port pairs in memory (the
+/// sidecar's default) or stays on the kernel path (`pairing_wait` = 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pairing {
+    On,
+    Off,
+}
+
+/// Every VM of a run's sidecar.
+fn vm_names() -> impl Iterator<Item = String> {
+    [VM, PEER_VM, NOISY_VM]
+        .into_iter()
+        .map(str::to_owned)
+        .chain((0..SCALE_VMS).map(scale_vm))
+}
 
 /// The name of the `i`-th extra VM of `scale_10k`.
 pub fn scale_vm(i: usize) -> String {
@@ -212,6 +239,8 @@ impl Connector {
 pub struct Env {
     pub connector: Connector,
     pub transport: &'static str,
+    /// The host ports published to [`VM`].
+    pub published: PublishedPorts,
     /// The sidecar process (`--transport unix`), killed on drop.
     pub process: Option<Child>,
     _dir: Option<tempfile::TempDir>,
@@ -219,17 +248,26 @@ pub struct Env {
 
 impl Env {
     pub fn embedded() -> Result<Env> {
-        let mut config = SidecarConfig::default()
-            .with_vm(VM, secret_of(VM))
-            .with_allow(allow_rule());
-        for i in 0..SCALE_VMS {
-            let vm = scale_vm(i);
+        Env::embedded_with(Pairing::On)
+    }
+
+    fn embedded_with(pairing: Pairing) -> Result<Env> {
+        let published = PublishedPorts::pick()?;
+        let mut config = SidecarConfig::default().with_allow(allow_rule());
+        for vm in vm_names() {
             config = config.with_vm(&vm, secret_of(&vm));
+        }
+        for (host, port) in published.pairs() {
+            config = config.with_publish(VM, ([127, 0, 0, 1], host).into(), port);
+        }
+        if pairing == Pairing::Off {
+            config.limits.pairing_wait = Duration::ZERO;
         }
         let sidecar = Sidecar::start(config)?;
         Ok(Env {
             connector: Connector::new(ConnectorKind::Embedded(Arc::new(sidecar))),
             transport: "inproc",
+            published,
             process: None,
             _dir: None,
         })
@@ -238,6 +276,10 @@ impl Env {
     /// Starts `sidecar serve --listen` (the binary next to this one) and waits for its
     /// "listening" log line.
     pub fn process() -> Result<Env> {
+        Env::process_with(Pairing::On)
+    }
+
+    fn process_with(pairing: Pairing) -> Result<Env> {
         let exe = std::env::current_exe()?;
         let binary = exe.with_file_name("sidecar");
         if !binary.exists() {
@@ -248,13 +290,27 @@ impl Env {
         }
         let dir = tempfile::tempdir()?;
         let socket = dir.path().join("sidecar.sock");
-        let vms = std::iter::once(VM.to_owned()).chain((0..SCALE_VMS).map(scale_vm));
-        let vm_args = vms.flat_map(|vm| ["--vm".to_owned(), format!("{vm}={}", secret_of(&vm))]);
-        let mut child = Command::new(&binary)
+        let published = PublishedPorts::pick()?;
+        let vm_args =
+            vm_names().flat_map(|vm| ["--vm".to_owned(), format!("{vm}={}", secret_of(&vm))]);
+        let publish_args = published
+            .pairs()
+            .into_iter()
+            .flat_map(|(host, port)| ["--publish".to_owned(), format!("{VM}={host}:{port}")]);
+        let mut command = Command::new(&binary);
+        command
             .args(["serve", "--listen"])
             .arg(&socket)
             .args(vm_args)
             .args(["--allow", ALLOW])
+            .args(publish_args);
+        if pairing == Pairing::Off {
+            // No flag for it: a config file holding only the limit (the flags add the rest).
+            let config = dir.path().join("kernel-path.toml");
+            std::fs::write(&config, "[limits]\npairing_wait_ms = 0\n")?;
+            command.arg("--config").arg(config);
+        }
+        let mut child = command
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .spawn()
@@ -264,6 +320,7 @@ impl Env {
         while !line.contains("listening") {
             line.clear();
             if stderr.read_line(&mut line)? == 0 {
+                let _ = child.wait();
                 bail!("the sidecar exited before listening");
             }
         }
@@ -272,9 +329,30 @@ impl Env {
         Ok(Env {
             connector: Connector::new(ConnectorKind::Unix(socket)),
             transport: "unix",
+            published,
             process: Some(child),
             _dir: Some(dir),
         })
+    }
+
+    /// A second sidecar like this one (same transport, VMs, rules and publications on
+    /// other host ports) but with pairing off: a guest's connect to another VM's
+    /// published port stays on the kernel path (`paired_echo`'s kernel lane).
+    pub fn kernel_path(&self) -> Result<Env> {
+        match self.process {
+            Some(_) => Env::process_with(Pairing::Off),
+            None => Env::embedded_with(Pairing::Off),
+        }
+    }
+
+    /// The operator's view of the sidecar's counters (`pairs_made`, …) when it is
+    /// embedded; `None` for a separate process, whose operator view the bench cannot
+    /// reach (a guest's `stats` shows only its own session and VM).
+    pub fn operator_stats(&self) -> Option<serde_json::Value> {
+        match &self.connector.kind {
+            ConnectorKind::Embedded(sidecar) => sidecar.stats().ok(),
+            ConnectorKind::Unix(_) => None,
+        }
     }
 
     /// The process whose threads are the sidecar's: ours when embedded.

@@ -6,6 +6,7 @@ pub mod env;
 pub mod ext_server;
 pub mod fdlimit;
 pub mod osstat;
+pub mod ports;
 pub mod result;
 pub mod rows;
 pub mod selfexec;

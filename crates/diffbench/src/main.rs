@@ -17,7 +17,8 @@ use diffbench::ext_server::{self, ExtServer};
 use diffbench::result::RowResult;
 use diffbench::rows::echo::{self, Kind};
 use diffbench::rows::{
-    accept, bulk, bulk_ext, cpu, ext, http, idle, pipe, run_latency, scale, Budget, HopFloor, Lane,
+    accept, bulk, bulk_ext, cpu, ext, http, idle, isolation, paired, pipe, published, run_latency,
+    scale, Budget, HopFloor, Lane,
 };
 use diffbench::{fdlimit, table};
 
@@ -190,6 +191,7 @@ fn main() -> Result<()> {
     let latency_rows: Vec<&str> = LATENCY_ROWS
         .into_iter()
         .chain(ext::ROWS)
+        .chain([published::ROW])
         .filter(|r| wanted(r))
         .collect();
     if wanted("pipe_rtt") || !latency_rows.is_empty() {
@@ -205,6 +207,10 @@ fn main() -> Result<()> {
         for row in latency_rows {
             eprintln!("running {row} (and pipe_rtt)");
             let (lanes, k) = match ext_ports {
+                _ if row == published::ROW => (
+                    published::lanes(&env, budget, &mut failures),
+                    published::GUEST_ENDPOINTS,
+                ),
                 Some(ports) if ext::ROWS.contains(&row) => (
                     ext::lanes(&env.connector, &ports, row, budget, &mut failures),
                     ext::GUEST_ENDPOINTS,
@@ -214,6 +220,22 @@ fn main() -> Result<()> {
             results.extend(run_latency(row, lanes, budget, k, Some(&mut floor)));
         }
         results.insert(0, floor.result());
+    }
+    // Latency rows whose yardstick is in the row (no hop floor in their rotation).
+    if wanted(paired::ROW) {
+        eprintln!(
+            "running {} (and a second sidecar, pairing off)",
+            paired::ROW
+        );
+        let kernel = env
+            .kernel_path()
+            .map_err(|e| format!("a second sidecar with pairing off: {e:#}"));
+        let kernel_env = kernel.as_ref().map_err(String::clone);
+        results.extend(paired::measure(&env, kernel_env, budget, &mut failures));
+    }
+    if wanted(isolation::ROW) {
+        eprintln!("running {}", isolation::ROW);
+        results.extend(isolation::measure(&env.connector, budget, &mut failures));
     }
     if wanted("idle_wakeups") {
         eprintln!("running idle_wakeups");

@@ -4,7 +4,10 @@
 //! lane's speed-up vs poll, and the **hop floor ratio**: guest-push p50 / (host p50 +
 //! k × pipe_rtt p50), k = `guest_endpoints` — what a guest pays beyond its hops.
 //! `scale_10k` is a latency row too, but under a paced load: its yardstick is its own
-//! 10-socket baseline (`baseline_p99_us`), not the hop floor.
+//! 10-socket baseline (`baseline_p99_us`), not the hop floor. So are `paired_echo` and
+//! `isolation_p99`, whose yardsticks are their own lanes (no native lane to floor
+//! against): the `other` column shows `paired_echo`'s gain over the kernel path and
+//! `isolation_p99`'s noisy p99 / alone p99 (a gate).
 
 use crate::result::RowResult;
 
@@ -24,6 +27,20 @@ pub fn hop_floor_ratio(rows: &[RowResult], row: &str) -> Option<f64> {
     Some(push.p50_us? / floor)
 }
 
+/// Latency rows with no hop floor: their yardstick is in the row itself.
+const NO_HOP_FLOOR: [&str; 3] = ["scale_10k", "paired_echo", "isolation_p99"];
+
+/// `paired_echo`: kernel-path p50 / paired p50.
+pub fn pairing_gain(rows: &[RowResult]) -> Option<f64> {
+    Some(p50(rows, "paired_echo", "guest-push-kernel")? / p50(rows, "paired_echo", "guest-push")?)
+}
+
+/// `isolation_p99`: (noisy p99, alone p99).
+fn isolation(rows: &[RowResult]) -> Option<(f64, f64)> {
+    let p99 = |lane| find(rows, "isolation_p99", lane).and_then(|r| r.p99_us);
+    Some((p99("guest-push-noisy")?, p99("guest-push")?))
+}
+
 pub fn speedup(rows: &[RowResult], row: &str) -> Option<f64> {
     Some(p50(rows, row, "guest-poll")? / p50(rows, row, "guest-push")?)
 }
@@ -37,7 +54,7 @@ fn opt(v: Option<f64>, width: usize, digits: usize) -> String {
 
 pub fn print(rows: &[RowResult]) {
     println!(
-        "{:<18} {:<11} {:>8} {:>11} {:>11} {:>9} {:>9} {:>9}  other",
+        "{:<18} {:<17} {:>8} {:>11} {:>11} {:>9} {:>9} {:>9}  other",
         "row", "lane", "samples", "p50 µs", "p99 µs", "tax×host", "push×poll", "hop-floor"
     );
     for r in rows {
@@ -53,6 +70,14 @@ pub fn print(rows: &[RowResult]) {
             r.wakeups_per_s
                 .map(|v| format!("{v:.1} wakeups/s ({} sockets)", r.sockets.unwrap_or(0))),
             r.cpu_us_per_event.map(|v| format!("{v:.2} CPU µs/event")),
+            (r.row == "paired_echo" && is_push)
+                .then(|| pairing_gain(rows))
+                .flatten()
+                .map(|g| format!("{g:.2}× faster than the kernel path (p50)")),
+            (r.row == "isolation_p99" && r.lane == "guest-push-noisy")
+                .then(|| isolation(rows))
+                .flatten()
+                .map(|(noisy, alone)| format!("p99 {:.2}× alone", noisy / alone)),
             r.baseline_p99_us.map(|b| {
                 let sockets = r.sockets.unwrap_or(0);
                 format!(
@@ -66,7 +91,7 @@ pub fn print(rows: &[RowResult]) {
         .collect::<Vec<_>>()
         .join(", ");
         println!(
-            "{:<18} {:<11} {:>8} {} {} {} {} {}  {}",
+            "{:<18} {:<17} {:>8} {} {} {} {} {}  {}",
             r.row,
             r.lane,
             r.samples,
@@ -121,7 +146,7 @@ pub fn gates(
         let mut names: Vec<&str> = rows
             .iter()
             .filter(|r| r.p50_us.is_some() && r.row != "pipe_rtt")
-            .filter(|r| r.row != "scale_10k")
+            .filter(|r| !NO_HOP_FLOOR.contains(&r.row.as_str()))
             .map(|r| r.row.as_str())
             .collect();
         names.dedup();
@@ -179,6 +204,14 @@ pub fn gates(
         "tcp_bulk_ext",
         "tcp_bulk_ext guest ≥ 40 % of native",
     ));
+    let iso = isolation(rows);
+    gates.push(Gate {
+        name: "isolation_p99 noisy p99 ≤ 2× alone p99".into(),
+        figure: iso.map_or("-".into(), |(noisy, alone)| {
+            format!("{noisy:.1} µs vs {alone:.1} µs = {:.2}×", noisy / alone)
+        }),
+        passed: iso.map(|(noisy, alone)| noisy <= 2.0 * alone),
+    });
     gates
 }
 
@@ -203,5 +236,59 @@ pub fn print_gates(gates: &[Gate]) {
             None => "n/a ",
         };
         println!("gate {verdict}  {:<55} {}", gate.name, gate.figure);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(row: &str, lane: &str, p50: f64, p99: f64, k: Option<u32>) -> RowResult {
+        RowResult {
+            row: row.into(),
+            lane: lane.into(),
+            samples: 100,
+            p50_us: Some(p50),
+            p99_us: Some(p99),
+            guest_endpoints: k,
+            ..RowResult::default()
+        }
+    }
+
+    fn gate<'a>(gates: &'a [Gate], name: &str) -> Option<&'a Gate> {
+        gates.iter().find(|g| g.name == name)
+    }
+
+    #[test]
+    fn the_issue_8_rows_have_their_own_yardsticks() {
+        let rows = [
+            row("pipe_rtt", "host", 50.0, 90.0, None),
+            row("published_get", "host", 5.0, 10.0, None),
+            row("published_get", "guest-push", 60.0, 120.0, Some(1)),
+            row("paired_echo", "guest-push", 25.0, 60.0, Some(2)),
+            row("paired_echo", "guest-push-kernel", 100.0, 200.0, Some(2)),
+            row("isolation_p99", "guest-push", 30.0, 100.0, Some(2)),
+            row("isolation_p99", "guest-push-noisy", 40.0, 250.0, Some(2)),
+        ];
+        assert_eq!(hop_floor_ratio(&rows, "published_get"), Some(60.0 / 55.0));
+        assert_eq!(pairing_gain(&rows), Some(4.0));
+        let gates = gates(&rows, Some(0), &[]);
+        let floor = gate(&gates, "hop floor ratio ≤ 1.25 on published_get");
+        assert_eq!(floor.and_then(|g| g.passed), Some(true));
+        for row in ["paired_echo", "isolation_p99"] {
+            let name = format!("hop floor ratio ≤ 1.25 on {row}");
+            assert!(gate(&gates, &name).is_none(), "{row} has no hop floor");
+        }
+        let isolation = gate(&gates, "isolation_p99 noisy p99 ≤ 2× alone p99").unwrap();
+        assert_eq!(isolation.passed, Some(false), "{}", isolation.figure);
+        assert_eq!(isolation.figure, "250.0 µs vs 100.0 µs = 2.50×");
+    }
+
+    #[test]
+    fn the_isolation_gate_is_not_measured_without_its_noisy_lane() {
+        let rows = [row("isolation_p99", "guest-push", 30.0, 100.0, Some(2))];
+        let gates = gates(&rows, None, &[]);
+        let isolation = gate(&gates, "isolation_p99 noisy p99 ≤ 2× alone p99").unwrap();
+        assert_eq!(isolation.passed, None);
     }
 }

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -56,6 +57,7 @@ struct LimitsSpec {
     write_high_water: Option<usize>,
     write_hard_limit: Option<usize>,
     udp_receive_buffer: Option<usize>,
+    pairing_wait_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +140,9 @@ pub fn parse(text: &str, path: &Path) -> Result<SidecarConfig, ConfigError> {
         udp_receive_buffer: limits
             .udp_receive_buffer
             .unwrap_or(defaults.udp_receive_buffer),
+        pairing_wait: limits
+            .pairing_wait_ms
+            .map_or(defaults.pairing_wait, Duration::from_millis),
         ..defaults
     };
     if config.limits.write_high_water > config.limits.write_hard_limit {
@@ -282,6 +287,7 @@ max_frame = 1048576
 allow = ["127.0.0.1:5432"]
 [limits]
 sockets_per_vm = 100
+pairing_wait_ms = 0
 [[vm]]
 name = "a"
 secret = "sa"
@@ -294,6 +300,7 @@ secret = "sb"
         .unwrap();
         assert_eq!(config.limits.max_frame, 1 << 20);
         assert_eq!(config.limits.sockets_per_vm, 100);
+        assert_eq!(config.limits.pairing_wait, Duration::ZERO);
         assert_eq!(
             config.limits.write_hard_limit,
             Limits::default().write_hard_limit

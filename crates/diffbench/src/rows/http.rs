@@ -1,10 +1,11 @@
 //! `http_loopback_get`: a minimal HTTP/1.1 keep-alive GET, request and response parsed
 //! for real with `httparse` on both sides (not a byte-count shortcut). The request, the
 //! response and both parsers are shared with `http_get_ext` (`rows/ext.rs`) and its
-//! native server (`ext_server.rs`).
+//! native server (`ext_server.rs`), and with `published_get` (`rows/published.rs`),
+//! whose native client and guest server are the ones below.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream as StdTcpStream};
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream as StdTcpStream, ToSocketAddrs};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Instant;
@@ -64,19 +65,7 @@ pub fn guest(connector: &Connector, poll: bool) -> Runner {
         let listener = GTcpListener::bind(&lp, "127.0.0.1", 0).unwrap();
         tx.send(port_of(&listener.local_addr())).unwrap();
         let (stream, _) = listener.accept().await.unwrap();
-        let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
-        loop {
-            while let Some(n) = request_len(&buf) {
-                buf.drain(..n);
-                if stream.write_all(RESPONSE).await.is_err() {
-                    return;
-                }
-            }
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
+        serve_guest(stream).await;
     });
     let port = rx.recv().unwrap();
     let lp = connector.guest(poll);
@@ -101,6 +90,24 @@ pub fn guest(connector: &Connector, poll: bool) -> Runner {
             }
         })
     })
+}
+
+/// The guest HTTP/1.1 keep-alive server: one response per complete request, until the
+/// client closes (also `published_get`'s server behind a published port).
+pub(crate) async fn serve_guest(stream: TcpStream) {
+    let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+    loop {
+        while let Some(n) = request_len(&buf) {
+            buf.drain(..n);
+            if stream.write_all(RESPONSE).await.is_err() {
+                return;
+            }
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
 }
 
 /// The native HTTP/1.1 keep-alive server: one response per complete request (parsed with
@@ -129,23 +136,53 @@ pub fn host() -> Runner {
         stream.set_nodelay(true).unwrap();
         serve_keep_alive(stream);
     });
-    let mut stream = StdTcpStream::connect(addr).unwrap();
-    stream.set_nodelay(true).unwrap();
-    Box::new(move |n, hist| {
-        let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
-        for _ in 0..n {
-            let start = Instant::now();
-            stream.write_all(REQUEST).unwrap();
-            let len = loop {
-                if let Some(len) = response_len(&buf) {
-                    break len;
-                }
-                let got = stream.read(&mut chunk).unwrap();
-                assert!(got > 0);
-                buf.extend_from_slice(&chunk[..got]);
-            };
-            buf.drain(..len);
-            hist.record(start.elapsed().as_nanos() as u64).unwrap();
-        }
-    })
+    NativeClient::connect(addr).unwrap().runner(())
+}
+
+/// The native keep-alive client of the `host` lanes (and of `published_get`'s guest
+/// lanes): one GET, then its whole response, per round trip.
+pub(crate) struct NativeClient {
+    pub(crate) stream: StdTcpStream,
+    buf: Vec<u8>,
+}
+
+impl NativeClient {
+    /// Connects, with Nagle off.
+    pub(crate) fn connect(addr: impl ToSocketAddrs) -> io::Result<NativeClient> {
+        let stream = StdTcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        Ok(NativeClient {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
+    /// One GET and its whole response.
+    pub(crate) fn get(&mut self) -> io::Result<()> {
+        let mut chunk = [0u8; 4096];
+        self.stream.write_all(REQUEST)?;
+        let len = loop {
+            if let Some(len) = response_len(&self.buf) {
+                break len;
+            }
+            match self.stream.read(&mut chunk)? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                got => self.buf.extend_from_slice(&chunk[..got]),
+            }
+        };
+        self.buf.drain(..len);
+        Ok(())
+    }
+
+    /// A lane timing each GET; `keep` lives as long as the lane (e.g. its server).
+    pub(crate) fn runner<K: 'static>(mut self, keep: K) -> Runner {
+        Box::new(move |n, hist| {
+            let _keep = &keep;
+            for _ in 0..n {
+                let start = Instant::now();
+                self.get().expect("GET");
+                hist.record(start.elapsed().as_nanos() as u64).unwrap();
+            }
+        })
+    }
 }

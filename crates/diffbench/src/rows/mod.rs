@@ -9,7 +9,10 @@ pub mod echo;
 pub mod ext;
 pub mod http;
 pub mod idle;
+pub mod isolation;
+pub mod paired;
 pub mod pipe;
+pub mod published;
 pub mod scale;
 
 use hdrhistogram::Histogram;
