@@ -17,8 +17,8 @@ use diffbench::ext_server::{self, ExtServer};
 use diffbench::result::RowResult;
 use diffbench::rows::echo::{self, Kind};
 use diffbench::rows::{
-    accept, bulk, bulk_ext, cpu, ext, http, idle, isolation, paired, pipe, published, run_latency,
-    scale, Budget, HopFloor, Lane,
+    accept, bulk, bulk_ext, cpu, ext, http, idle, isolation, node, paired, pipe, published,
+    run_latency, scale, Budget, HopFloor, Lane,
 };
 use diffbench::{fdlimit, table};
 
@@ -55,6 +55,11 @@ struct Args {
     /// `sidecar serve --listen` process.
     #[arg(long, default_value = "inproc", value_parser = ["inproc", "unix"])]
     transport: String,
+    /// Leave out the Node lanes of the seed rows (`node-host`, `node-guest-poll`,
+    /// `node-guest-push`: `scripts/benchmarks/node/lane.js` under `node`, and as a guest
+    /// under `sidecar run`).
+    #[arg(long)]
+    no_node: bool,
     /// Internal: the child side of `pipe_rtt`.
     #[arg(long, hide = true)]
     pipe_echo: bool,
@@ -106,16 +111,20 @@ fn machine() -> serde_json::Value {
     })
 }
 
-fn latency_lanes(env: &Env, row: &str, budget: Budget) -> Vec<Lane> {
-    let c = &env.connector;
-    // Paced rows: each sample waits `accept::GAP` first, so fewer of them fit.
-    let budget = match row {
+/// A row's budget: paced rows (each sample waits `accept::GAP` first) fit fewer samples.
+fn row_budget(row: &str, budget: Budget) -> Budget {
+    match row {
         "unix_accept" => Budget {
             fast: budget.fast / 4,
             ..budget
         },
         _ => budget,
-    };
+    }
+}
+
+fn latency_lanes(env: &Env, row: &str, budget: Budget) -> Vec<Lane> {
+    let c = &env.connector;
+    let budget = row_budget(row, budget);
     let (host, poll, push) = match row {
         "udp_echo_small" => (
             echo::host_udp(),
@@ -215,7 +224,14 @@ fn main() -> Result<()> {
                     ext::lanes(&env.connector, &ports, row, budget, &mut failures),
                     ext::GUEST_ENDPOINTS,
                 ),
-                _ => (latency_lanes(&env, row, budget), 2),
+                _ => {
+                    let mut lanes = latency_lanes(&env, row, budget);
+                    if !args.no_node && node::ROWS.contains(&row) {
+                        let budget = row_budget(row, budget);
+                        lanes.extend(node::lanes(row, budget, &mut failures));
+                    }
+                    (lanes, 2)
+                }
             };
             results.extend(run_latency(row, lanes, budget, k, Some(&mut floor)));
         }

@@ -19,11 +19,46 @@ fn p50(rows: &[RowResult], row: &str, lane: &str) -> Option<f64> {
     find(rows, row, lane).and_then(|r| r.p50_us)
 }
 
+/// A family of lanes: its host lane and its two guest lanes. The Rust lanes are one
+/// family; the Node lanes of the seed rows (`node-*`, issue 9) another, whose figures are
+/// taken against Node on the host.
+#[derive(Clone, Copy)]
+pub struct Family {
+    pub host: &'static str,
+    pub poll: &'static str,
+    pub push: &'static str,
+}
+
+pub const RUST: Family = Family {
+    host: "host",
+    poll: "guest-poll",
+    push: "guest-push",
+};
+
+pub const NODE: Family = Family {
+    host: "node-host",
+    poll: "node-guest-poll",
+    push: "node-guest-push",
+};
+
+/// The family a lane belongs to.
+pub fn family(lane: &str) -> Family {
+    match lane.starts_with("node-") {
+        true => NODE,
+        false => RUST,
+    }
+}
+
 /// guest-push p50 / (host p50 + k × pipe_rtt p50).
 pub fn hop_floor_ratio(rows: &[RowResult], row: &str) -> Option<f64> {
-    let push = find(rows, row, "guest-push")?;
+    hop_floor_ratio_in(rows, row, RUST)
+}
+
+/// [`hop_floor_ratio`] within a lane family.
+pub fn hop_floor_ratio_in(rows: &[RowResult], row: &str, family: Family) -> Option<f64> {
+    let push = find(rows, row, family.push)?;
     let k = push.guest_endpoints? as f64;
-    let floor = p50(rows, row, "host")? + k * p50(rows, "pipe_rtt", "host")?;
+    let floor = p50(rows, row, family.host)? + k * p50(rows, "pipe_rtt", "host")?;
     Some(push.p50_us? / floor)
 }
 
@@ -42,7 +77,12 @@ fn isolation(rows: &[RowResult]) -> Option<(f64, f64)> {
 }
 
 pub fn speedup(rows: &[RowResult], row: &str) -> Option<f64> {
-    Some(p50(rows, row, "guest-poll")? / p50(rows, row, "guest-push")?)
+    speedup_in(rows, row, RUST)
+}
+
+/// [`speedup`] within a lane family.
+pub fn speedup_in(rows: &[RowResult], row: &str, family: Family) -> Option<f64> {
+    Some(p50(rows, row, family.poll)? / p50(rows, row, family.push)?)
 }
 
 fn opt(v: Option<f64>, width: usize, digits: usize) -> String {
@@ -58,13 +98,14 @@ pub fn print(rows: &[RowResult]) {
         "row", "lane", "samples", "p50 µs", "p99 µs", "tax×host", "push×poll", "hop-floor"
     );
     for r in rows {
-        let host = p50(rows, &r.row, "host");
-        let tax = match (r.lane.as_str(), r.p50_us, host) {
-            ("host", ..) => None,
-            (_, Some(p), Some(h)) => Some(p / h),
+        let family = family(&r.lane);
+        let host = p50(rows, &r.row, family.host);
+        let tax = match (r.p50_us, host) {
+            _ if r.lane == family.host => None,
+            (Some(p), Some(h)) => Some(p / h),
             _ => None,
         };
-        let is_push = r.lane == "guest-push";
+        let is_push = r.lane == family.push;
         let other = [
             r.gib_per_s.map(|v| format!("{v:.2} GiB/s")),
             r.wakeups_per_s
@@ -98,9 +139,15 @@ pub fn print(rows: &[RowResult]) {
             opt(r.p50_us, 11, 1),
             opt(r.p99_us, 11, 1),
             opt(tax, 8, 1),
-            opt(is_push.then(|| speedup(rows, &r.row)).flatten(), 8, 1),
             opt(
-                is_push.then(|| hop_floor_ratio(rows, &r.row)).flatten(),
+                is_push.then(|| speedup_in(rows, &r.row, family)).flatten(),
+                8,
+                1
+            ),
+            opt(
+                is_push
+                    .then(|| hop_floor_ratio_in(rows, &r.row, family))
+                    .flatten(),
                 9,
                 2
             ),
@@ -168,6 +215,7 @@ pub fn gates(
             passed: s.map(|s| s >= 30.0),
         });
     }
+    gates.extend(node_gates(rows));
     gates.push(Gate {
         name: "0 timer-origin wakes in push mode".into(),
         figure: timer_origin_wakes.map_or("-".into(), |w| w.to_string()),
@@ -212,6 +260,38 @@ pub fn gates(
         }),
         passed: iso.map(|(noisy, alone)| noisy <= 2.0 * alone),
     });
+    gates
+}
+
+/// The Node lanes' gates (issue 9), on the rows that have them: the hop floor ratio with
+/// Node on the host as the base, and the push speed-up on the small echo rows.
+fn node_gates(rows: &[RowResult]) -> Vec<Gate> {
+    let mut gates = Vec::new();
+    let mut node_rows: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.lane == NODE.push)
+        .map(|r| r.row.as_str())
+        .collect();
+    node_rows.dedup();
+    for row in &node_rows {
+        let ratio = hop_floor_ratio_in(rows, row, NODE);
+        gates.push(Gate {
+            name: format!("Node: hop floor ratio ≤ 1.25 on {row}"),
+            figure: ratio.map_or("-".into(), |r| format!("{r:.2}")),
+            passed: ratio.map(|r| r <= 1.25),
+        });
+    }
+    for row in ["udp_echo_small", "unix_echo_small"] {
+        if !node_rows.contains(&row) {
+            continue;
+        }
+        let s = speedup_in(rows, row, NODE);
+        gates.push(Gate {
+            name: format!("Node: push speed-up ≥ 30× over poll on {row}"),
+            figure: s.map_or("-".into(), |s| format!("{s:.1}×")),
+            passed: s.map(|s| s >= 30.0),
+        });
+    }
     gates
 }
 
@@ -290,5 +370,34 @@ mod tests {
         let gates = gates(&rows, None, &[]);
         let isolation = gate(&gates, "isolation_p99 noisy p99 ≤ 2× alone p99").unwrap();
         assert_eq!(isolation.passed, None);
+    }
+
+    #[test]
+    fn node_lanes_are_measured_against_node_on_the_host() {
+        let rows = [
+            row("pipe_rtt", "host", 50.0, 90.0, None),
+            row("udp_echo_small", "host", 5.0, 10.0, None),
+            row("udp_echo_small", "guest-poll", 4000.0, 8000.0, Some(2)),
+            row("udp_echo_small", "guest-push", 100.0, 200.0, Some(2)),
+            row("udp_echo_small", "node-host", 20.0, 40.0, None),
+            row("udp_echo_small", "node-guest-poll", 4400.0, 9000.0, Some(2)),
+            row("udp_echo_small", "node-guest-push", 200.0, 400.0, Some(2)),
+        ];
+        assert_eq!(
+            hop_floor_ratio(&rows, "udp_echo_small"),
+            Some(100.0 / 105.0)
+        );
+        let node = hop_floor_ratio_in(&rows, "udp_echo_small", NODE);
+        assert_eq!(node, Some(200.0 / 120.0));
+        assert_eq!(speedup_in(&rows, "udp_echo_small", NODE), Some(22.0));
+        let gates = gates(&rows, Some(0), &[]);
+        let floor = gate(&gates, "Node: hop floor ratio ≤ 1.25 on udp_echo_small").unwrap();
+        assert_eq!(floor.passed, Some(false));
+        let speedup = gate(
+            &gates,
+            "Node: push speed-up ≥ 30× over poll on udp_echo_small",
+        );
+        assert_eq!(speedup.unwrap().passed, Some(false));
+        assert!(gate(&gates, "Node: hop floor ratio ≤ 1.25 on unix_echo_small").is_none());
     }
 }

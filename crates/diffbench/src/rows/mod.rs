@@ -10,6 +10,7 @@ pub mod ext;
 pub mod http;
 pub mod idle;
 pub mod isolation;
+pub mod node;
 pub mod paired;
 pub mod pipe;
 pub mod published;
@@ -100,7 +101,7 @@ pub fn run_latency(
         .iter()
         .zip(hists)
         .map(|(lane, hist)| {
-            let k = (lane.name != "host").then_some(guest_endpoints);
+            let k = lane.name.contains("guest").then_some(guest_endpoints);
             summary(row, lane.name, &hist, k)
         })
         .collect()
