@@ -53,6 +53,9 @@ enum Attach {
     EventChannel(SessionId),
 }
 
+/// Frames of one connection's batch served before the loop lets other sessions run.
+const FRAMES_PER_TURN: usize = 64;
+
 /// Serves one connection until it ends; then its session (if any) ends too.
 pub async fn serve_connection(
     core: Rc<RefCell<Core>>,
@@ -68,7 +71,12 @@ pub async fn serve_connection(
         // read: they are served first (the stream was in sync up to the bad frame), then
         // the error ends the connection below.
         let ended = source.next_batch(&mut batch).await;
-        for raw in batch.drain(..) {
+        for (served, raw) in batch.drain(..).enumerate() {
+            if served > 0 && served % FRAMES_PER_TURN == 0 {
+                // A guest that floods must not hold the loop: every other session gets
+                // its turn between two slices of this one's batch.
+                tokio::task::yield_now().await;
+            }
             attach = match attach {
                 Attach::AwaitingHello => match hello(&core, raw, &sink, max_frame) {
                     Some(attached) => attached,
