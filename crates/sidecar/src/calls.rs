@@ -143,6 +143,9 @@ pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) 
         let closed = core
             .session(sid)
             .is_some_and(|s| s.handle(socket.0).is_none() && s.was_issued(socket.0));
+        // Any call naming an accepted host connection acknowledges its accept (in-VM
+        // streams are acknowledged by the calls themselves).
+        core.touch_host(sid, socket);
         let pollable = matches!(request, Request::Poll(_) | Request::DgramPoll(_));
         if closed && !pollable {
             if matches!(
@@ -352,8 +355,8 @@ fn connect_to(
             local,
             remote,
         }) => responder.connected(socket, local, remote),
-        Ok(ConnectStep::Full(server)) => {
-            crate::parked::park_connect(core_rc, sid, target, server, deadline, responder);
+        Ok(ConnectStep::Full(room)) => {
+            crate::parked::park_connect(core_rc, sid, target, room, deadline, responder);
         }
         Ok(ConnectStep::Outside(candidates)) => {
             crate::host::connect::park_host_connect(core_rc, sid, candidates, deadline, responder);

@@ -5,12 +5,9 @@
 //! policy that says what outside the VMs they may reach.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
-
-use sidecar_protocol::DEFAULT_MAX_FRAME;
-
 use std::net::SocketAddr;
 
+pub use crate::limits::{LimitOverrides, Limits, LimitsError};
 use crate::policy::{AllowRule, Policy, Proto};
 
 /// One VM: a private network namespace (loopback, ports, Unix paths) shared by the
@@ -24,6 +21,26 @@ pub struct VmConfig {
     pub allow: Vec<AllowRule>,
     /// Host ports forwarded to this VM's in-VM listeners.
     pub publish: Vec<Publish>,
+    /// This VM's own limits, over the sidecar-wide [`SidecarConfig::limits`].
+    pub limits: LimitOverrides,
+}
+
+impl VmConfig {
+    /// A VM with `secret`, no rules or publications of its own, the global limits.
+    pub fn new(secret: impl Into<String>) -> Self {
+        VmConfig {
+            secret: secret.into(),
+            allow: Vec::new(),
+            publish: Vec::new(),
+            limits: LimitOverrides::default(),
+        }
+    }
+
+    /// This VM with its own limits (each `Some` replaces the global value).
+    pub fn with_limits(mut self, limits: LimitOverrides) -> Self {
+        self.limits = limits;
+        self
+    }
 }
 
 /// A published port, like `docker -p host:port[/udp]`: TCP connections to `host` reach
@@ -42,57 +59,8 @@ impl std::fmt::Debug for VmConfig {
             .field("secret", &"<redacted>")
             .field("allow", &self.allow)
             .field("publish", &self.publish)
+            .field("limits", &self.limits)
             .finish()
-    }
-}
-
-/// Per-session and per-VM limits. Exceeding one is a typed error for that guest only.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Largest frame accepted from a guest (bytes, as the protocol counts them).
-    pub max_frame: usize,
-    /// Calls one session may have parked at once (a connect waiting for backlog room…).
-    pub parked_calls_per_session: usize,
-    /// Open sockets + servers per VM (`EMFILE` beyond).
-    pub sockets_per_vm: usize,
-    /// Listening servers (TCP and Unix) per VM (`EMFILE` beyond).
-    pub listeners_per_vm: usize,
-    /// Bytes buffered for a stream socket's peer past which `net.write` says `need_drain`
-    /// (and a `drain` event follows once below).
-    pub write_high_water: usize,
-    /// Bytes buffered for a stream socket's peer past which a write fails `ENOBUFS`.
-    pub write_hard_limit: usize,
-    /// Poll mode: payload bytes a UDP socket may hold unpolled; a datagram that finds no
-    /// room is dropped and counted.
-    pub udp_receive_buffer: usize,
-    /// Push mode: bytes of events a session's transport may hold that its guest has not
-    /// read yet, past which datagrams for it are dropped and counted. (Stream data is
-    /// bounded by credit windows, other events by socket counts: a guest that stops
-    /// reading never makes a queue grow without bound.)
-    pub event_queue_bytes: usize,
-    /// How long a connect to one of this sidecar's own published ports waits for its
-    /// accept to pair the two ends in memory before it stays on the kernel path
-    /// (zero: never pair).
-    pub pairing_wait: Duration,
-    /// Period of the counted fallback re-check of parked waits (they are woken by
-    /// notifications; the fallback only guards against a lost one).
-    pub parked_fallback: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_frame: DEFAULT_MAX_FRAME,
-            parked_calls_per_session: 64,
-            sockets_per_vm: 65_536,
-            listeners_per_vm: 1024,
-            write_high_water: 64 * 1024,
-            write_hard_limit: 4 * 1024 * 1024,
-            udp_receive_buffer: 1024 * 1024,
-            event_queue_bytes: 8 * 1024 * 1024,
-            parked_fallback: Duration::from_secs(1),
-            pairing_wait: Duration::from_secs(1),
-        }
     }
 }
 
@@ -101,6 +69,7 @@ impl Default for Limits {
 pub struct SidecarConfig {
     /// VMs by name.
     pub vms: BTreeMap<String, VmConfig>,
+    /// Sidecar-wide limits; a VM's [`VmConfig::limits`] may override some.
     pub limits: Limits,
     /// Destinations outside the VMs that guests may reach (default: none).
     pub policy: Policy,
@@ -109,15 +78,36 @@ pub struct SidecarConfig {
 impl SidecarConfig {
     /// Adds (or replaces) a VM.
     pub fn with_vm(mut self, name: impl Into<String>, secret: impl Into<String>) -> Self {
-        self.vms.insert(
-            name.into(),
-            VmConfig {
-                secret: secret.into(),
-                allow: Vec::new(),
-                publish: Vec::new(),
-            },
-        );
+        self.vms.insert(name.into(), VmConfig::new(secret));
         self
+    }
+
+    /// Gives VM `vm` (which must have been added) its own limits.
+    pub fn with_vm_limits(mut self, vm: &str, limits: LimitOverrides) -> Self {
+        if let Some(config) = self.vms.get_mut(vm) {
+            config.limits = limits;
+        }
+        self
+    }
+
+    /// VM `vm`'s effective limits: its overrides merged over the sidecar-wide ones (the
+    /// sidecar-wide ones for a VM that is not configured).
+    pub fn limits_for(&self, vm: &str) -> Limits {
+        match self.vms.get(vm) {
+            Some(config) => config.limits.over(&self.limits),
+            None => self.limits.clone(),
+        }
+    }
+
+    /// Checks the sidecar-wide limits and every VM's effective ones.
+    pub fn validate_limits(&self) -> Result<(), (Option<&str>, LimitsError)> {
+        self.limits.validate().map_err(|e| (None, e))?;
+        for name in self.vms.keys() {
+            self.limits_for(name)
+                .validate()
+                .map_err(|e| (Some(name.as_str()), e))?;
+        }
+        Ok(())
     }
 
     /// Publishes host address `host` to VM `vm`'s in-VM listener on `port` (the VM must
@@ -205,6 +195,28 @@ mod tests {
         assert!(!config.secret_matches("a", "s3cres"));
         assert!(!config.secret_matches("a", "s3cret!"));
         assert!(!config.secret_matches("b", "s3cret"));
+    }
+
+    #[test]
+    fn a_vm_gets_its_own_limits_over_the_global_ones() {
+        let own = LimitOverrides {
+            sockets_per_vm: Some(7),
+            ..LimitOverrides::default()
+        };
+        let config = SidecarConfig::default()
+            .with_vm("a", "sa")
+            .with_vm("b", "sb")
+            .with_vm_limits("a", own);
+        assert_eq!(config.limits_for("a").sockets_per_vm, 7);
+        assert_eq!(config.limits_for("b"), config.limits);
+        assert_eq!(config.limits_for("nobody"), config.limits);
+        let bad = LimitOverrides {
+            write_high_water: Some(usize::MAX),
+            ..LimitOverrides::default()
+        };
+        let config = config.with_vm_limits("b", bad);
+        let refused = config.validate_limits();
+        assert!(matches!(refused, Err((Some("b"), _))), "{refused:?}");
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! `sidecar serve --config FILE` loads it at start, and again on `SIGHUP`.
 //!
 //! A file that does not parse, names an unknown key, or holds a bad value (an allow rule
-//! that is not one, a secret file that cannot be read, a VM defined twice) is refused as
-//! a whole, with the line and the reason: at start the sidecar does not start; on a reload
-//! the running configuration stays. The commented example `docs/sidecar.example.toml`
+//! that is not one, a secret file that cannot be read, a VM defined twice, limits that
+//! cannot work together) is refused as a whole, with the line and the reason: at start
+//! the sidecar does not start; on a reload the running configuration stays. `[limits]`
+//! is sidecar-wide; a VM's `[vm.limits]` (the same keys) overrides it for that VM. The commented example `docs/sidecar.example.toml`
 //! shows every key, and the tests load it.
 
 use std::collections::BTreeMap;
@@ -15,7 +16,7 @@ use serde::Deserialize;
 
 use std::net::SocketAddr;
 
-use crate::config::{Limits, Publish, SidecarConfig, VmConfig};
+use crate::config::{LimitOverrides, Limits, Publish, SidecarConfig, VmConfig};
 use crate::policy::AllowRule;
 use crate::policy::Proto;
 
@@ -47,17 +48,34 @@ struct FileSpec {
     vms: Vec<toml::Spanned<VmSpec>>,
 }
 
+/// `[limits]` (sidecar-wide) and `[vm.limits]` (one VM's own): the same keys.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct LimitsSpec {
     sockets_per_vm: Option<usize>,
     listeners_per_vm: Option<usize>,
+    pending_connections_per_vm: Option<usize>,
     parked_calls_per_session: Option<usize>,
     event_queue_bytes: Option<usize>,
     write_high_water: Option<usize>,
     write_hard_limit: Option<usize>,
     udp_receive_buffer: Option<usize>,
     pairing_wait_ms: Option<u64>,
+}
+
+impl From<&LimitsSpec> for LimitOverrides {
+    fn from(spec: &LimitsSpec) -> Self {
+        LimitOverrides {
+            sockets_per_vm: spec.sockets_per_vm,
+            listeners_per_vm: spec.listeners_per_vm,
+            pending_connections_per_vm: spec.pending_connections_per_vm,
+            parked_calls_per_session: spec.parked_calls_per_session,
+            write_high_water: spec.write_high_water,
+            write_hard_limit: spec.write_hard_limit,
+            udp_receive_buffer: spec.udp_receive_buffer,
+            event_queue_bytes: spec.event_queue_bytes,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -70,6 +88,8 @@ struct VmSpec {
     allow: Vec<RuleSpec>,
     #[serde(default)]
     publish: Vec<toml::Spanned<PublishSpec>>,
+    /// `[vm.limits]`: this VM's own limits over `[limits]`.
+    limits: Option<toml::Spanned<LimitsSpec>>,
 }
 
 #[derive(Deserialize)]
@@ -124,32 +144,16 @@ pub fn parse(text: &str, path: &Path) -> Result<SidecarConfig, ConfigError> {
     })?;
     let mut config = SidecarConfig::default();
     let defaults = Limits::default();
-    let limits = &spec.limits;
     config.limits = Limits {
         max_frame: spec.max_frame.unwrap_or(defaults.max_frame),
-        sockets_per_vm: limits.sockets_per_vm.unwrap_or(defaults.sockets_per_vm),
-        listeners_per_vm: limits.listeners_per_vm.unwrap_or(defaults.listeners_per_vm),
-        event_queue_bytes: limits
-            .event_queue_bytes
-            .unwrap_or(defaults.event_queue_bytes),
-        parked_calls_per_session: limits
-            .parked_calls_per_session
-            .unwrap_or(defaults.parked_calls_per_session),
-        write_high_water: limits.write_high_water.unwrap_or(defaults.write_high_water),
-        write_hard_limit: limits.write_hard_limit.unwrap_or(defaults.write_hard_limit),
-        udp_receive_buffer: limits
-            .udp_receive_buffer
-            .unwrap_or(defaults.udp_receive_buffer),
-        pairing_wait: limits
+        pairing_wait: spec
+            .limits
             .pairing_wait_ms
             .map_or(defaults.pairing_wait, Duration::from_millis),
-        ..defaults
+        ..LimitOverrides::from(&spec.limits).over(&defaults)
     };
-    if config.limits.write_high_water > config.limits.write_hard_limit {
-        return Err(invalid(
-            1,
-            "limits.write_high_water is above limits.write_hard_limit".into(),
-        ));
+    if let Err(e) = config.limits.validate() {
+        return Err(invalid(1, format!("[limits]: {e}")));
     }
     config.policy.rules = rules(text, spec.allow, &invalid)?;
     let base = path.parent().unwrap_or(Path::new("."));
@@ -226,10 +230,26 @@ pub fn parse(text: &str, path: &Path) -> Result<SidecarConfig, ConfigError> {
                 proto,
             });
         }
+        let limits = match vm.limits {
+            Some(spec) => {
+                let own = LimitOverrides::from(spec.get_ref());
+                let line = line_of(text, spec.span().start);
+                if spec.get_ref().pairing_wait_ms.is_some() {
+                    let e = "pairing_wait_ms is sidecar-wide (set it in [limits])";
+                    return Err(invalid(line, format!("VM {}: [vm.limits]: {e}", vm.name)));
+                }
+                if let Err(e) = own.over(&config.limits).validate() {
+                    return Err(invalid(line, format!("VM {}: [vm.limits]: {e}", vm.name)));
+                }
+                own
+            }
+            None => LimitOverrides::default(),
+        };
         let config = VmConfig {
             secret,
             allow,
             publish,
+            limits,
         };
         if vms.insert(vm.name.clone(), config).is_some() {
             return Err(invalid(line, format!("VM {} is defined twice", vm.name)));
@@ -277,6 +297,10 @@ mod tests {
         let dest = "10.1.2.3:443".parse().unwrap();
         assert!(config.allowing("web", dest, Proto::Tcp).is_some());
         assert!(config.allowing("jobs", dest, Proto::Tcp).is_none());
+        let (web, jobs) = (config.limits_for("web"), config.limits_for("jobs"));
+        assert_eq!(web.pending_connections_per_vm, 1024);
+        assert_eq!(jobs.pending_connections_per_vm, 4096);
+        assert_eq!(web.listeners_per_vm, jobs.listeners_per_vm);
     }
 
     #[test]
@@ -350,6 +374,52 @@ secret = "sb"
 
         let (_, reason) = refused("[limits]\nwrite_high_water = 10\nwrite_hard_limit = 5\n");
         assert!(reason.contains("write_high_water"), "{reason}");
+    }
+
+    #[test]
+    fn a_vm_may_override_limits() {
+        let config = parse_str(
+            r#"
+[limits]
+sockets_per_vm = 100
+pending_connections_per_vm = 50
+[[vm]]
+name = "a"
+secret = "sa"
+[vm.limits]
+sockets_per_vm = 10
+write_hard_limit = 1000
+write_high_water = 500
+[[vm]]
+name = "b"
+secret = "sb"
+"#,
+        )
+        .unwrap();
+        let (a, b) = (config.limits_for("a"), config.limits_for("b"));
+        assert_eq!((a.sockets_per_vm, b.sockets_per_vm), (10, 100));
+        assert_eq!(a.pending_connections_per_vm, 50, "the global value");
+        assert_eq!((a.write_hard_limit, a.write_high_water), (1000, 500));
+        assert_eq!(b, config.limits);
+    }
+
+    #[test]
+    fn bad_vm_limits_are_refused_with_their_line() {
+        let unknown = "[[vm]]\nname = \"a\"\nsecret = \"s\"\n[vm.limits]\nsockets = 3\n";
+        let (line, reason) = refused(unknown);
+        assert_eq!(line, 5, "{reason}");
+        assert!(reason.contains("sockets"), "{reason}");
+        // A VM's hard limit under the global high-water mark cannot work.
+        let clash = "[[vm]]\nname = \"a\"\nsecret = \"s\"\n[vm.limits]\nwrite_hard_limit = 5\n";
+        let (line, reason) = refused(clash);
+        assert!((4..=5).contains(&line), "{line}: {reason}");
+        assert!(
+            reason.contains("VM a") && reason.contains("write_high_water"),
+            "{reason}"
+        );
+        let (line, reason) =
+            refused("[[vm]]\nname = \"a\"\nsecret = \"s\"\n[vm.limits]\nsockets_per_vm = -1\n");
+        assert_eq!(line, 5, "{reason}");
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! - [`outbound`]: a session's push side, never blocking the pusher.
 //! - [`transport`]: in-process pipe, fd streams, the Unix listener.
 //! - [`addr`]: address matching inside a VM; [`policy`]: what is reachable outside it;
-//!   [`config`], [`metrics`], [`stats`].
+//!   [`config`] and its [`limits`], [`metrics`], [`stats`].
 
 pub mod addr;
 pub mod calls;
@@ -22,6 +22,7 @@ pub mod config;
 pub mod config_file;
 pub mod core;
 pub mod host;
+pub mod limits;
 pub mod metrics;
 pub mod outbound;
 pub mod parked;
@@ -31,6 +32,6 @@ pub mod shutdown;
 pub mod stats;
 pub mod transport;
 
-pub use config::{Limits, SidecarConfig, VmConfig};
+pub use config::{LimitOverrides, Limits, SidecarConfig, VmConfig};
 pub use policy::{AllowRule, Policy};
 pub use runtime::Sidecar;

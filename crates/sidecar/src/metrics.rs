@@ -98,6 +98,10 @@ pub struct Metrics {
     /// Connections to a published port closed at once: no listener in the VM on the
     /// published port, or its backlog was full.
     pub published_refused: AtomicU64,
+    /// Connections refused because a VM was at its pending connections limit: host
+    /// connects (the guest also gets `EAGAIN`), published-port connections (closed; also
+    /// in `published_refused`), and pairs (the connecting guest gets `ECONNREFUSED`).
+    pub pending_refused: AtomicU64,
     /// Peer pairing: connections to our own published ports paired in memory, and those
     /// whose accept did not come in time (they stayed on the kernel path).
     pub pairs_made: AtomicU64,
@@ -135,6 +139,7 @@ impl Metrics {
             "refused_hellos": get(&self.refused_hellos),
             "udp_host_dropped": get(&self.udp_host_dropped),
             "published_refused": get(&self.published_refused),
+            "pending_refused": get(&self.pending_refused),
             "pairs_made": get(&self.pairs_made),
             "pairs_missed": get(&self.pairs_missed),
             "shutdown_unflushed_sessions": get(&self.shutdown_unflushed_sessions),

@@ -2,7 +2,8 @@
 //! loop that waits on a fabric key, never by blocking the loop.
 //!
 //! A connect to a listener whose backlog is full waits on the server's
-//! [`Key::ServerRoom`], notified when an accept is acknowledged or the server closes. The
+//! [`Key::ServerRoom`], notified when an accept is acknowledged or the server closes (one
+//! whose VM is at its pending connections limit, on the VM's [`Key::VmRoom`]). The
 //! wait has the connect's deadline (`ETIMEDOUT`) and a bounded fallback re-check, counted
 //! by the fabric (`fallback_found_work` must stay 0). Each session may park a bounded
 //! number of calls; a session that ends drops its parked calls.
@@ -19,7 +20,7 @@ use notify_fabric::{WaitOptions, WakeReason};
 use sidecar_protocol::{ErrorCode, WireError};
 
 use crate::calls::Responder;
-use crate::core::{ConnectStep, Core, Key, ServerKey, SessionId, Target};
+use crate::core::{ConnectStep, Core, Key, SessionId, Target};
 use crate::metrics::{bump, drop_one};
 
 /// Runs `task` as a parked call of session `sid`: counted, bounded per session, dropped
@@ -31,7 +32,7 @@ pub fn park(
     task: impl Future<Output = ()> + 'static,
 ) {
     let mut core = core_rc.borrow_mut();
-    let limit = core.config.limits.parked_calls_per_session;
+    let limit = core.session_limits(sid).parked_calls_per_session;
     let Some(session) = core.sessions.get(&sid) else {
         return;
     };
@@ -57,12 +58,14 @@ pub fn park(
     bump(&core.metrics.parked_total);
 }
 
-/// Parks a connect that found its listener's backlog full.
+/// Parks a connect that found its listener's backlog full, or the listener's VM at its
+/// pending connections limit: it waits on `room` ([`Key::ServerRoom`] or
+/// [`Key::VmRoom`]).
 pub fn park_connect(
     core_rc: &Rc<RefCell<Core>>,
     sid: SessionId,
     target: Target,
-    server: ServerKey,
+    room: Key,
     deadline: Instant,
     responder: Responder,
 ) {
@@ -70,7 +73,7 @@ pub fn park_connect(
         Rc::clone(core_rc),
         sid,
         target,
-        server,
+        room,
         deadline,
         responder.clone(),
     );
@@ -81,7 +84,7 @@ async fn wait_for_room(
     core_rc: Rc<RefCell<Core>>,
     sid: SessionId,
     target: Target,
-    mut server: ServerKey,
+    mut room: Key,
     deadline: Instant,
     responder: Responder,
 ) {
@@ -91,9 +94,9 @@ async fn wait_for_room(
     };
     let options = WaitOptions::until(deadline).with_fallback(fallback);
     let outcome = loop {
-        let waiting_on = server;
+        let waiting_on = room;
         let step = fabric
-            .wait_until(&Key::ServerRoom(waiting_on), options, || {
+            .wait_until(&waiting_on, options, || {
                 match core_rc.borrow_mut().try_connect(sid, &target) {
                     Ok(ConnectStep::Full(s)) if s == waiting_on => None,
                     other => Some(other),
@@ -101,14 +104,19 @@ async fn wait_for_room(
             })
             .await;
         match step {
-            // Another listener took the address and is full too: wait on that one.
-            Ok(Ok(ConnectStep::Full(other))) => server = other,
+            // Another listener took the address and is full too, or the backlog has room
+            // now but the VM has not (or the other way round): wait on that.
+            Ok(Ok(ConnectStep::Full(other))) => room = other,
             Ok(result) => break result,
             Err(WakeReason::Deadline) => {
+                let why = match waiting_on {
+                    Key::VmRoom(_) => "the VM's pending connections stayed at its limit",
+                    _ => "the listener's backlog stayed full",
+                };
                 break Err(WireError::new(
                     ErrorCode::Etimedout,
-                    "connect ETIMEDOUT: the listener's backlog stayed full",
-                ))
+                    format!("connect ETIMEDOUT: {why}"),
+                ));
             }
             Err(_) => return,
         }

@@ -61,6 +61,7 @@ impl Sidecar {
     /// Starts the RPC loop thread (`sidecar-rpc`). Fails if a published port cannot be
     /// bound.
     pub fn start(config: SidecarConfig) -> io::Result<Sidecar> {
+        check_limits(&config)?;
         let metrics = Arc::new(Metrics::default());
         let (tx, rx) = mpsc::unbounded_channel();
         let hosts = published_hosts(&config);
@@ -140,8 +141,9 @@ impl Sidecar {
     /// new attaches to that VM are refused. Returns once the loop has applied it.
     ///
     /// Newly published host ports are bound first: if one cannot be, nothing changes and
-    /// the error is returned.
+    /// the error is returned; so it is for limits that cannot work together.
     pub fn reload(&self, config: SidecarConfig) -> io::Result<()> {
+        check_limits(&config)?;
         let mut published = self.published.lock();
         let hosts = published_hosts(&config);
         let bound = publish::bind_all(hosts.difference(&published).copied())?;
@@ -282,6 +284,14 @@ fn published_hosts(config: &SidecarConfig) -> HashSet<(SocketAddr, Proto)> {
         .publications()
         .map(|(host, proto, ..)| (host, proto))
         .collect()
+}
+
+/// Refuses limits that cannot work together (`InvalidInput`, naming the VM).
+fn check_limits(config: &SidecarConfig) -> io::Result<()> {
+    config.validate_limits().map_err(|(vm, e)| {
+        let whose = vm.map_or_else(|| "the global limits".to_owned(), |vm| format!("VM {vm}"));
+        io::Error::new(io::ErrorKind::InvalidInput, format!("{whose}: {e}"))
+    })
 }
 
 /// Opens stdin and stdout as a connection's fds (duplicated, so the originals stay).

@@ -6,7 +6,8 @@
 //! 1. **Stop accepting**: the Unix listeners' accept loops and every published port's
 //!    task end (their sockets close), so no session or connection starts meanwhile.
 //! 2. **Tell every guest**: each session gets `close` for every socket and server it still
-//!    holds, then its transport is closed. Only after every session is closed is the
+//!    holds (a connection first gets `error ECONNRESET`: it is cut, not ended), then its
+//!    transport is closed. Only after every session is closed is the
 //!    socket table torn down, so the teardown's own pushes (a peer's `end`…) find closed
 //!    transports and no event follows a `close` for its id.
 //! 3. **Flush**: the transports' writer tasks write out what is queued (then send FIN).
@@ -18,7 +19,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use sidecar_protocol::{EventBody, ServerId, SocketId};
+use sidecar_protocol::{ErrorCode, EventBody, ServerId, SocketId, WireError};
 use tokio::task::JoinHandle;
 
 use crate::core::session::Handle;
@@ -48,11 +49,29 @@ pub async fn shutdown(core: &Rc<RefCell<Core>>, acceptors: Vec<JoinHandle<()>>) 
         let core = core.borrow();
         let session = &core.sessions[sid];
         for (id, handle) in session.handles() {
-            let close = match handle {
-                Handle::Server(_) => EventBody::server_closed(ServerId(id)),
-                _ => EventBody::socket_closed(SocketId(id), false),
-            };
-            session.out.deliver(close, &[]);
+            match handle {
+                Handle::Server(_) => {
+                    session
+                        .out
+                        .deliver(EventBody::server_closed(ServerId(id)), &[]);
+                }
+                Handle::Udp(_) => {
+                    session
+                        .out
+                        .deliver(EventBody::socket_closed(SocketId(id), false), &[]);
+                }
+                // A connection is cut, not ended: reported as the kernel would a reset, so
+                // a reader never takes the cut for the peer's end of stream.
+                Handle::Stream(_) | Handle::Host(_) => {
+                    let cut = WireError::new(ErrorCode::Econnreset, "the sidecar is stopping");
+                    session
+                        .out
+                        .deliver(EventBody::socket_error(SocketId(id), cut), &[]);
+                    session
+                        .out
+                        .deliver(EventBody::socket_closed(SocketId(id), true), &[]);
+                }
+            }
         }
         session.out.close();
     }

@@ -7,8 +7,8 @@
 //!   "session": {"id", "vm", "mode", "last_seq", "events_pushed": {kind: n},
 //!               "events_undeliverable", "calls": {method: n}, "open_handles",
 //!               "parked_calls", "queued_bytes"},
-//!   "vm":      {"name", "sockets", "listeners", "udp_dropped_no_receiver",
-//!               "udp_dropped_no_room"},
+//!   "vm":      {"name", "sockets", "listeners", "pending_connections",
+//!               "udp_dropped_no_receiver", "udp_dropped_no_room"},
 //!   "health":  {"fallback_fired", "fallback_found_work", "timer_origin_wakes"}
 //! }
 //! ```
@@ -36,6 +36,7 @@ fn vm_json(core: &Core, name: &str) -> Value {
             "name": name,
             "sockets": vm.open,
             "listeners": vm.listener_count(),
+            "pending_connections": vm.pending_connections(),
             "udp_dropped_no_receiver": vm.udp_dropped_no_receiver,
             "udp_dropped_no_room": vm.udp_dropped_no_room,
         }),

@@ -1,6 +1,6 @@
 //! `sidecar serve --config FILE`: a bad file is refused at start with its line; SIGHUP
-//! reloads the file (a new VM can be attached to, live sessions keep working), and a
-//! reload that fails keeps the running configuration.
+//! reloads the file (a new VM can be attached to, with its own `[vm.limits]`; live
+//! sessions keep working), and a reload that fails keeps the running configuration.
 
 mod support;
 
@@ -85,16 +85,21 @@ fn sighup_reloads_the_config_and_keeps_live_sessions() {
     let listened = a.call("net.listen", json!({"port": 0}), b"").unwrap();
     assert_eq!(refused_attach(&socket, "b", "sb"), "EACCES");
 
-    // Add VM b; reload.
+    // Add VM b, with its own listener limit; reload.
     std::fs::write(
         &config,
-        "[[vm]]\nname = \"a\"\nsecret = \"sa\"\n[[vm]]\nname = \"b\"\nsecret = \"sb\"\n",
+        "[[vm]]\nname = \"a\"\nsecret = \"sa\"\n[[vm]]\nname = \"b\"\nsecret = \"sb\"\n\
+         [vm.limits]\nlisteners_per_vm = 1\n",
     )
     .unwrap();
     hangup(&child);
     wait_for_log(&mut stderr, "config reloaded");
     let mut b = attach(&socket, "b", "sb");
     b.call("net.listen", json!({"path": "/b"}), b"").unwrap();
+    let over = b.call("net.listen", json!({"path": "/b2"}), b"");
+    assert_eq!(code(over), "EMFILE", "b's own limit from [vm.limits]");
+    a.call("net.listen", json!({"path": "/a2"}), b"")
+        .expect("a keeps the global limit");
     // The live session of a still works, its listener still there.
     let connected = a
         .call(

@@ -1,6 +1,7 @@
-//! Stopping a sidecar: every guest is told `close` for each id it holds, what was queued
-//! for it is flushed before its transport closes, and a guest that does not read cannot
-//! hold the stop up beyond the grace period (what it left is counted, not lost silently).
+//! Stopping a sidecar: every guest is told `close` for each id it holds (a connection is
+//! reset first), what was queued for it is flushed before its transport closes, and a
+//! guest that does not read cannot hold the stop up beyond the grace period (what it left
+//! is counted, not lost silently).
 
 mod support;
 
@@ -42,6 +43,7 @@ fn a_stop_pushes_close_for_every_id_after_what_was_queued() {
 
     let mut data = 0;
     let mut closed = HashSet::new();
+    let mut reset = HashSet::new();
     let deadline = Instant::now() + DEADLINE;
     while let Some(incoming) = conn.server.recv(deadline) {
         let Incoming::Event { event, payload } = incoming else {
@@ -53,9 +55,14 @@ fn a_stop_pushes_close_for_every_id_after_what_was_queued() {
                 assert!(closed.is_empty(), "data after a close: {event}");
                 data += payload.len();
             }
+            "error" => {
+                assert_eq!(event["code"], "ECONNRESET", "{event}");
+                assert!(reset.insert(id.unwrap()), "two errors for one id: {event}");
+            }
             "close" => {
-                assert_eq!(event["had_error"], false, "{event}");
-                assert!(closed.insert(id.unwrap()), "two closes for one id: {event}");
+                let id = id.unwrap();
+                assert_eq!(event["had_error"], reset.contains(&id), "{event}");
+                assert!(closed.insert(id), "two closes for one id: {event}");
             }
             other => panic!("unexpected {other} event: {event}"),
         }
@@ -64,6 +71,9 @@ fn a_stop_pushes_close_for_every_id_after_what_was_queued() {
     assert_eq!(data, QUEUED, "every queued byte reached the guest");
     let expected: HashSet<u64> = [conn.server_id, conn.server_sock, udp].into();
     assert_eq!(closed, expected);
+    // The connection was cut (reset, then closed with an error); the server and the UDP
+    // socket just closed.
+    assert_eq!(reset, [conn.server_sock].into());
     stopper.join().unwrap();
 }
 

@@ -40,8 +40,9 @@ impl Core {
                 "the peer has closed the connection",
             ));
         };
+        // The writer's VM's limits bound what is buffered for its writes.
         let (high_water, hard_limit) = {
-            let limits = &self.config.limits;
+            let limits = self.vm_limits(&end.vm);
             (limits.write_high_water, limits.write_hard_limit)
         };
         let peer = self.streams.get_mut(&peer_key).expect("checked");
@@ -171,7 +172,17 @@ impl Core {
     /// Delivers `key`'s inbox as far as its window allows, then a due `end` / `close`, and
     /// a `drain` to the writer whose buffer fell below the high-water mark.
     pub(crate) fn pump(&mut self, key: StreamKey) {
-        let high_water = self.config.limits.write_high_water;
+        // The writer's high-water mark: the one its `need_drain` was measured against.
+        let writer_vm = self
+            .streams
+            .get(&key)
+            .and_then(|end| end.peer)
+            .and_then(|writer| self.streams.get(&writer))
+            .map(|writer| writer.vm.as_str());
+        let high_water = match writer_vm {
+            Some(vm) => self.vm_limits(vm).write_high_water,
+            None => self.config.limits.write_high_water,
+        };
         let Some(end) = self.streams.get_mut(&key) else {
             return;
         };

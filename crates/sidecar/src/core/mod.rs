@@ -9,6 +9,7 @@
 
 mod flow;
 mod lifecycle;
+mod pending;
 mod poll;
 mod servers;
 pub(crate) mod session;
@@ -22,13 +23,14 @@ use std::sync::Arc;
 use notify_fabric::Fabric;
 use sidecar_protocol::{ErrorCode, ServerId, SocketId, WireError};
 
-use crate::config::SidecarConfig;
+use crate::config::{Limits, SidecarConfig};
 use crate::host::publish::Published;
 use crate::host::{HostKey, HostNet, HostTcp};
 use crate::metrics::Metrics;
 use crate::policy::Proto;
 
 pub use lifecycle::HelloOutcome;
+pub use pending::Connecting;
 pub use poll::PollKind;
 pub use servers::{resolve_in_vm, Server};
 pub use session::{Handle, Session};
@@ -60,6 +62,8 @@ pub enum Key {
     Poll(SessionId, u64),
     /// Peer pairing: the accept answered the pending pair of this client port.
     Paired(u16),
+    /// A VM's pending connections fell (or a listener of it closed): by [`Vm::key`].
+    VmRoom(u64),
 }
 
 pub struct Core {
@@ -94,16 +98,11 @@ pub struct Core {
 
 impl Core {
     pub fn new(config: Arc<SidecarConfig>, metrics: Arc<Metrics>, host: HostNet) -> Self {
-        let vms = config
-            .vms
-            .keys()
-            .map(|name| (name.clone(), Vm::new(name.clone())))
-            .collect();
-        Core {
-            config,
+        let mut core = Core {
+            config: Arc::new(SidecarConfig::default()),
             fabric: Fabric::new(),
             metrics,
-            vms,
+            vms: HashMap::new(),
             sessions: HashMap::new(),
             streams: HashMap::new(),
             servers: HashMap::new(),
@@ -118,21 +117,55 @@ impl Core {
             event_tokens: HashMap::new(),
             writers: tokio::task::JoinSet::new(),
             next_key: 1,
+        };
+        core.add_vms(&config);
+        core.config = config;
+        core
+    }
+
+    /// Gives every VM of `config` a socket table (new VMs an empty one), and every VM
+    /// there its effective limits from `config`.
+    fn add_vms(&mut self, config: &SidecarConfig) {
+        for name in config.vms.keys() {
+            let limits = config.limits_for(name);
+            match self.vms.get_mut(name) {
+                Some(vm) => vm.limits = limits,
+                None => {
+                    let vm = Vm::new(name.clone(), self.next_key(), limits);
+                    self.vms.insert(name.clone(), vm);
+                }
+            }
+        }
+    }
+
+    /// The effective limits of VM `vm` (the global ones for a VM that is gone).
+    pub fn vm_limits(&self, vm: &str) -> &Limits {
+        self.vms
+            .get(vm)
+            .map_or(&self.config.limits, |vm| &vm.limits)
+    }
+
+    /// The effective limits of session `sid`'s VM.
+    pub fn session_limits(&self, sid: SessionId) -> &Limits {
+        match self.sessions.get(&sid) {
+            Some(session) => self.vm_limits(&session.vm),
+            None => &self.config.limits,
         }
     }
 
     /// A reloaded operator configuration: new VMs get their (empty) socket tables; VMs
     /// that are gone keep theirs while sessions remain (they can no longer be attached
-    /// to, as their secret is gone with them).
+    /// to, as their secret is gone with them). Every configured VM's limits are
+    /// replaced: new calls see the new values (what a live connection captured, its
+    /// write limits, stays). A VM whose pending limit grew lets its waiting connects retry.
     ///
     /// Returns the tasks of publications removed: aborted, they close their listeners
     /// once the loop drops them, which awaiting them waits for.
     #[must_use = "await the removed publications' tasks: their listeners close when they end"]
     pub fn apply_config(&mut self, config: SidecarConfig) -> Vec<tokio::task::JoinHandle<()>> {
-        for name in config.vms.keys() {
-            self.vms
-                .entry(name.clone())
-                .or_insert_with(|| Vm::new(name.clone()));
+        self.add_vms(&config);
+        for vm in self.vms.values() {
+            self.fabric.notify_all(&Key::VmRoom(vm.key));
         }
         let (added, total) = (
             config
@@ -259,8 +292,8 @@ impl Core {
 
     /// Refuses a new socket or server past the VM's limit.
     pub(crate) fn check_room(&mut self, sid: SessionId, count: usize) -> Result<(), WireError> {
-        let limit = self.config.limits.sockets_per_vm;
         let vm = self.vm_of(sid)?;
+        let limit = vm.limits.sockets_per_vm;
         if vm.open + count > limit {
             return Err(WireError::new(
                 ErrorCode::Emfile,

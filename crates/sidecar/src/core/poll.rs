@@ -49,8 +49,10 @@ impl Core {
     pub fn take_polled(&mut self, sid: SessionId, id: u64) -> Option<Polled> {
         let polled = self.sessions.get(&sid)?.out.take_polled(id)?;
         if let EventBody::Accept { socket, .. } = &polled.0 {
-            if let Ok(key) = self.stream_of(sid, *socket) {
-                self.touch(key);
+            match self.stream_of(sid, *socket) {
+                Ok(key) => self.touch(key),
+                // A connection accepted on a published port.
+                Err(_) => self.touch_host(sid, *socket),
             }
         }
         Some(polled)

@@ -5,7 +5,8 @@
 //! the accepted socket; the guest client sends a zero-byte `net.credit` when its program
 //! takes the connection). A connect that finds the backlog full is parked on the server's
 //! [`Key::ServerRoom`] until an acknowledgement frees a slot, the server closes, or the
-//! connect's timeout passes (`ETIMEDOUT`).
+//! connect's timeout passes (`ETIMEDOUT`). A connect that finds the server's VM at its
+//! pending connections limit waits the same way on the VM's key ([`super::pending`]).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -65,8 +66,8 @@ impl Core {
         params: &ListenParams,
     ) -> Result<ListenResult, WireError> {
         self.check_room(sid, 1)?;
-        let limit = self.config.limits.listeners_per_vm;
-        let listening = self.vm_of(sid)?.listener_count();
+        let vm = self.vm_of(sid)?;
+        let (limit, listening) = (vm.limits.listeners_per_vm, vm.listener_count());
         if listening >= limit {
             return Err(WireError::new(
                 ErrorCode::Emfile,
@@ -152,6 +153,8 @@ impl Core {
                 Bound::Unix(path) => vm.remove_unix(path),
             }
             vm.open -= 1;
+            // Connects waiting for the VM's pending room may now find no listener.
+            self.fabric.notify_all(&Key::VmRoom(vm.key));
         }
         if let Some(session) = self.sessions.get_mut(&server.session) {
             session.remove(server.id.0);
@@ -164,12 +167,13 @@ impl Core {
         self.fabric.notify_all(&Key::ServerRoom(key));
     }
 
-    /// The guest took an accepted connection: it no longer counts against the backlog.
-    pub(crate) fn acknowledge(&mut self, server: Option<ServerKey>) {
-        let Some(key) = server else { return };
+    /// A guest of `vm` took (or closed) a connection accepted at server `key`: it no
+    /// longer counts against that server's backlog, nor as pending in the VM.
+    pub(crate) fn acknowledge(&mut self, vm: &str, key: ServerKey) {
         if let Some(server) = self.servers.get_mut(&key) {
             server.pending = server.pending.saturating_sub(1);
             self.fabric.notify_all(&Key::ServerRoom(key));
         }
+        self.accept_taken(vm);
     }
 }

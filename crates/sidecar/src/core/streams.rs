@@ -13,7 +13,7 @@ use sidecar_protocol::{
 };
 
 use super::servers::{resolve_in_vm, Bound};
-use super::{Core, Handle, ServerKey, SessionId, StreamKey};
+use super::{Core, Handle, Key, ServerKey, SessionId, StreamKey};
 use crate::addr::{
     as_seen_by_listener, effective_destination, is_vm_local, normalize_unix_path, source_for,
 };
@@ -81,8 +81,9 @@ pub enum ConnectStep {
         local: Address,
         remote: Address,
     },
-    /// The listener's backlog is full: wait for room (or its close).
-    Full(ServerKey),
+    /// The listener's backlog is full ([`Key::ServerRoom`]), or its VM is at its pending
+    /// connections limit ([`Key::VmRoom`]): wait on that key for room (or the close).
+    Full(Key),
     /// No listener in the VM; the policy allows these host destinations (in order).
     Outside(Vec<SocketAddr>),
 }
@@ -160,8 +161,13 @@ impl Core {
                 ))
             }
         };
-        if !self.servers[&server].has_room() {
-            return Ok(ConnectStep::Full(server));
+        let server_end = &self.servers[&server];
+        if !server_end.has_room() {
+            return Ok(ConnectStep::Full(Key::ServerRoom(server)));
+        }
+        if self.pending_refusal(&server_end.vm).is_some() {
+            let vm = &self.vms[&server_end.vm];
+            return Ok(ConnectStep::Full(Key::VmRoom(vm.key)));
         }
         self.pair(sid, server, dest)
     }
@@ -286,6 +292,7 @@ impl Core {
         if let Some(server) = self.servers.get_mut(&server_key) {
             server.pending += 1;
         }
+        self.queue_accept(&server_vm);
         let accept = EventBody::Accept {
             server: server_id,
             socket: accepted_id,
@@ -298,11 +305,13 @@ impl Core {
 
     /// Any call naming an accepted socket acknowledges its accept.
     pub(crate) fn touch(&mut self, key: StreamKey) {
-        let unacked = self
-            .streams
-            .get_mut(&key)
-            .and_then(|end| end.unacked.take());
-        self.acknowledge(unacked);
+        let Some(end) = self.streams.get_mut(&key) else {
+            return;
+        };
+        if let Some(server) = end.unacked.take() {
+            let vm = end.vm.clone();
+            self.acknowledge(&vm, server);
+        }
     }
 
     /// Frees one end: ports, backlog slot, id; pushes its `close` if `notify_guest`.
@@ -327,7 +336,9 @@ impl Core {
             }
             vm.open -= 1;
         }
-        self.acknowledge(end.unacked);
+        if let Some(server) = end.unacked {
+            self.acknowledge(&end.vm, server);
+        }
         if let Some(session) = self.sessions.get_mut(&end.session) {
             session.remove(end.id.0);
             if notify_guest {

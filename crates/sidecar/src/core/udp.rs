@@ -291,9 +291,9 @@ impl Core {
 
     /// The socket's host kernel socket, opened now if it has none.
     fn host_udp(&mut self, key: UdpKey) -> Result<&HostUdp, WireError> {
-        let limits = &self.config.limits;
-        let room = (limits.udp_receive_buffer, limits.event_queue_bytes);
         let sock = &self.udp[&key];
+        let limits = self.vm_limits(&sock.vm);
+        let room = (limits.udp_receive_buffer, limits.event_queue_bytes);
         if sock.host.is_none() {
             let out = std::sync::Arc::clone(&self.sessions[&sock.session].out);
             let opened = HostUdp::open(
@@ -350,9 +350,9 @@ impl Core {
         source: SocketAddr,
         payload: &[u8],
     ) {
-        let limits = &self.config.limits;
-        let (poll_room, push_room) = (limits.udp_receive_buffer, limits.event_queue_bytes);
         let target = &self.udp[&to];
+        let limits = self.vm_limits(&target.vm);
+        let (poll_room, push_room) = (limits.udp_receive_buffer, limits.event_queue_bytes);
         let Some(session) = self.sessions.get(&target.session) else {
             return;
         };

@@ -1,14 +1,27 @@
 //! One VM's network namespace: its TCP listeners by port, its Unix paths, the ports its
-//! connected sockets use, and its ephemeral port allocator. Two VMs share nothing.
+//! connected sockets use, and its ephemeral port allocator; with its effective limits and
+//! the counts they bound. Two VMs share nothing.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::rc::Rc;
 
 use super::{ServerKey, UdpKey};
 use crate::addr::{binds_overlap, listener_matches, EphemeralPorts};
+use crate::config::Limits;
 
 pub struct Vm {
     pub name: String,
+    /// Sidecar-wide, never reused: names the VM's fabric key ([`super::Key::VmRoom`]).
+    pub key: u64,
+    /// The effective limits (the VM's overrides over the global ones), replaced when a
+    /// configuration is applied.
+    pub limits: Limits,
+    /// Accepted connections pushed to this VM's guests that they have not taken yet.
+    pub unaccepted: usize,
+    /// Host connects of this VM in progress (see [`super::pending`]).
+    pub connecting: Rc<Cell<usize>>,
     tcp: HashMap<u16, Vec<(IpAddr, ServerKey)>>,
     unix: HashMap<String, ServerKey>,
     /// Local ports held by connected in-VM sockets (a count per port).
@@ -25,9 +38,13 @@ pub struct Vm {
 }
 
 impl Vm {
-    pub fn new(name: String) -> Self {
+    pub fn new(name: String, key: u64, limits: Limits) -> Self {
         Vm {
             name,
+            key,
+            limits,
+            unaccepted: 0,
+            connecting: Rc::new(Cell::new(0)),
             tcp: HashMap::new(),
             unix: HashMap::new(),
             client_ports: HashMap::new(),
@@ -38,6 +55,11 @@ impl Vm {
             udp_dropped_no_receiver: 0,
             udp_dropped_no_room: 0,
         }
+    }
+
+    /// Connections pending in this VM (the count `pending_connections_per_vm` bounds).
+    pub fn pending_connections(&self) -> usize {
+        self.unaccepted + self.connecting.get()
     }
 
     /// The listener a connection to `dest:port` reaches. An exact address beats a

@@ -19,7 +19,8 @@ use super::tcp::HostTcp;
 use crate::calls::Responder;
 use crate::core::{Core, Handle, SessionId};
 
-/// Parks a connect to `candidates` (already allowed by the policy).
+/// Parks a connect to `candidates` (already allowed by the policy). It counts as pending
+/// in the session's VM until it ends; a VM at its pending connections limit gets `EAGAIN`.
 pub fn park_host_connect(
     core_rc: &Rc<RefCell<Core>>,
     sid: SessionId,
@@ -27,6 +28,17 @@ pub fn park_host_connect(
     deadline: Instant,
     responder: Responder,
 ) {
+    let counted = {
+        let mut core = core_rc.borrow_mut();
+        match core.session_mut(sid).map(|s| s.vm.clone()) {
+            Ok(vm) => core.start_connecting(&vm),
+            Err(e) => Err(e),
+        }
+    };
+    let connecting = match counted {
+        Ok(connecting) => connecting,
+        Err(e) => return responder.err(e),
+    };
     let task = connect(
         Rc::clone(core_rc),
         sid,
@@ -34,6 +46,10 @@ pub fn park_host_connect(
         deadline,
         responder.clone(),
     );
+    let task = async move {
+        task.await;
+        drop(connecting);
+    };
     crate::parked::park(core_rc, sid, &responder, task);
 }
 

@@ -92,8 +92,21 @@ impl Core {
         }
     }
 
-    /// Frees a host connection: its id, its VM slot, its kernel socket (deregistered,
-    /// then closed). Pushes `close` if `notify_guest`.
+    /// A call of session `sid` names `socket`: if it is a host connection accepted on a
+    /// published port and not taken yet, the guest has taken it now.
+    pub(crate) fn touch_host(&mut self, sid: SessionId, socket: SocketId) {
+        let Some(Handle::Host(key)) = self.session(sid).and_then(|s| s.handle(socket.0)) else {
+            return;
+        };
+        let Some(server) = self.hosts.get_mut(&key).and_then(|tcp| tcp.unacked.take()) else {
+            return;
+        };
+        let vm = self.sessions[&sid].vm.clone();
+        self.acknowledge(&vm, server);
+    }
+
+    /// Frees a host connection: its id, its VM slot (and backlog slot), its kernel socket
+    /// (deregistered, then closed). Pushes `close` if `notify_guest`.
     pub fn close_host(&mut self, key: HostKey, notify_guest: bool, had_error: bool) {
         let Some(tcp) = self.hosts.remove(&key) else {
             return;
@@ -110,6 +123,9 @@ impl Core {
             }
             if let Some(vm) = self.vms.get_mut(&vm) {
                 vm.open -= 1;
+            }
+            if let Some(server) = tcp.unacked {
+                self.acknowledge(&vm, server);
             }
         }
     }

@@ -54,13 +54,14 @@ impl Core {
     }
 
     /// The accept side: a connection from `peer` to published `host` whose client is a
-    /// pending pair of ours. Links them in memory and answers the connect. Returns false
-    /// if `peer` is not a pending pair (the kernel path then goes on).
+    /// pending pair of ours. Links them in memory to `server` and answers the connect
+    /// (or answers it with `server`'s error: nobody listens, the VM is at its limit).
+    /// Returns false if `peer` is not a pending pair (the kernel path then goes on).
     pub fn pair_on_accept(
         &mut self,
         host: SocketAddr,
         peer: SocketAddr,
-        server: Option<ServerKey>,
+        server: Result<ServerKey, WireError>,
     ) -> bool {
         let port = peer.port();
         let Some(pending) = self
@@ -72,15 +73,12 @@ impl Core {
         };
         let (sid, id, responder) = (pending.session, pending.id, pending.responder.clone());
         let linked = match server {
-            None => Err(WireError::new(
-                ErrorCode::Econnrefused,
-                format!("connect ECONNREFUSED {host}: nothing listens on the published port"),
-            )),
-            Some(server_key) if !self.servers[&server_key].has_room() => Err(WireError::new(
+            Err(e) => Err(e),
+            Ok(server_key) if !self.servers[&server_key].has_room() => Err(WireError::new(
                 ErrorCode::Econnrefused,
                 format!("connect ECONNREFUSED {host}: the listener's backlog is full"),
             )),
-            Some(server_key) => {
+            Ok(server_key) => {
                 let server_local = self.servers[&server_key].local.clone();
                 let server_sid = self.servers[&server_key].session;
                 let addrs = PairAddrs {

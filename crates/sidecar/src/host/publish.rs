@@ -6,10 +6,12 @@
 //!
 //! The host listener is bound when the configuration is applied (a port already taken
 //! fails the start, or the reload). Accepting runs on the RPC loop, woken by the
-//! listener's readiness; it is not on the data path. A connection that finds no
-//! listener in the VM on the published port, or a listener whose backlog is full, is
-//! closed at once and counted (`published_refused`), as a host with nobody listening
-//! would refuse it.
+//! listener's readiness; it is not on the data path. An accepted connection counts
+//! against its listener's backlog and its VM's pending connections until the guest takes
+//! it, as an in-VM one does. A connection that finds no listener in the VM on the
+//! published port, a listener whose backlog is full, or the VM at its pending
+//! connections limit is closed at once and counted (`published_refused`; the last also
+//! `pending_refused`), as a host with nobody listening would refuse it.
 
 use std::cell::RefCell;
 use std::io;
@@ -19,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use readiness::{Action, Interest, Registration};
-use sidecar_protocol::{Address, EventBody, SocketId};
+use sidecar_protocol::{Address, ErrorCode, EventBody, SocketId, WireError};
 
 use super::tcp::HostTcp;
 use crate::core::{Core, Handle};
@@ -130,10 +132,31 @@ impl Core {
             vm.find_tcp(std::net::Ipv4Addr::LOCALHOST.into(), port)
                 .or_else(|| vm.find_tcp(std::net::Ipv6Addr::LOCALHOST.into(), port))
         });
-        if self.pair_on_accept(host, peer, server_key) {
+        // The VM at its pending connections limit takes no more, paired or not.
+        let at_limit = server_key.is_some() && self.pending_refusal(vm_name).is_some();
+        let target = match server_key {
+            None => Err(WireError::new(
+                ErrorCode::Econnrefused,
+                format!("connect ECONNREFUSED {host}: nothing listens on the published port"),
+            )),
+            Some(_) if at_limit => Err(WireError::new(
+                ErrorCode::Econnrefused,
+                format!(
+                    "connect ECONNREFUSED {host}: the VM's pending connections are at its limit"
+                ),
+            )),
+            Some(key) => Ok(key),
+        };
+        if at_limit {
+            self.count_pending_refusal();
+        }
+        if self.pair_on_accept(host, peer, target) {
             return; // paired in memory: the kernel socket closes unused
         }
-        let Some(server) = server_key.and_then(|k| self.servers.get(&k)) else {
+        let Some(server) = server_key
+            .filter(|_| !at_limit)
+            .and_then(|k| self.servers.get(&k))
+        else {
             bump(&self.metrics.published_refused);
             return; // dropping the stream closes it: the client sees a reset
         };
@@ -157,6 +180,14 @@ impl Core {
             }
         };
         tcp.local = server_local.clone();
+        // It counts against the backlog and the VM's pending connections until the
+        // guest takes it (any call naming it).
+        let server_key = server_key.expect("a server was found");
+        tcp.unacked = Some(server_key);
+        if let Some(server) = self.servers.get_mut(&server_key) {
+            server.pending += 1;
+        }
+        self.queue_accept(vm_name);
         let key = tcp.key();
         let session = self.sessions.get_mut(&sid).expect("looked up");
         session.insert_at(id.0, Handle::Host(key));

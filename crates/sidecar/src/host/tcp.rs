@@ -105,6 +105,9 @@ pub struct HostTcp {
     pub(crate) shared: Arc<TcpShared>,
     pub local: Address,
     pub remote: Address,
+    /// Accepted on a published port: the server whose backlog (and VM's pending count)
+    /// this connection still counts against, until its guest takes it.
+    pub unacked: Option<crate::core::ServerKey>,
 }
 
 impl TcpShared {
@@ -280,11 +283,9 @@ impl HostTcp {
             .ok_or_else(|| io::Error::other("the session has ended"))?;
         let window = session.has(capability::CREDIT).then_some(session.credit);
         let out = Arc::clone(&session.out);
+        let limits = core.vm_limits(&session.vm);
+        let limits = (limits.write_high_water, limits.write_hard_limit);
         let key = HostKey(core.next_key());
-        let limits = (
-            core.config.limits.write_high_water,
-            core.config.limits.write_hard_limit,
-        );
         let notices = core.host.notices.clone();
         let shared = TcpShared::new(key, sid, id, out, window, limits, notices);
         let handler = Arc::clone(&shared);
@@ -303,6 +304,7 @@ impl HostTcp {
             shared,
             local,
             remote,
+            unacked: None,
         })
     }
 
