@@ -87,6 +87,23 @@ fn a_connect_to_our_own_published_port_is_paired_in_memory() {
 }
 
 #[test]
+fn a_port_published_on_every_address_pairs_a_connect_to_loopback() {
+    let port = free_port();
+    let published: SocketAddr = ([0, 0, 0, 0], port).into();
+    let dest: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut config = sidecar::SidecarConfig::default()
+        .with_vm("a", "sa")
+        .with_vm("b", "sb")
+        .with_publish("a", published, 8080)
+        .with_allow(format!("{dest}").parse().unwrap());
+    config.limits.pairing_wait = Duration::from_secs(10);
+    let h = Harness::with_config(config);
+    let stats = exchange(&h, dest, Setup::from(Transport::InProcess));
+    assert_eq!(stats["pairs_made"], 1, "{stats}");
+    assert_eq!(stats["host_connections"], 0, "{stats}");
+}
+
+#[test]
 fn with_pairing_off_the_connection_runs_over_the_kernel() {
     let host: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let h = harness(host, Duration::ZERO);

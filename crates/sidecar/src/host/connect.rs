@@ -153,7 +153,11 @@ fn start(
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
         .map_err(io_failure)?;
     socket.set_nonblocking(true).map_err(io_failure)?;
-    let pair_port = if core.pairs_with(addr) {
+    let pairs_with = core
+        .pairs_with(addr)
+        .then(|| core.published_at(addr))
+        .flatten();
+    let pair_port = if let Some(published) = pairs_with {
         let any = match addr {
             SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
             SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
@@ -170,7 +174,7 @@ fn start(
             PendingPair {
                 session: sid,
                 id,
-                dest: addr,
+                dest: published,
                 responder: responder.clone(),
                 answered: false,
             },

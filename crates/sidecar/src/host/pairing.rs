@@ -50,7 +50,24 @@ impl Core {
     /// Whether a connect to `dest` should try to pair (it is published here, and pairing
     /// is on).
     pub fn pairs_with(&self, dest: SocketAddr) -> bool {
-        !self.config.limits.pairing_wait.is_zero() && self.published.contains_key(&dest)
+        !self.config.limits.pairing_wait.is_zero() && self.published_at(dest).is_some()
+    }
+
+    /// The published address a connect to `dest` reaches: `dest` itself, or a
+    /// publication on the unspecified address (`0.0.0.0:P`, `[::]:P`) when `dest` is a
+    /// loopback address of the same family and port (the kernel routes it there too).
+    pub fn published_at(&self, dest: SocketAddr) -> Option<SocketAddr> {
+        if self.published.contains_key(&dest) {
+            return Some(dest);
+        }
+        if !dest.ip().is_loopback() {
+            return None;
+        }
+        let any = match dest {
+            SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], dest.port())),
+            SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], dest.port())),
+        };
+        self.published.contains_key(&any).then_some(any)
     }
 
     /// The accept side: a connection from `peer` to published `host` whose client is a
