@@ -41,7 +41,13 @@ function install() {
   if (typeof originals.normalizeArgs !== 'function') throw new Error('pushnet: this Node has no net._normalizeArgs');
   const netSocket = require('./net_socket');
   netSocket.install(originals);
-  setSession(new Session(env, originals));
+  const session = new Session(env, originals);
+  setSession(session);
+  // For tools and tests (not for programs): the mode, the session's stats (a sync
+  // call), and how many pushed events were not numbered previous + 1 (must stay 0).
+  Object.defineProperty(process, Symbol.for('pushnet'), {
+    value: Object.freeze({ mode: env.mode, stats: () => session.call('stats', {}).result, seqGaps: () => session.seqGaps }),
+  });
 
   const { Server, createServer } = require('./net_server');
   const guestDgram = require('./dgram');

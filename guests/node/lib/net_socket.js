@@ -117,12 +117,30 @@ Socket.prototype.connect = function (...args) {
   this.connecting = true;
   this._active = true;
   updateRef(this);
+  if (this._session.mode === 'poll') return this._connectBlocking(where);
   try {
     this._connectRequest = this._session.send('net.connect', where);
     this._session.requests.set(this._connectRequest, this);
   } catch (e) {
     process.nextTick(() => this.destroy(toSysError(e, 'connect', where)));
   }
+  return this;
+};
+
+// Poll mode: a blocking net.connect, as the old polyfill made it (a `noreply` connect
+// reports its socket id in an event, and a poll-mode guest polls by socket id). The
+// socket is polled from now on; its `connect` event, polled, completes the connect.
+Socket.prototype._connectBlocking = function (where) {
+  let result;
+  try {
+    result = this._session.call('net.connect', where).result;
+  } catch (e) {
+    process.nextTick(() => this.destroy(toSysError(e, 'connect', where)));
+    return this;
+  }
+  this._local = result.local;
+  this._remote = result.remote;
+  this._attach(result.socket);
   return this;
 };
 
@@ -149,7 +167,7 @@ Socket.prototype._onConnected = function (event) {
   this._remote = event.remote;
   this.connecting = false;
   this._connectRequest = null;
-  this._attach(event.socket);
+  if (this._id !== event.socket) this._attach(event.socket);
   this._applyOptions();
   this._refreshTimer();
   if (this._pendingWrite) {
