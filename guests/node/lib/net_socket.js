@@ -231,6 +231,9 @@ Socket.prototype._onEnd = function () {
   if (this._gotEnd) return;
   this._gotEnd = true;
   this.push(null);
+  // As Node's own sockets do on EOF: a stream nobody reads, with nothing buffered,
+  // still ends (and, with both sides done, closes).
+  this.read(0);
 };
 
 Socket.prototype._onDrain = function () {
