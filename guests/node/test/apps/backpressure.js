@@ -31,7 +31,7 @@ function start() {
     assert.ok(written < 256 * 1024 * 1024, 'write() never returned false');
   }
   written += chunk.length;
-  assert.ok(client.writableLength > 0, 'write() returned false with nothing buffered');
+  assert.strictEqual(client.writableNeedDrain, true);
   let drained = false;
   client.once('drain', () => {
     drained = true;
