@@ -16,6 +16,7 @@ const APPS = [
   { app: 'http_keepalive.js', output: /http keep-alive ok/, methods: ['net.listen', 'net.connect'] },
   { app: 'dns_lookup.js', output: /dns ok/, methods: ['dns.lookup'] },
   { app: 'esm_echo.mjs', output: /esm ok/, methods: ['net.listen', 'dgram.bind'] },
+  { app: 'socket_misc.js', output: /socket misc ok/, methods: ['net.socket_set_no_delay', 'net.socket_set_keep_alive'] },
   { app: 'unref.js', output: /unref ok/, methods: ['net.listen', 'dgram.bind'] },
 ];
 
