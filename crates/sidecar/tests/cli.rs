@@ -111,7 +111,9 @@ fn run_gives_the_child_its_streams_and_exits_with_its_code() {
     let check_poll = r#"[ "$PUSHNET_MODE" = poll ] && [ -z "${PUSHNET_EVENT_FD+set}" ] \
         && [ -S /dev/fd/3 ] && ! [ -e /dev/fd/4 ] && [ "$PUSHNET_SECRET" = given ] && exit 6"#;
     let status = sidecar()
-        .args(["run", "--vm", "a=given", "--poll", "--", "sh", "-c", check_poll])
+        .args([
+            "run", "--vm", "a=given", "--poll", "--", "sh", "-c", check_poll,
+        ])
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(6), "the child's checks failed (poll)");
@@ -125,7 +127,15 @@ fn run_gives_the_child_its_streams_and_exits_with_its_code() {
 #[test]
 fn run_refuses_what_it_cannot_do() {
     let out = sidecar()
-        .args(["run", "--vm", "a", "--connect", "/nonexistent.sock", "--", "true"])
+        .args([
+            "run",
+            "--vm",
+            "a",
+            "--connect",
+            "/nonexistent.sock",
+            "--",
+            "true",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
