@@ -35,6 +35,7 @@ class CallChannel {
     this.decoder = new FrameDecoder();
     this.buffer = Buffer.allocUnsafe(64 * 1024);
     this.broken = null;
+    // Largest frame the sidecar accepts (its hello reply says; 16 MiB by default).
     this.sendLimit = 16 * 1024 * 1024;
   }
 
@@ -64,6 +65,11 @@ class CallChannel {
     this.checkUsable();
     debug(`fd ${this.fd} →`, JSON.stringify(header), payload ? payload.length : 0);
     const parts = encodeFrame(header, payload);
+    // The sidecar closes a session that sends a frame over its limit: refuse it here.
+    const total = parts[0].length - 4 + (payload ? payload.length : 0);
+    if (total > this.sendLimit) {
+      throw Object.assign(new Error(`${header.method}: a ${total}-byte frame exceeds the sidecar's limit of ${this.sendLimit}`), { code: 'EMSGSIZE' });
+    }
     try {
       if (parts.length === 1 || parts[1].length <= 16 * 1024) {
         writeAll(this.fd, parts.length === 1 ? parts[0] : Buffer.concat(parts));

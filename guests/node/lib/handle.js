@@ -14,7 +14,7 @@ function updateRef(handle) {
   }
 }
 
-// The session, created on first use (the preload installs it; tests may replace it).
+// The guest's one session, set by install() before anything is patched.
 let current = null;
 function session() {
   if (!current) throw new Error('pushnet: no sidecar session (the preload did not attach)');

@@ -304,19 +304,21 @@ Socket.prototype._writeData = function (data, cb) {
 };
 
 Socket.prototype._sendData = function (data, offset, cb) {
+  // Pieces fit the sidecar's frame limit with room for the header.
+  const piece = Math.min(WRITE_PIECE, this._session.channel.sendLimit - 4096);
   while (offset < data.length) {
     if (this._closed) return cb(sysError('EPIPE', 'write'));
-    const n = Math.min(WRITE_PIECE, data.length - offset);
-    const piece = offset === 0 && n === data.length ? data : data.subarray(offset, offset + n);
+    const n = Math.min(piece, data.length - offset);
+    const bytes = offset === 0 && n === data.length ? data : data.subarray(offset, offset + n);
     offset += n;
     this._unsynced += n;
     try {
       if (this._unsynced < SYNC_EVERY) {
-        this._session.send('net.write', { socket: this._id }, piece);
+        this._session.send('net.write', { socket: this._id }, bytes);
         continue;
       }
       this._unsynced = 0;
-      const { result } = this._session.call('net.write', { socket: this._id }, piece);
+      const { result } = this._session.call('net.write', { socket: this._id }, bytes);
       if (result && result.need_drain) {
         const rest = offset;
         this._awaitDrain = { resume: () => this._sendData(data, rest, cb), cb };

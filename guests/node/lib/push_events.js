@@ -21,7 +21,7 @@ function attach(session, env, token) {
   const socket = new session.originals.Socket({ fd: env.eventFd, readable: true, writable: false });
   const decoder = new FrameDecoder();
   // Bytes the hello reader had read past its reply belong to the event stream.
-  for (const leftover of hello.decoder.chunks) decoder.push(leftover.subarray(hello.decoder.chunks[0] === leftover ? hello.decoder.offset : 0));
+  for (const rest of hello.decoder.takeRest()) decoder.push(rest);
   // Decodes and dispatches every complete frame. A framing error means the stream can
   // no longer be trusted: the session is lost. An exception thrown by a program's
   // handler propagates as in Node (uncaught), and the frames after it are still

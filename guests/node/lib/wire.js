@@ -87,6 +87,15 @@ class FrameDecoder {
     return out;
   }
 
+  // Takes every buffered byte not decoded yet, as a list of buffers (for another decoder).
+  takeRest() {
+    const rest = this.chunks.map((chunk, i) => (i === 0 ? chunk.subarray(this.offset) : chunk));
+    this.chunks = [];
+    this.offset = 0;
+    this.length = 0;
+    return rest;
+  }
+
   // The next complete frame, or null. Throws FramingError when the stream is broken
   // (the stream can no longer be trusted: the caller must close it).
   next() {

@@ -57,12 +57,11 @@ pub struct RunArgs {
 
 /// Runs the command; returns the exit code `run` should exit with.
 pub fn run(args: RunArgs) -> Result<i32> {
-    let (name, given_secret) = match args.vm.contains('=') {
-        true => {
-            let (name, secret) = super::parse_vm(&args.vm)?;
-            (name, Some(secret))
-        }
-        false => (args.vm.clone(), None),
+    let (name, given_secret) = if args.vm.contains('=') {
+        let (name, secret) = super::parse_vm(&args.vm)?;
+        (name, Some(secret))
+    } else {
+        (args.vm.clone(), None)
     };
     if name.is_empty() {
         bail!("--vm: the VM name is empty");
@@ -136,8 +135,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         command.pre_exec(move || place_fds(&sources));
     }
 
-    let status = wait_forwarding_signals(command, &args.command[0])?;
-    drop(child_fds);
+    let status = wait_forwarding_signals(command, child_fds, &args.command[0])?;
     if let Some(sidecar) = sidecar {
         sidecar.shutdown();
     }
@@ -206,8 +204,14 @@ fn quote_node_option(value: &OsStr) -> OsString {
 }
 
 /// Spawns the child and waits for it; SIGTERM and SIGHUP sent to `run` meanwhile are
-/// passed on to it, SIGINT is ignored (see the module doc).
-fn wait_forwarding_signals(mut command: Command, program: &OsStr) -> Result<ExitStatus> {
+/// passed on to it, SIGINT is ignored (see the module doc). `child_fds` (placed by the
+/// command's `pre_exec`) are closed here once the child has them, so the session ends
+/// with the child's last copy.
+fn wait_forwarding_signals(
+    mut command: Command,
+    child_fds: Vec<OwnedFd>,
+    program: &OsStr,
+) -> Result<ExitStatus> {
     use tokio::signal::unix::{signal, SignalKind};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -220,9 +224,9 @@ fn wait_forwarding_signals(mut command: Command, program: &OsStr) -> Result<Exit
             signal(SignalKind::interrupt())?,
         ))
     })?;
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("starting {}", program.to_string_lossy()))?;
+    let spawned = command.spawn();
+    drop(child_fds);
+    let mut child = spawned.with_context(|| format!("starting {}", program.to_string_lossy()))?;
     let pid = child.id() as libc::pid_t;
     let (done, mut finished) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
