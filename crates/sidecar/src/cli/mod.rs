@@ -13,8 +13,8 @@ use sidecar::SidecarConfig;
 #[derive(clap::Args)]
 pub struct OperatorArgs {
     /// A TOML config file (VMs, secrets, policy, limits; see docs/sidecar.example.toml).
-    /// SIGHUP reloads it without dropping sessions; a reload that fails keeps the old one.
-    /// `--vm` and `--allow` add to what it defines.
+    /// `--vm` and `--allow` add to what it defines. Under `serve`, SIGHUP reloads it
+    /// without dropping sessions; a reload that fails keeps the old one.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Let guests reach destinations outside their VM through host sockets (TCP and UDP):
