@@ -1,10 +1,13 @@
-//! The `sidecar` command: serve guests over stdio or a Unix listening socket.
+//! The `sidecar` command: serve guests over stdio or a Unix listening socket, or run a
+//! command as a guest (`run`, in `cli/run.rs`).
+
+mod cli;
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use sidecar::policy::Proto;
+use cli::OperatorArgs;
 use sidecar::{Sidecar, SidecarConfig};
 
 #[derive(Parser)]
@@ -22,6 +25,10 @@ struct Cli {
 enum Command {
     /// Serve guests: one over stdin/stdout (--stdio), or many over a Unix socket (--listen).
     Serve(ServeArgs),
+    /// Run a command as a guest of VM NAME (`sidecar run --vm NAME -- node app.js`): an
+    /// embedded sidecar (or, with --connect, a running one) serves it on fds 3 and 4,
+    /// and Node programs get the guest runtime preloaded. Exits with the command's code.
+    Run(cli::run::RunArgs),
 }
 
 #[derive(clap::Args)]
@@ -32,11 +39,6 @@ struct ServeArgs {
     /// Serve sessions on a Unix socket created at PATH (mode 0600).
     #[arg(long, value_name = "PATH")]
     listen: Option<PathBuf>,
-    /// A TOML config file (VMs, secrets, policy, limits; see docs/sidecar.example.toml).
-    /// SIGHUP reloads it without dropping sessions; a reload that fails keeps the old one.
-    /// `--vm` and `--allow` add to what it defines.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
     /// Define a VM guests may attach to: NAME=SECRET, or NAME=@FILE to read the secret
     /// from a file (first line). Repeatable; at least one, here or in --config.
     #[arg(
@@ -45,88 +47,18 @@ struct ServeArgs {
         required_unless_present = "config"
     )]
     vms: Vec<String>,
-    /// Let guests reach destinations outside their VM through host sockets (TCP and UDP):
-    /// ADDR[/PREFIX][:PORT[-PORT]], IPv6 as [ADDR] when a port follows. Repeatable;
-    /// without any, nothing outside a VM is reachable (the host's loopback included).
-    #[arg(long = "allow", value_name = "RULE")]
-    allow: Vec<sidecar::AllowRule>,
-    /// Publish a host port to a VM's in-VM listener, like `docker -p`:
-    /// NAME=[HOSTIP:]HOSTPORT:PORT[/tcp|/udp] (host IP default 127.0.0.1). Repeatable.
-    #[arg(long = "publish", value_name = "NAME=[HOSTIP:]HOSTPORT:PORT[/udp]")]
-    publish: Vec<String>,
-    /// Largest frame accepted from a guest, in bytes (default 16 MiB, or the config's).
-    #[arg(long, value_name = "BYTES")]
-    max_frame: Option<usize>,
-}
-
-/// `NAME=[HOSTIP:]HOSTPORT:PORT[/tcp|/udp]` → (VM, host address, in-VM port, protocol).
-fn parse_publish(spec: &str) -> Result<(String, std::net::SocketAddr, u16, Proto)> {
-    let usage = || format!("--publish {spec:?}: expected NAME=[HOSTIP:]HOSTPORT:PORT[/udp]");
-    let (spec_addr, proto) = match (spec.strip_suffix("/udp"), spec.strip_suffix("/tcp")) {
-        (Some(rest), _) => (rest, Proto::Udp),
-        (_, Some(rest)) => (rest, Proto::Tcp),
-        _ => (spec, Proto::Tcp),
-    };
-    let (name, rest) = spec_addr.split_once('=').with_context(usage)?;
-    let (host, port) = rest.rsplit_once(':').with_context(usage)?;
-    let port: u16 = port.parse().ok().with_context(usage)?;
-    let host = match host.parse::<u16>() {
-        Ok(host_port) => std::net::SocketAddr::from(([127, 0, 0, 1], host_port)),
-        Err(_) => host.parse().ok().with_context(usage)?,
-    };
-    if name.is_empty() || host.port() == 0 || port == 0 {
-        bail!("{}: the VM name and both ports must be given", usage());
-    }
-    Ok((name.to_owned(), host, port, proto))
-}
-
-fn parse_vm(spec: &str) -> Result<(String, String)> {
-    let Some((name, secret)) = spec.split_once('=') else {
-        bail!("--vm {spec:?}: expected NAME=SECRET or NAME=@FILE");
-    };
-    if name.is_empty() {
-        bail!("--vm {spec:?}: the VM name is empty");
-    }
-    let secret = match secret.strip_prefix('@') {
-        Some(file) => std::fs::read_to_string(file)
-            .with_context(|| format!("reading the secret of VM {name} from {file}"))?
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_owned(),
-        None => secret.to_owned(),
-    };
-    if secret.is_empty() {
-        bail!("--vm {name}: the secret is empty");
-    }
-    Ok((name.to_owned(), secret))
+    #[command(flatten)]
+    operator: OperatorArgs,
 }
 
 /// The configuration: the file's (if any), plus the flags.
 fn build_config(args: &ServeArgs) -> Result<SidecarConfig> {
-    let mut config = match &args.config {
-        Some(path) => sidecar::config_file::load(path)?,
-        None => SidecarConfig::default(),
-    };
-    for spec in &args.vms {
-        let (name, secret) = parse_vm(spec)?;
-        config = config.with_vm(name, secret);
-    }
-    if let Some(max_frame) = args.max_frame {
-        config.limits.max_frame = max_frame;
-    }
-    config.policy.rules.extend(args.allow.iter().copied());
-    for spec in &args.publish {
-        let (vm, host, port, proto) = parse_publish(spec)?;
-        if !config.vms.contains_key(&vm) {
-            bail!("--publish {spec:?}: no VM named {vm}");
-        }
-        config = config.with_publish_proto(&vm, host, port, proto);
-    }
-    if config.vms.is_empty() {
-        bail!("no VM is defined: give --vm NAME=SECRET or [[vm]] in --config");
-    }
-    Ok(config)
+    let vms = args
+        .vms
+        .iter()
+        .map(|spec| cli::parse_vm(spec))
+        .collect::<Result<Vec<_>>>()?;
+    cli::build_config(&args.operator, &vms)
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
@@ -194,7 +126,7 @@ fn keep_freed_buffers() {}
 
 /// SIGHUP: re-read the config file and apply it; on any error keep the running one.
 fn reload(sidecar: &Sidecar, args: &ServeArgs) {
-    if args.config.is_none() {
+    if args.operator.config.is_none() {
         tracing::warn!("SIGHUP without --config: nothing to reload");
         return;
     }
@@ -218,5 +150,9 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve(args),
+        Command::Run(args) => {
+            let code = cli::run::run(args)?;
+            std::process::exit(code)
+        }
     }
 }

@@ -94,3 +94,62 @@ fn bad_arguments_are_refused_with_a_message() {
     let help = sidecar().arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("serve"));
 }
+
+/// `sidecar run` hands its child the session on fds 3 and 4 (sockets) and says so in
+/// the environment; `--poll` has no event channel. (The Node guest suites, in
+/// tests/node_guest.rs, cover what a guest does with them.)
+#[test]
+fn run_gives_the_child_its_streams_and_exits_with_its_code() {
+    let check = r#"[ "$PUSHNET_FD" = 3 ] && [ "$PUSHNET_EVENT_FD" = 4 ] && [ -S /dev/fd/3 ] \
+        && [ -S /dev/fd/4 ] && [ "$PUSHNET_MODE" = push ] && [ "$PUSHNET_VM" = a ] \
+        && [ ${#PUSHNET_SECRET} -ge 32 ] && exit 5"#;
+    let status = sidecar()
+        .args(["run", "--vm", "a", "--", "sh", "-c", check])
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(5), "the child's checks failed");
+    let check_poll = r#"[ "$PUSHNET_MODE" = poll ] && [ -z "${PUSHNET_EVENT_FD+set}" ] \
+        && [ -S /dev/fd/3 ] && ! [ -e /dev/fd/4 ] && [ "$PUSHNET_SECRET" = given ] && exit 6"#;
+    let status = sidecar()
+        .args([
+            "run", "--vm", "a=given", "--poll", "--", "sh", "-c", check_poll,
+        ])
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(6), "the child's checks failed (poll)");
+    let status = sidecar()
+        .args(["run", "--vm", "a", "--", "sh", "-c", "kill -TERM $$"])
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM));
+}
+
+#[test]
+fn run_refuses_what_it_cannot_do() {
+    let out = sidecar()
+        .args([
+            "run",
+            "--vm",
+            "a",
+            "--connect",
+            "/nonexistent.sock",
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs the secret of VM a"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sidecar().args(["run", "--vm", "a"]).output().unwrap();
+    assert!(!out.status.success(), "no command");
+    let out = sidecar()
+        .args(["run", "--vm", "a", "--", "/nonexistent/program"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/program"));
+}

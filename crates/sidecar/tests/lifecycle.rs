@@ -241,6 +241,12 @@ fn events_flow_on_the_event_channel_and_replies_on_the_primary() {
         )
         .unwrap();
     assert_eq!(attached["session"], hello["session"]);
+    // The queued events follow the channel's hello reply, never precede it.
+    assert_eq!(
+        events.queued_events(),
+        0,
+        "an event came before the event channel's hello reply"
+    );
     let (accept, _, _) = events.event_of("accept");
     assert_eq!(accept["server"], listened["server"]);
     // Replies stay on the primary; the event channel takes no calls.

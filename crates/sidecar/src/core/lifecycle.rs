@@ -59,14 +59,11 @@ impl Core {
         }
         if let Some(token) = &params.event_channel_token {
             return match self.event_tokens.remove(token) {
-                Some(sid) if self.sessions.get(&sid).is_some_and(|s| s.vm == params.vm) => {
-                    let session = &self.sessions[&sid];
-                    session.out.attach_event_channel(sink);
-                    Ok(HelloOutcome::EventChannel(
-                        sid,
-                        self.hello_result(sid, None),
-                    ))
-                }
+                // The transport attaches `sink` once it has written this hello's reply:
+                // events queued for the channel must follow the reply, not precede it.
+                Some(sid) if self.sessions.get(&sid).is_some_and(|s| s.vm == params.vm) => Ok(
+                    HelloOutcome::EventChannel(sid, self.hello_result(sid, None)),
+                ),
                 _ => refused(
                     ErrorCode::Eacces,
                     "unknown or already used event channel token".into(),

@@ -1,0 +1,494 @@
+'use strict';
+// net.Socket over the sidecar: a real stream.Duplex with Node's semantics.
+//
+// - connect: a `noreply` net.connect (non-blocking, as Node's is); the `connect` event
+//   names the request and brings the socket id.
+// - reading: `data` events are push()ed; the receive window (credit, PROTOCOL §11) is
+//   granted back as the program consumes: at once while the stream takes more, and
+//   from _read() once a paused or full stream drains. pause() therefore stops the
+//   grants, and the sidecar stops reading for this socket when the window is used up.
+// - writing: `noreply` writes, with a synchronous one every SYNC_EVERY bytes whose
+//   reply says whether the sidecar's buffer passed its high-water mark; if it did, the
+//   write callback waits for the `drain` event, so write() returns false past the
+//   high-water mark and 'drain' follows, as in Node.
+// - end() → net.shutdown (FIN); destroy() → net.destroy; 'close' carries had_error.
+
+const stream = require('stream');
+const util = require('util');
+const { updateRef, session } = require('./handle');
+const { sysError, fromWire, nodeError } = require('./errors');
+
+const SYNC_EVERY = 64 * 1024; // bytes of noreply writes between synchronous ones
+const WRITE_PIECE = 256 * 1024; // largest payload of one net.write
+const GRANT_BATCH = 32 * 1024; // credit is granted back in batches of at least this
+
+const kAccepted = Symbol('pushnet.accepted');
+
+let OriginalSocket = null;
+let normalizeArgs = null;
+
+function Socket(options) {
+  if (!(this instanceof Socket)) return new Socket(options);
+  if (typeof options === 'number') options = { fd: options };
+  options = options ? { ...options } : {};
+  // Sockets over fds and native handles are not network sockets of the guest:
+  // process.stdin/stdout on a pipe, child_process stdio. Node's own class serves them.
+  if ((options.fd !== undefined || options.handle) && !options[kAccepted]) {
+    if (new.target === Socket) return new OriginalSocket(options);
+    throw nodeError('ERR_PUSHNET_UNSUPPORTED', 'pushnet: a socket subclass over a native handle (tls over a guest socket) is not supported yet');
+  }
+  this.allowHalfOpen = Boolean(options.allowHalfOpen);
+  stream.Duplex.call(this, {
+    allowHalfOpen: this.allowHalfOpen,
+    emitClose: false,
+    autoDestroy: true,
+    decodeStrings: false,
+    highWaterMark: options.highWaterMark,
+    readableHighWaterMark: options.readableHighWaterMark,
+    writableHighWaterMark: options.writableHighWaterMark,
+  });
+  this._session = session();
+  this._id = null;
+  this._connectRequest = null;
+  this._where = null;
+  this.connecting = false;
+  this._closed = false;
+  this._refed = true;
+  this._active = false;
+  this._counted = false;
+  this._local = null;
+  this._remote = null;
+  this._owed = 0;
+  this._held = false;
+  this._unsynced = 0;
+  this._pendingWrite = null;
+  this._pendingFinal = null;
+  this._awaitDrain = null;
+  this._gotEnd = false;
+  this._timer = null;
+  this.timeout = 0;
+  this._noDelay = options.noDelay ? true : null;
+  this._keepAlive = options.keepAlive ? [true, options.keepAliveInitialDelay || 0] : null;
+  this.bytesRead = 0;
+  this._bytesWritten = 0;
+  this.server = null;
+  this._server = null;
+  this._pollKind = 'socket';
+  const accepted = options[kAccepted];
+  if (accepted) {
+    this._local = accepted.local;
+    this._remote = accepted.remote;
+    this._attach(accepted.id);
+    // Acknowledge the accept: the connection leaves the server's backlog.
+    this._session.send('net.credit', { socket: this._id, bytes: 0 });
+    this._applyOptions();
+  }
+}
+util.inherits(Socket, stream.Duplex);
+
+Socket.prototype._attach = function (id) {
+  this._id = id;
+  this._active = true;
+  this._session.register(id, this);
+  updateRef(this);
+};
+
+Socket.prototype._applyOptions = function () {
+  if (this._noDelay !== null) this.setNoDelay(this._noDelay);
+  if (this._keepAlive !== null) this.setKeepAlive(this._keepAlive[0], this._keepAlive[1]);
+};
+
+// --- connect ---------------------------------------------------------------------
+
+Socket.prototype.connect = function (...args) {
+  const normalized = isNormalized(args) ? args[0] : normalizeArgs(args);
+  const [options, cb] = normalized;
+  if (this.connecting || this._id !== null) throw nodeError('ERR_SOCKET_CONNECTING', 'Socket is already connected or connecting');
+  if (this.destroyed) throw nodeError('ERR_SOCKET_CLOSED', 'Socket is closed');
+  if (cb) this.once('connect', cb);
+  let where;
+  if (options.path !== undefined && options.path !== null) {
+    where = { path: String(options.path) };
+  } else {
+    where = { host: options.host || 'localhost', port: validatePort(options.port) };
+  }
+  if (options.timeout) this.setTimeout(options.timeout);
+  this._where = where;
+  this.connecting = true;
+  this._active = true;
+  updateRef(this);
+  if (this._session.mode === 'poll') return this._connectBlocking(where);
+  try {
+    this._connectRequest = this._session.send('net.connect', where);
+    this._session.requests.set(this._connectRequest, this);
+  } catch (e) {
+    process.nextTick(() => this.destroy(toSysError(e, 'connect', where)));
+  }
+  return this;
+};
+
+// Poll mode: a blocking net.connect, as the old polyfill made it (a `noreply` connect
+// reports its socket id in an event, and a poll-mode guest polls by socket id). The
+// socket is polled from now on; its `connect` event, polled, completes the connect.
+Socket.prototype._connectBlocking = function (where) {
+  let result;
+  try {
+    result = this._session.call('net.connect', where).result;
+  } catch (e) {
+    process.nextTick(() => this.destroy(toSysError(e, 'connect', where)));
+    return this;
+  }
+  this._local = result.local;
+  this._remote = result.remote;
+  this._attach(result.socket);
+  return this;
+};
+
+function isNormalized(args) {
+  return args.length === 1 && Array.isArray(args[0]) && args[0].length === 2 && typeof args[0][0] === 'object';
+}
+
+function validatePort(port) {
+  if (port === undefined || port === null) throw nodeError('ERR_MISSING_ARGS', 'The "options" or "port" or "path" argument must be specified', TypeError);
+  const n = typeof port === 'string' && port.trim() !== '' ? Number(port) : port;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > 65535) {
+    throw nodeError('ERR_SOCKET_BAD_PORT', `Port should be >= 0 and < 65536. Received ${util.inspect(port)}.`, RangeError);
+  }
+  return n;
+}
+
+Socket.prototype._onConnected = function (event) {
+  if (this.destroyed) {
+    // Destroyed while connecting: let the new connection go at once.
+    this._session.send('net.destroy', { socket: event.socket });
+    return;
+  }
+  this._local = event.local;
+  this._remote = event.remote;
+  this.connecting = false;
+  this._connectRequest = null;
+  if (this._id !== event.socket) this._attach(event.socket);
+  this._applyOptions();
+  this._refreshTimer();
+  if (this._pendingWrite) {
+    const { data, cb } = this._pendingWrite;
+    this._pendingWrite = null;
+    this._writeData(data, cb);
+  }
+  if (this._pendingFinal) {
+    const cb = this._pendingFinal;
+    this._pendingFinal = null;
+    this._final(cb);
+  }
+  this.emit('connect');
+  this.emit('ready');
+};
+
+// --- events from the sidecar ---------------------------------------------------------
+
+Socket.prototype._onEvent = function (event, payload) {
+  switch (event.event) {
+    case 'connect':
+      return this._onConnected(event);
+    case 'data':
+      return this._onData(payload);
+    case 'end':
+      return this._onEnd();
+    case 'drain':
+      return this._onDrain();
+    case 'error':
+      return this._onError(event);
+    case 'close':
+      return this._onClose(event);
+    default:
+      return undefined;
+  }
+};
+
+Socket.prototype._onData = function (payload) {
+  if (this.destroyed || this._gotEnd) return;
+  this.bytesRead += payload.length;
+  this._owed += payload.length;
+  this._refreshTimer();
+  if (!this.push(payload)) this._held = true;
+  else if (this._owed >= GRANT_BATCH) this._grant();
+};
+
+Socket.prototype._grant = function () {
+  if (this._id === null || this._closed || this._owed === 0) return;
+  this._session.send('net.credit', { socket: this._id, bytes: this._owed });
+  this._owed = 0;
+};
+
+Socket.prototype._read = function () {
+  if (this._held || this._owed >= GRANT_BATCH) {
+    this._held = false;
+    this._grant();
+  }
+};
+
+Socket.prototype._onEnd = function () {
+  if (this._gotEnd) return;
+  this._gotEnd = true;
+  this.push(null);
+  // As Node's own sockets do on EOF: a stream nobody reads, with nothing buffered,
+  // still ends (and, with both sides done, closes).
+  this.read(0);
+};
+
+Socket.prototype._onDrain = function () {
+  const waiting = this._awaitDrain;
+  if (!waiting) return;
+  this._awaitDrain = null;
+  waiting.resume();
+};
+
+Socket.prototype._onError = function (event) {
+  if (this.destroyed) return;
+  let syscall = 'read';
+  if (this.connecting) syscall = 'connect';
+  else if (event.request !== undefined) syscall = 'write';
+  this.destroy(fromWire(event, syscall, this.connecting ? this._where : undefined));
+};
+
+Socket.prototype._onClose = function () {
+  this._release();
+  if (this.destroyed) return;
+  if (this._awaitDrain) {
+    const { cb } = this._awaitDrain;
+    this._awaitDrain = null;
+    cb(sysError('EPIPE', 'write'));
+  }
+  // Nothing more will arrive; what was received is still the program's to read.
+  this._onEnd();
+};
+
+Socket.prototype._onLost = function (err) {
+  this._release();
+  if (!this.destroyed) this.destroy(err);
+};
+
+// The sidecar id is gone (closed there, or destroyed here).
+Socket.prototype._release = function () {
+  if (this._id !== null && !this._closed) this._session.unregister(this._id);
+  this._closed = true;
+  this._active = false;
+  updateRef(this);
+};
+
+// --- writing -----------------------------------------------------------------------
+
+function toBuffer(chunk, encoding) {
+  return typeof chunk === 'string' ? Buffer.from(chunk, encoding) : chunk;
+}
+
+Socket.prototype._write = function (chunk, encoding, cb) {
+  this._writeData(toBuffer(chunk, encoding), cb);
+};
+
+Socket.prototype._writev = function (chunks, cb) {
+  const data = chunks.length === 1 ? toBuffer(chunks[0].chunk, chunks[0].encoding) : Buffer.concat(chunks.map((c) => toBuffer(c.chunk, c.encoding)));
+  this._writeData(data, cb);
+};
+
+Socket.prototype._writeData = function (data, cb) {
+  if (this.connecting) {
+    this._pendingWrite = { data, cb };
+    return;
+  }
+  if (this._id === null) return cb(nodeError('ERR_SOCKET_CLOSED', 'Socket is closed'));
+  if (this._closed) return cb(sysError('EPIPE', 'write'));
+  this._bytesWritten += data.length;
+  this._refreshTimer();
+  this._sendData(data, 0, cb);
+};
+
+Socket.prototype._sendData = function (data, offset, cb) {
+  // Pieces fit the sidecar's frame limit with room for the header.
+  const piece = Math.min(WRITE_PIECE, this._session.channel.sendLimit - 4096);
+  while (offset < data.length) {
+    if (this._closed) return cb(sysError('EPIPE', 'write'));
+    const n = Math.min(piece, data.length - offset);
+    const bytes = offset === 0 && n === data.length ? data : data.subarray(offset, offset + n);
+    offset += n;
+    this._unsynced += n;
+    try {
+      if (this._unsynced < SYNC_EVERY) {
+        this._session.send('net.write', { socket: this._id }, bytes);
+        continue;
+      }
+      this._unsynced = 0;
+      const { result } = this._session.call('net.write', { socket: this._id }, bytes);
+      if (result && result.need_drain) {
+        const rest = offset;
+        this._awaitDrain = { resume: () => this._sendData(data, rest, cb), cb };
+        return undefined;
+      }
+    } catch (e) {
+      return cb(toSysError(e, 'write'));
+    }
+  }
+  return cb();
+};
+
+Socket.prototype._final = function (cb) {
+  if (this.connecting) {
+    this._pendingFinal = cb;
+    return;
+  }
+  if (this._id !== null && !this._closed) {
+    try {
+      this._session.send('net.shutdown', { socket: this._id });
+    } catch (e) {
+      return cb(toSysError(e, 'shutdown'));
+    }
+  }
+  return cb();
+};
+
+Socket.prototype._destroy = function (err, cb) {
+  if (this._timer) {
+    clearTimeout(this._timer);
+    this._timer = null;
+  }
+  this.connecting = false;
+  if (this._id !== null && !this._closed) {
+    const id = this._id;
+    this._release();
+    try {
+      this._session.send('net.destroy', { socket: id });
+    } catch {
+      // The sidecar is gone: so is the socket.
+    }
+  } else {
+    this._release();
+  }
+  cb(err);
+  process.nextTick(() => this.emit('close', Boolean(err)));
+};
+
+Socket.prototype.destroySoon = function () {
+  if (this.writable) this.end();
+  if (this.writableFinished) this.destroy();
+  else this.once('finish', this.destroy);
+};
+
+Socket.prototype.resetAndDestroy = function () {
+  return this.destroy();
+};
+
+function toSysError(e, syscall, where) {
+  if (e && e.wire) return fromWire(e.wire, syscall, where);
+  return e;
+}
+
+// --- options, timers, refs ---------------------------------------------------------
+
+Socket.prototype.setNoDelay = function (enable = true) {
+  this._noDelay = Boolean(enable);
+  if (this._id !== null && !this._closed) this._session.send('net.socket_set_no_delay', { socket: this._id, enable: this._noDelay });
+  return this;
+};
+
+Socket.prototype.setKeepAlive = function (enable = false, initialDelay = 0) {
+  this._keepAlive = [Boolean(enable), Math.max(0, Math.floor(Number(initialDelay) || 0))];
+  if (this._id !== null && !this._closed) {
+    this._session.send('net.socket_set_keep_alive', { socket: this._id, enable: this._keepAlive[0], initial_delay_ms: this._keepAlive[1] });
+  }
+  return this;
+};
+
+Socket.prototype.setTimeout = function (msecs, callback) {
+  if (this._timer) {
+    clearTimeout(this._timer);
+    this._timer = null;
+  }
+  this.timeout = msecs;
+  if (msecs > 0 && !this.destroyed) {
+    // An idle timeout the program asked for (unref'd, as Node's): re-armed by activity.
+    this._timer = setTimeout(() => this.emit('timeout'), msecs);
+    this._timer.unref();
+  }
+  if (callback) {
+    if (msecs === 0) this.removeListener('timeout', callback);
+    else this.once('timeout', callback);
+  }
+  return this;
+};
+
+Socket.prototype._refreshTimer = function () {
+  if (this._timer) this._timer.refresh();
+};
+
+Socket.prototype.ref = function () {
+  this._refed = true;
+  updateRef(this);
+  return this;
+};
+
+Socket.prototype.unref = function () {
+  this._refed = false;
+  updateRef(this);
+  return this;
+};
+
+// --- addresses and state -----------------------------------------------------------
+
+Socket.prototype.address = function () {
+  if (!this._local || this._local.path !== undefined) return {};
+  return { address: this._local.address, family: this._local.family, port: this._local.port };
+};
+
+function define(name, get) {
+  Object.defineProperty(Socket.prototype, name, { get, configurable: true, enumerable: false });
+}
+define('remoteAddress', function () {
+  return this._remote && this._remote.address;
+});
+define('remotePort', function () {
+  return this._remote && this._remote.port;
+});
+define('remoteFamily', function () {
+  return this._remote && this._remote.family;
+});
+define('localAddress', function () {
+  return this._local && this._local.address;
+});
+define('localPort', function () {
+  return this._local && this._local.port;
+});
+define('localFamily', function () {
+  return this._local && this._local.family;
+});
+define('bytesWritten', function () {
+  return this._bytesWritten;
+});
+define('bufferSize', function () {
+  return this.writableLength;
+});
+define('pending', function () {
+  return this._id === null || this.connecting;
+});
+define('_handle', function () {
+  // Node code tests `socket._handle` for "is open"; there is no native handle here.
+  return null;
+});
+define('readyState', function () {
+  if (this.connecting) return 'opening';
+  if (this.readable && this.writable) return 'open';
+  if (this.readable && !this.writable) return 'readOnly';
+  if (!this.readable && this.writable) return 'writeOnly';
+  return 'closed';
+});
+
+function install(originals) {
+  OriginalSocket = originals.Socket;
+  normalizeArgs = originals.normalizeArgs;
+  // Sockets Node makes over fds (stdio pipes) are instances of the original class; they
+  // still count as net.Socket.
+  Object.defineProperty(Socket, Symbol.hasInstance, {
+    value: (obj) => obj instanceof OriginalSocket || Socket.prototype.isPrototypeOf(obj),
+  });
+}
+
+module.exports = { Socket, kAccepted, install, normalize: (args) => normalizeArgs(args) };

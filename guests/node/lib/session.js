@@ -1,0 +1,123 @@
+'use strict';
+// The guest's one session with the sidecar: the call channel (fd PUSHNET_FD, blocking),
+// the event source (push: the event channel on PUSHNET_EVENT_FD; poll: per-handle
+// polling), the table of live handles by id, and the reference count that decides
+// whether pending events keep the process alive.
+
+const { CallChannel } = require('./channel');
+const { sysError } = require('./errors');
+const { debug } = require('./debug');
+
+const CAPABILITIES = ['push', 'poll', 'noreply', 'tcp', 'unix', 'udp', 'dns', 'credit', 'event_channel'];
+const CREDIT_WINDOW = 256 * 1024;
+
+class Session {
+  // env: { fd, eventFd, vm, secret, mode: 'push' | 'poll' }
+  constructor(env, originals) {
+    this.mode = env.mode;
+    this.originals = originals;
+    // Live handles (stream sockets, servers, UDP sockets) by their sidecar id: socket
+    // and server ids come from one counter, so one table holds them all.
+    this.handles = new Map();
+    // Handles waiting for the event of a `noreply` call (a non-blocking connect).
+    this.requests = new Map();
+    this.refs = 0;
+    this.lastSeq = 0;
+    this.seqGaps = 0;
+    this.lost = null;
+    this.channel = new CallChannel(env.fd, (frame) => this.stray(frame));
+    const hello = this.channel.call('hello', {
+      version: 1,
+      vm: env.vm,
+      secret: env.secret,
+      mode: this.mode,
+      credit: CREDIT_WINDOW,
+      capabilities: this.mode === 'push' ? CAPABILITIES : CAPABILITIES.filter((c) => c !== 'event_channel'),
+      cwd: process.cwd(),
+    }).result;
+    this.hello = hello;
+    this.capabilities = new Set(hello.capabilities);
+    this.channel.sendLimit = hello.max_frame;
+    for (const needed of ['noreply', 'credit', this.mode]) {
+      if (!this.capabilities.has(needed)) throw new Error(`pushnet: the sidecar does not offer '${needed}'`);
+    }
+    if (this.mode === 'push') {
+      if (!hello.event_channel_token) throw new Error('pushnet: the sidecar offered no event channel');
+      this.events = require('./push_events').attach(this, env, hello.event_channel_token);
+    } else {
+      this.events = require('./poll_events').create(this);
+    }
+  }
+
+  call(method, params, payload) {
+    return this.channel.call(method, params, payload);
+  }
+
+  send(method, params, payload) {
+    return this.channel.send(method, params, payload);
+  }
+
+  register(id, handle) {
+    this.handles.set(id, handle);
+    this.events.watch(id, handle);
+  }
+
+  unregister(id) {
+    this.handles.delete(id);
+    this.events.unwatch(id);
+  }
+
+  // A handle that holds the process open (ref'd and active) takes a reference; the
+  // event source is ref'd while there is at least one.
+  ref() {
+    if (this.refs++ === 0) this.events.ref();
+  }
+
+  unref() {
+    if (--this.refs === 0) this.events.unref();
+  }
+
+  // One event from the sidecar (pushed, or returned by a poll).
+  dispatch(event, payload) {
+    debug('event', JSON.stringify(event), payload ? payload.length : 0);
+    if (typeof event.seq === 'number' && event.seq > 0) {
+      if (this.lastSeq !== 0 && event.seq !== this.lastSeq + 1) this.seqGaps++;
+      this.lastSeq = event.seq;
+    }
+    let target;
+    if (event.request !== undefined && this.requests.has(event.request)) {
+      target = this.requests.get(event.request);
+      this.requests.delete(event.request);
+    } else if (event.server !== undefined) {
+      // Before `socket`: an `accept` names both, and belongs to the server.
+      target = this.handles.get(event.server);
+    } else if (event.socket !== undefined) {
+      target = this.handles.get(event.socket);
+    }
+    if (target) {
+      target._onEvent(event, payload);
+    } else if (event.event === 'error' && event.socket === undefined && event.server === undefined) {
+      process.emitWarning(`pushnet: sidecar error ${event.code}: ${event.message}`);
+    }
+    // Anything else names an id this guest already let go of (destroyed, closed): the
+    // sidecar's `close` for it, or data that raced the destroy. Nothing to do.
+  }
+
+  // Frames on the call stream that are not the awaited reply.
+  stray(frame) {
+    if (frame.header.type === 'event') this.dispatch(frame.header, frame.payload);
+  }
+
+  // The sidecar is gone: every call fails, every handle sees ECONNRESET then closes.
+  connectionLost(cause) {
+    if (this.lost) return;
+    this.lost = sysError('ECONNRESET', 'pushnet', `(the sidecar connection was lost${cause ? `: ${cause.message}` : ''})`);
+    this.channel.fail(cause || null);
+    const handles = [...this.handles.values(), ...this.requests.values()];
+    this.handles.clear();
+    this.requests.clear();
+    for (const handle of handles) handle._onLost(this.lost);
+  }
+}
+
+module.exports = { Session, CREDIT_WINDOW };

@@ -1,0 +1,16 @@
+'use strict';
+// The pushnet Node guest runtime, loaded before the program by
+// `sidecar run --vm NAME -- node app.js` (NODE_OPTIONS=--require <this file>).
+//
+// With PUSHNET_FD set it attaches to the sidecar and patches node:net, node:dgram and
+// node:dns (see lib/install.js); without it (a plain `node`, or a child process of a
+// guest) it does nothing.
+
+if (process.env.PUSHNET_FD !== undefined) {
+  try {
+    require('./lib/install').install();
+  } catch (e) {
+    process.stderr.write(`pushnet: cannot start the Node guest runtime: ${e && e.stack ? e.stack : e}\n`);
+    process.exit(70);
+  }
+}

@@ -1,0 +1,30 @@
+'use strict';
+// Every app is a plain Node program that checks its own results. Each one must pass
+// unchanged under plain Node, as a push-mode guest and as a poll-mode guest of an
+// embedded sidecar (`sidecar run --vm t [--poll] -- node app`).
+
+const { test } = require('node:test');
+const { runApp, assertRan } = require('./helpers');
+
+const APPS = [
+  { app: 'tcp_echo.js', output: /tcp echo ok/, methods: ['net.listen', 'net.connect', 'net.write', 'net.shutdown'] },
+  { app: 'bulk.js', output: /bulk ok/, methods: ['net.write', 'net.credit'] },
+  { app: 'unix_echo.js', output: /unix echo ok/, methods: ['net.listen', 'net.connect'] },
+  { app: 'udp_echo.js', output: /udp echo ok/, methods: ['dgram.createSocket', 'dgram.bind', 'dgram.send', 'dgram.connect', 'dgram.close'] },
+  { app: 'half_close.js', output: /half close ok/, methods: ['net.shutdown'] },
+  { app: 'backpressure.js', output: /backpressure ok/, methods: ['net.write', 'net.credit'] },
+  { app: 'errors.js', output: /errors ok/, methods: ['net.connect', 'net.listen'] },
+  { app: 'http_keepalive.js', output: /http keep-alive ok/, methods: ['net.listen', 'net.connect'] },
+  { app: 'dns_lookup.js', output: /dns ok/, methods: ['dns.lookup'] },
+  { app: 'esm_echo.mjs', output: /esm ok/, methods: ['net.listen', 'dgram.bind'] },
+  { app: 'socket_misc.js', output: /socket misc ok/, methods: ['net.socket_set_no_delay', 'net.socket_set_keep_alive'] },
+  { app: 'unref.js', output: /unref ok/, methods: ['net.listen', 'dgram.bind'] },
+];
+
+for (const lane of ['plain', 'push', 'poll']) {
+  for (const { app, output, methods } of APPS) {
+    test(`${app} passes ${lane === 'plain' ? 'under plain node' : `as a ${lane}-mode guest`}`, { timeout: 60000 }, async () => {
+      assertRan(await runApp(app, lane), lane, { output, methods });
+    });
+  }
+}
