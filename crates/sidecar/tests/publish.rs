@@ -142,8 +142,16 @@ fn a_reload_adds_and_removes_publications() {
         .with_vm("b", "sb");
     h.sidecar.reload(without).unwrap();
     h.stats(); // the loop has run the removal
-    let refused = TcpStream::connect(host);
-    assert!(refused.is_err(), "still published after the reload");
+               // The listener closes with the reload; under load a connect made right after the
+               // reply was seen to still complete (2 runs in 25, its connection then reset), so
+               // the closing is awaited with a deadline rather than assumed at once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(host).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still published after the reload"
+        );
+    }
 }
 
 #[test]
