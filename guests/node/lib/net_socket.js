@@ -33,9 +33,16 @@ function Socket(options) {
   options = options ? { ...options } : {};
   // Sockets over fds and native handles are not network sockets of the guest:
   // process.stdin/stdout on a pipe, child_process stdio. Node's own class serves them.
+  // So are the subclasses Node makes over native handles (tls.TLSSocket over its TLSWrap;
+  // see tls.js): they derive from the original class and call `net.Socket` (this one)
+  // on themselves.
   if ((options.fd !== undefined || options.handle) && !options[kAccepted]) {
     if (new.target === Socket) return new OriginalSocket(options);
-    throw nodeError('ERR_PUSHNET_UNSUPPORTED', 'pushnet: a socket subclass over a native handle (tls over a guest socket) is not supported yet');
+    if (new.target === undefined && OriginalSocket.prototype.isPrototypeOf(this)) {
+      OriginalSocket.call(this, options);
+      return undefined;
+    }
+    throw nodeError('ERR_PUSHNET_UNSUPPORTED', 'pushnet: a net.Socket subclass over a native handle must derive from the original net.Socket');
   }
   this.allowHalfOpen = Boolean(options.allowHalfOpen);
   stream.Duplex.call(this, {
@@ -73,6 +80,8 @@ function Socket(options) {
   this._bytesWritten = 0;
   this.server = null;
   this._server = null;
+  // Node's sockets walk `_parent` to null (a TLSSocket refreshes its timers up the chain).
+  this._parent = null;
   this._pollKind = 'socket';
   const accepted = options[kAccepted];
   if (accepted) {
