@@ -18,9 +18,16 @@ const util = require('util');
 const { updateRef, session } = require('./handle');
 const { sysError, fromWire, nodeError } = require('./errors');
 
-const SYNC_EVERY = 64 * 1024; // bytes of noreply writes between synchronous ones
+// Bytes of noreply writes between synchronous ones. The sidecar may hold up to about
+// this much past its high-water mark (64 KiB by default) before write() starts returning
+// false, much as a kernel socket buffer would; it stays far below the hard limit (4 MiB
+// by default) at which a write fails ENOBUFS. A blocking round trip every 64 KiB cost a
+// 64 KiB echo one sync call per write on each side.
+const SYNC_EVERY = 512 * 1024;
 const WRITE_PIECE = 256 * 1024; // largest payload of one net.write
-const GRANT_BATCH = 32 * 1024; // credit is granted back in batches of at least this
+// Credit is granted back in batches of at least this: half the window (256 KiB), so
+// the sidecar never waits for a grant while the program keeps reading.
+const GRANT_BATCH = 128 * 1024;
 
 const kAccepted = Symbol('pushnet.accepted');
 
