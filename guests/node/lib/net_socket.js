@@ -82,6 +82,8 @@ function Socket(options) {
   this._timer = null;
   this.timeout = 0;
   this._noDelay = options.noDelay ? true : null;
+  this._sentNoDelay = null; // what the sidecar was last told (setNoDelay, setKeepAlive)
+  this._sentKeepAlive = null;
   this._keepAlive = options.keepAlive ? [true, options.keepAliveInitialDelay || 0] : null;
   this.bytesRead = 0;
   this._bytesWritten = 0;
@@ -400,15 +402,22 @@ function toSysError(e, syscall, where) {
 
 // --- options, timers, refs ---------------------------------------------------------
 
+// Each sends only a change: node:http's keep-alive agent calls setKeepAlive(true, ...)
+// every time a socket goes back to its pool, and every frame is a wake of the sidecar.
 Socket.prototype.setNoDelay = function (enable = true) {
   this._noDelay = Boolean(enable);
-  if (this._id !== null && !this._closed) this._session.send('net.socket_set_no_delay', { socket: this._id, enable: this._noDelay });
+  if (this._id !== null && !this._closed && this._sentNoDelay !== this._noDelay) {
+    this._sentNoDelay = this._noDelay;
+    this._session.send('net.socket_set_no_delay', { socket: this._id, enable: this._noDelay });
+  }
   return this;
 };
 
 Socket.prototype.setKeepAlive = function (enable = false, initialDelay = 0) {
   this._keepAlive = [Boolean(enable), Math.max(0, Math.floor(Number(initialDelay) || 0))];
-  if (this._id !== null && !this._closed) {
+  const key = `${this._keepAlive[0]} ${this._keepAlive[1]}`;
+  if (this._id !== null && !this._closed && this._sentKeepAlive !== key) {
+    this._sentKeepAlive = key;
     this._session.send('net.socket_set_keep_alive', { socket: this._id, enable: this._keepAlive[0], initial_delay_ms: this._keepAlive[1] });
   }
   return this;
