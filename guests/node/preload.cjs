@@ -2,8 +2,8 @@
 // The pushnet Node guest runtime, loaded before the program by
 // `sidecar run --vm NAME -- node app.js` (NODE_OPTIONS=--require <this file>).
 //
-// With PUSHNET_FD set it attaches to the sidecar and patches node:net, node:dgram and
-// node:dns (see lib/install.js); without it (a plain `node`, or a child process of a
+// With PUSHNET_FD set it attaches to the sidecar and patches node:net, node:dgram,
+// node:dns and node:tls (see lib/install.js); without it (a plain `node`, or a child process of a
 // guest) it does nothing.
 
 if (process.env.PUSHNET_FD !== undefined) {

@@ -71,12 +71,8 @@ class CallChannel {
       throw Object.assign(new Error(`${header.method}: a ${total}-byte frame exceeds the sidecar's limit of ${this.sendLimit}`), { code: 'EMSGSIZE' });
     }
     try {
-      if (parts.length === 1 || parts[1].length <= 16 * 1024) {
-        writeAll(this.fd, parts.length === 1 ? parts[0] : Buffer.concat(parts));
-      } else {
-        writeAll(this.fd, parts[0]);
-        writeAll(this.fd, parts[1]);
-      }
+      if (parts.length === 1) writeAll(this.fd, parts[0]);
+      else writevAll(this.fd, parts[0], parts[1]);
     } catch (e) {
       throw this.fail(e);
     }
@@ -128,6 +124,26 @@ function writeAll(fd, buffer) {
       throw e;
     }
   }
+}
+
+// Header and payload in one writev (one system call, no copy of the payload).
+function writevAll(fd, head, payload) {
+  let written;
+  for (;;) {
+    try {
+      written = fs.writevSync(fd, [head, payload]);
+      break;
+    } catch (e) {
+      if (e.code === 'EINTR' || e.code === 'EAGAIN') continue;
+      throw e;
+    }
+  }
+  if (written >= head.length + payload.length) return;
+  if (written < head.length) {
+    writeAll(fd, head.subarray(written));
+    written = head.length;
+  }
+  writeAll(fd, payload.subarray(written - head.length));
 }
 
 function readSome(fd, buffer) {

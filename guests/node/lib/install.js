@@ -4,7 +4,9 @@
 // so modules that capture these exports when they load (node:http's Agent takes
 // net.createConnection, http.Server inherits net.Server.prototype) capture ours; in
 // Node 20 none of them is loaded yet when a --require preload runs. ESM named imports
-// see the patched functions through syncBuiltinESMExports().
+// see the patched functions through syncBuiltinESMExports(). node:tls is the exception:
+// it is loaded first, on purpose, so that its TLSSocket keeps Node's own net.Socket
+// (lib/tls.js then points tls.Server and tls.connect at the guest's).
 
 const net = require('net');
 const dgram = require('dgram');
@@ -39,6 +41,8 @@ function install() {
     normalizeArgs: net._normalizeArgs,
   };
   if (typeof originals.normalizeArgs !== 'function') throw new Error('pushnet: this Node has no net._normalizeArgs');
+  // node:tls captures net.Socket when it loads: it must see the original (see tls.js).
+  require('tls');
   const netSocket = require('./net_socket');
   netSocket.install(originals);
   const session = new Session(env, originals);
@@ -62,6 +66,7 @@ function install() {
   }
   Object.assign(net, { Socket, Stream: Socket, Server, createServer, connect, createConnection: connect });
   Object.assign(dgram, { Socket: guestDgram.Socket, createSocket: guestDgram.createSocket });
+  require('./tls').install(originals, { Socket, Server });
   dns.lookup = guestDns.lookup;
   dns.promises.lookup = guestDns.lookupPromise;
   require('module').syncBuiltinESMExports();

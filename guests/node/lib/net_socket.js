@@ -18,9 +18,16 @@ const util = require('util');
 const { updateRef, session } = require('./handle');
 const { sysError, fromWire, nodeError } = require('./errors');
 
-const SYNC_EVERY = 64 * 1024; // bytes of noreply writes between synchronous ones
+// Bytes of noreply writes between synchronous ones. The sidecar may hold up to about
+// this much past its high-water mark (64 KiB by default) before write() starts returning
+// false, much as a kernel socket buffer would; it stays far below the hard limit (4 MiB
+// by default) at which a write fails ENOBUFS. A blocking round trip every 64 KiB cost a
+// 64 KiB echo one sync call per write on each side.
+const SYNC_EVERY = 512 * 1024;
 const WRITE_PIECE = 256 * 1024; // largest payload of one net.write
-const GRANT_BATCH = 32 * 1024; // credit is granted back in batches of at least this
+// Credit is granted back in batches of at least this: half the window (256 KiB), so
+// the sidecar never waits for a grant while the program keeps reading.
+const GRANT_BATCH = 128 * 1024;
 
 const kAccepted = Symbol('pushnet.accepted');
 
@@ -33,9 +40,16 @@ function Socket(options) {
   options = options ? { ...options } : {};
   // Sockets over fds and native handles are not network sockets of the guest:
   // process.stdin/stdout on a pipe, child_process stdio. Node's own class serves them.
+  // So are the subclasses Node makes over native handles (tls.TLSSocket over its TLSWrap;
+  // see tls.js): they derive from the original class and call `net.Socket` (this one)
+  // on themselves.
   if ((options.fd !== undefined || options.handle) && !options[kAccepted]) {
     if (new.target === Socket) return new OriginalSocket(options);
-    throw nodeError('ERR_PUSHNET_UNSUPPORTED', 'pushnet: a socket subclass over a native handle (tls over a guest socket) is not supported yet');
+    if (new.target === undefined && OriginalSocket.prototype.isPrototypeOf(this)) {
+      OriginalSocket.call(this, options);
+      return undefined;
+    }
+    throw nodeError('ERR_PUSHNET_UNSUPPORTED', 'pushnet: a net.Socket subclass over a native handle must derive from the original net.Socket');
   }
   this.allowHalfOpen = Boolean(options.allowHalfOpen);
   stream.Duplex.call(this, {
@@ -68,11 +82,15 @@ function Socket(options) {
   this._timer = null;
   this.timeout = 0;
   this._noDelay = options.noDelay ? true : null;
+  this._sentNoDelay = null; // what the sidecar was last told (setNoDelay, setKeepAlive)
+  this._sentKeepAlive = null;
   this._keepAlive = options.keepAlive ? [true, options.keepAliveInitialDelay || 0] : null;
   this.bytesRead = 0;
   this._bytesWritten = 0;
   this.server = null;
   this._server = null;
+  // Node's sockets walk `_parent` to null (a TLSSocket refreshes its timers up the chain).
+  this._parent = null;
   this._pollKind = 'socket';
   const accepted = options[kAccepted];
   if (accepted) {
@@ -384,15 +402,22 @@ function toSysError(e, syscall, where) {
 
 // --- options, timers, refs ---------------------------------------------------------
 
+// Each sends only a change: node:http's keep-alive agent calls setKeepAlive(true, ...)
+// every time a socket goes back to its pool, and every frame is a wake of the sidecar.
 Socket.prototype.setNoDelay = function (enable = true) {
   this._noDelay = Boolean(enable);
-  if (this._id !== null && !this._closed) this._session.send('net.socket_set_no_delay', { socket: this._id, enable: this._noDelay });
+  if (this._id !== null && !this._closed && this._sentNoDelay !== this._noDelay) {
+    this._sentNoDelay = this._noDelay;
+    this._session.send('net.socket_set_no_delay', { socket: this._id, enable: this._noDelay });
+  }
   return this;
 };
 
 Socket.prototype.setKeepAlive = function (enable = false, initialDelay = 0) {
   this._keepAlive = [Boolean(enable), Math.max(0, Math.floor(Number(initialDelay) || 0))];
-  if (this._id !== null && !this._closed) {
+  const key = `${this._keepAlive[0]} ${this._keepAlive[1]}`;
+  if (this._id !== null && !this._closed && this._sentKeepAlive !== key) {
+    this._sentKeepAlive = key;
     this._session.send('net.socket_set_keep_alive', { socket: this._id, enable: this._keepAlive[0], initial_delay_ms: this._keepAlive[1] });
   }
   return this;

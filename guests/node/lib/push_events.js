@@ -11,6 +11,9 @@
 const { CallChannel } = require('./channel');
 const { FrameDecoder } = require('./wire');
 
+const ARENA = 512 * 1024;
+const MIN_READ = 128 * 1024;
+
 function attach(session, env, token) {
   // Events that reach the channel before its hello reply (the sidecar queues events
   // until the channel attaches) are kept and dispatched in order once it is wrapped.
@@ -18,8 +21,33 @@ function attach(session, env, token) {
   const hello = new CallChannel(env.eventFd, (frame) => early.push(frame));
   hello.call('hello', { version: 1, vm: env.vm, secret: env.secret, event_channel_token: token });
 
-  const socket = new session.originals.Socket({ fd: env.eventFd, readable: true, writable: false });
   const decoder = new FrameDecoder();
+  // Reads land in an arena of ARENA bytes, each in the part the previous ones left (at
+  // least MIN_READ), so a frame read whole is a view: a 64 KiB `data` payload is neither
+  // split over two 64 KiB reads (libuv's own buffer size) nor copied to be joined. The
+  // decoder keeps chunks by reference; an arena is never written twice.
+  let arena = Buffer.allocUnsafe(ARENA);
+  let used = 0;
+  const nextBuffer = () => {
+    if (ARENA - used < MIN_READ) {
+      arena = Buffer.allocUnsafe(ARENA);
+      used = 0;
+    }
+    return arena.subarray(used);
+  };
+  const socket = new session.originals.Socket({
+    fd: env.eventFd,
+    readable: true,
+    writable: false,
+    onread: {
+      buffer: nextBuffer,
+      callback: (n, buffer) => {
+        used += n;
+        decoder.push(buffer.subarray(0, n));
+        pump();
+      },
+    },
+  });
   // Bytes the hello reader had read past its reply belong to the event stream.
   for (const rest of hello.decoder.takeRest()) decoder.push(rest);
   // Decodes and dispatches every complete frame. A framing error means the stream can
@@ -47,10 +75,6 @@ function attach(session, env, token) {
       }
     }
   };
-  socket.on('data', (chunk) => {
-    decoder.push(chunk);
-    pump();
-  });
   socket.on('error', (e) => session.connectionLost(e));
   socket.on('close', () => session.connectionLost(null));
   socket.unref();

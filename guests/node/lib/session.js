@@ -96,6 +96,10 @@ class Session {
     }
     if (target) {
       target._onEvent(event, payload);
+    } else if (event.event === 'error' && event.request !== undefined && event.code === 'EBADF') {
+      // A `noreply` call on an id the sidecar closed meanwhile (the guest sends them only
+      // on ids it holds): e.g. net.shutdown sent in the same tick as the peer's destroy,
+      // which closes this end too (PROTOCOL §7.1). The `close` for the id says the rest.
     } else if (event.event === 'error' && event.socket === undefined && event.server === undefined) {
       process.emitWarning(`pushnet: sidecar error ${event.code}: ${event.message}`);
     }
