@@ -8,7 +8,7 @@
 
 const EventEmitter = require('events');
 const util = require('util');
-const { updateRef, session } = require('./handle');
+const { updateRef, defineRef, session } = require('./handle');
 const { fromWire, nodeError } = require('./errors');
 
 function Socket(type, listener) {
@@ -233,17 +233,7 @@ Socket.prototype.remoteAddress = function () {
   return { address: this._remote.address, family: this._remote.family, port: this._remote.port };
 };
 
-Socket.prototype.ref = function () {
-  this._refed = true;
-  updateRef(this);
-  return this;
-};
-
-Socket.prototype.unref = function () {
-  this._refed = false;
-  updateRef(this);
-  return this;
-};
+defineRef(Socket.prototype);
 
 // Options the sidecar has no notion of: accepted and ignored (an in-VM datagram has no
 // TTL or kernel buffer); multicast and broadcast are refused as the sidecar refuses them.

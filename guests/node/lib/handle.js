@@ -14,6 +14,20 @@ function updateRef(handle) {
   }
 }
 
+// Gives a handle class Node's ref()/unref(): whether the handle holds the process open.
+function defineRef(proto) {
+  proto.ref = function () {
+    this._refed = true;
+    updateRef(this);
+    return this;
+  };
+  proto.unref = function () {
+    this._refed = false;
+    updateRef(this);
+    return this;
+  };
+}
+
 // The guest's one session, set by install() before anything is patched.
 let current = null;
 function session() {
@@ -24,4 +38,4 @@ function setSession(s) {
   current = s;
 }
 
-module.exports = { updateRef, session, setSession };
+module.exports = { updateRef, defineRef, session, setSession };

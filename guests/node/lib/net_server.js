@@ -8,7 +8,7 @@
 
 const EventEmitter = require('events');
 const util = require('util');
-const { updateRef, session } = require('./handle');
+const { updateRef, defineRef, session } = require('./handle');
 const { fromWire, nodeError } = require('./errors');
 const { Socket, kAccepted, normalize } = require('./net_socket');
 
@@ -180,17 +180,7 @@ Server.prototype.getConnections = function (cb) {
   return this;
 };
 
-Server.prototype.ref = function () {
-  this._refed = true;
-  updateRef(this);
-  return this;
-};
-
-Server.prototype.unref = function () {
-  this._refed = false;
-  updateRef(this);
-  return this;
-};
+defineRef(Server.prototype);
 
 if (Symbol.asyncDispose) {
   Server.prototype[Symbol.asyncDispose] = function () {

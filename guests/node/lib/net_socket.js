@@ -15,7 +15,7 @@
 
 const stream = require('stream');
 const util = require('util');
-const { updateRef, session } = require('./handle');
+const { updateRef, defineRef, session } = require('./handle');
 const { sysError, fromWire, nodeError } = require('./errors');
 
 // Bytes of noreply writes between synchronous ones. The sidecar may hold up to about
@@ -445,17 +445,7 @@ Socket.prototype._refreshTimer = function () {
   if (this._timer) this._timer.refresh();
 };
 
-Socket.prototype.ref = function () {
-  this._refed = true;
-  updateRef(this);
-  return this;
-};
-
-Socket.prototype.unref = function () {
-  this._refed = false;
-  updateRef(this);
-  return this;
-};
+defineRef(Socket.prototype);
 
 // --- addresses and state -----------------------------------------------------------
 
