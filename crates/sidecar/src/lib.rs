@@ -7,7 +7,8 @@
 //! `../shared/DESIGN.md` for the architecture.
 //!
 //! - [`Sidecar`] ([`runtime`]): the embedding API: start, attach sessions (in-process,
-//!   fds, a Unix listening socket), stats, shutdown.
+//!   fds, a Unix listening socket), stats, reload, shutdown ([`shutdown`]: stop
+//!   accepting, tell every guest, flush within a grace period).
 //! - [`core`]: sessions, VMs, the socket table (single-threaded, on the RPC loop).
 //! - [`host`]: host kernel sockets for destinations outside a VM, on the readiness thread.
 //! - [`calls`] / [`parked`]: serving calls, and the calls that must wait.
