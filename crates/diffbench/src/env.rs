@@ -235,6 +235,19 @@ impl Connector {
     }
 }
 
+/// The `sidecar` binary beside this one (`scripts/benchmarks/run` builds both): the
+/// `--transport unix` sidecar, and `sidecar run` for the Node guest lanes.
+pub fn sidecar_binary() -> Result<std::path::PathBuf> {
+    let binary = std::env::current_exe()?.with_file_name("sidecar");
+    if !binary.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --release -p sidecar`",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
 /// The sidecar of a run, kept alive for its duration.
 pub struct Env {
     pub connector: Connector,
@@ -280,14 +293,7 @@ impl Env {
     }
 
     fn process_with(pairing: Pairing) -> Result<Env> {
-        let exe = std::env::current_exe()?;
-        let binary = exe.with_file_name("sidecar");
-        if !binary.exists() {
-            bail!(
-                "{} not found: build it with `cargo build --release -p sidecar`",
-                binary.display()
-            );
-        }
+        let binary = sidecar_binary()?;
         let dir = tempfile::tempdir()?;
         let socket = dir.path().join("sidecar.sock");
         let published = PublishedPorts::pick()?;

@@ -14,6 +14,7 @@
 //! every operation crosses guest↔sidecar twice (`guest_endpoints` = 2).
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
@@ -23,6 +24,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::{Budget, Lane, Runner};
+use crate::env::sidecar_binary;
 
 /// The seed rows that have Node lanes.
 pub const ROWS: [&str; 5] = [
@@ -44,18 +46,6 @@ const READY_DEADLINE: Duration = Duration::from_secs(20);
 /// The lane program, from the repository (the bench runs from its root).
 fn program() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/benchmarks/node/lane.js")
-}
-
-/// The `sidecar` binary beside this one (`scripts/benchmarks/run` builds both).
-fn sidecar_binary() -> Result<PathBuf> {
-    let binary = std::env::current_exe()?.with_file_name("sidecar");
-    match binary.exists() {
-        true => Ok(binary),
-        false => bail!(
-            "{} not found: build it with `cargo build --release -p sidecar`",
-            binary.display()
-        ),
-    }
 }
 
 /// The Node lanes of `row` that could start; each one that could not is listed in
@@ -121,9 +111,9 @@ impl NodeLane {
     /// hangs cannot hang the run: it is killed on drop).
     fn await_ready(&mut self) -> Result<()> {
         let (tx, rx) = mpsc::channel();
-        let stdout = self.from.get_ref().try_clone_fd()?;
+        let stdout = self.from.get_ref().as_fd().try_clone_to_owned()?;
         thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
+            let mut reader = BufReader::new(std::fs::File::from(stdout));
             let mut line = String::new();
             let _ = tx.send(reader.read_line(&mut line).map(|_| line));
         });
@@ -180,17 +170,5 @@ impl Drop for NodeLane {
         });
         let _ = self.child.wait();
         let _ = tx.send(());
-    }
-}
-
-/// A second handle on the child's stdout for the ready wait.
-trait TryCloneFd {
-    fn try_clone_fd(&self) -> std::io::Result<std::fs::File>;
-}
-
-impl TryCloneFd for ChildStdout {
-    fn try_clone_fd(&self) -> std::io::Result<std::fs::File> {
-        use std::os::fd::AsFd;
-        Ok(std::fs::File::from(self.as_fd().try_clone_to_owned()?))
     }
 }
