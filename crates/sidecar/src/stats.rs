@@ -37,8 +37,8 @@ fn vm_json(core: &Core, name: &str) -> Value {
             "sockets": vm.open,
             "listeners": vm.listener_count(),
             "pending_connections": vm.pending_connections(),
-            "udp_dropped_no_receiver": vm.udp_dropped_no_receiver,
-            "udp_dropped_no_room": vm.udp_dropped_no_room,
+            "udp_dropped_no_receiver": get(&vm.udp_drops.no_receiver),
+            "udp_dropped_no_room": get(&vm.udp_drops.no_room),
         }),
         None => json!({"name": name}),
     }

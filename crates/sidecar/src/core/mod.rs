@@ -36,7 +36,7 @@ pub use servers::{resolve_in_vm, Server};
 pub use session::{Handle, Session};
 pub use streams::{ConnectStep, PairAddrs, StreamEnd, Target};
 pub use udp::UdpSock;
-pub use vm::Vm;
+pub use vm::{UdpDrops, Vm};
 
 /// A session's id (sidecar-wide, never reused).
 pub type SessionId = u64;
@@ -221,6 +221,8 @@ impl Core {
                 None => false,
             });
         self.config = Arc::new(config);
+        // Targets, VMs and their limits may all have changed.
+        self.refresh_udp_routes(None);
         stopping
     }
 

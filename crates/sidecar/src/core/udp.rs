@@ -26,6 +26,7 @@ use crate::addr::{
     source_for,
 };
 use crate::host::HostUdp;
+use crate::metrics::bump;
 use crate::policy::Proto;
 
 pub struct UdpSock {
@@ -139,7 +140,10 @@ impl Core {
         }
         vm.add_udp(ip, port, key);
         let local = SocketAddr::new(ip, port);
-        self.udp.get_mut(&key).expect("looked up").bound = Some(local);
+        let sock = self.udp.get_mut(&key).expect("looked up");
+        sock.bound = Some(local);
+        let vm = sock.vm.clone();
+        self.refresh_udp_routes(Some(&vm));
         Ok(local)
     }
 
@@ -217,6 +221,7 @@ impl Core {
         }
         let local = self.udp_local(sid, key)?;
         self.udp.get_mut(&key).expect("looked up").connected = Some(dest);
+        self.refresh_udp_routes(Some(&vm));
         Ok(DgramConnectResult {
             local: Address::Inet(local),
             remote: Address::Inet(dest),
@@ -335,8 +340,8 @@ impl Core {
     /// operation fails `ECONNREFUSED`.
     fn drop_unreceived(&mut self, from: UdpKey, dest: SocketAddr) {
         let vm_name = self.udp[&from].vm.clone();
-        if let Some(vm) = self.vms.get_mut(&vm_name) {
-            vm.udp_dropped_no_receiver += 1;
+        if let Some(vm) = self.vms.get(&vm_name) {
+            bump(&vm.udp_drops.no_receiver);
         }
         let sender = self.udp.get_mut(&from).expect("exists");
         if sender.connected == Some(dest) {
@@ -361,9 +366,8 @@ impl Core {
             .out
             .has_datagram_room(id, payload.len(), poll_room, push_room)
         {
-            let vm_name = target.vm.clone();
-            if let Some(vm) = self.vms.get_mut(&vm_name) {
-                vm.udp_dropped_no_room += 1;
+            if let Some(vm) = self.vms.get(&target.vm) {
+                bump(&vm.udp_drops.no_room);
             }
             return;
         }
@@ -390,6 +394,11 @@ impl Core {
                 vm.remove_udp(bound.port(), key);
             }
             vm.open -= 1;
+        }
+        // Likewise a published port's route (its handler also runs on the readiness
+        // thread): no `message` for this socket once this returns.
+        if sock.bound.is_some() {
+            self.refresh_udp_routes(Some(&sock.vm));
         }
         if let Some(session) = self.sessions.get_mut(&sock.session) {
             session.remove(sock.id.0);

@@ -6,6 +6,8 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::rc::Rc;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 use super::{ServerKey, UdpKey};
 use crate::addr::{binds_overlap, listener_matches, EphemeralPorts};
@@ -33,8 +35,18 @@ pub struct Vm {
     /// Sockets and servers open in this VM.
     pub open: usize,
     /// Datagrams dropped in this VM: no socket bound at the destination, or no room.
-    pub udp_dropped_no_receiver: u64,
-    pub udp_dropped_no_room: u64,
+    /// Shared with the VM's published UDP ports, whose datagrams the readiness thread
+    /// delivers (see [`crate::host::publish_udp`]).
+    pub udp_drops: Arc<UdpDrops>,
+}
+
+/// A VM's dropped-datagram counts (atomic: the readiness thread counts too).
+#[derive(Debug, Default)]
+pub struct UdpDrops {
+    /// No socket bound at the destination (or none that hears this sender).
+    pub no_receiver: AtomicU64,
+    /// The receiver had no room (a poll-mode receive buffer, a push-mode event queue).
+    pub no_room: AtomicU64,
 }
 
 impl Vm {
@@ -52,8 +64,7 @@ impl Vm {
             udp: HashMap::new(),
             udp_ephemeral: EphemeralPorts::default(),
             open: 0,
-            udp_dropped_no_receiver: 0,
-            udp_dropped_no_room: 0,
+            udp_drops: Arc::default(),
         }
     }
 

@@ -9,7 +9,8 @@
 //!    and `EACCES`, naming the policy, for any other.
 //!
 //! Each host socket is registered with the readiness thread with an inline handler
-//! ([`tcp`], [`udp`]) that pushes to the guest's session directly. Waiting (a connect's
+//! ([`tcp`], [`udp`], and a published UDP port's [`udp_route`]) that pushes to the
+//! guest's session directly. Waiting (a connect's
 //! completion, a host name's resolution) is a parked call on the RPC loop, never a block.
 //! A connection that can carry nothing more is reported to the RPC loop through a
 //! [`HostNotice`], which frees it and pushes its `close`.
@@ -21,6 +22,7 @@ pub mod publish_udp;
 pub mod resolve;
 pub mod tcp;
 pub mod udp;
+pub mod udp_route;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -4,126 +4,135 @@
 //! without the operator having to allow every client in the policy — like the reply
 //! direction of `docker -p 53:53/udp`.
 //!
-//! Receiving runs on the RPC loop, woken by the host socket's readiness (it must find the
-//! VM's socket in the socket table). The senders a publication has heard from are kept
-//! (at most [`MAX_FLOWS`], the oldest forgotten first) so a reply can be routed back.
+//! Receiving runs inline on the readiness thread, following a [`UdpRoute`] that the RPC
+//! loop keeps pointed at the VM's receiving socket: one sidecar thread wake per burst of
+//! datagrams, as for any host socket (DESIGN's hop budget). Sending a reply runs on the
+//! RPC loop, as every guest call does.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
-use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use readiness::{Action, Interest, Registration};
-use sidecar_protocol::{ErrorCode, WireError, MAX_UDP_PAYLOAD};
+use sidecar_protocol::{ErrorCode, WireError};
 
+use super::udp_route::{RouteReceiver, RouteTarget, UdpRoute};
 use crate::addr::{canonical, listener_matches};
 use crate::core::{Core, UdpKey};
 use crate::metrics::bump;
 
-/// Senders remembered per publication for replies.
-pub const MAX_FLOWS: usize = 4096;
-
-/// A UDP publication the RPC loop serves: where it leads, its socket, its senders.
+/// A UDP publication: where it leads, its socket (registered with the inline handler),
+/// and the route the handler follows.
 pub struct UdpPublication {
     pub vm: String,
     pub port: u16,
-    pub socket: Rc<Registration<UdpSocket>>,
-    flows: VecDeque<SocketAddr>,
+    socket: Registration<UdpSocket>,
+    route: Arc<UdpRoute>,
 }
 
-impl UdpPublication {
-    fn remember(&mut self, from: SocketAddr) {
-        if self.flows.contains(&from) {
-            return;
-        }
-        if self.flows.len() == MAX_FLOWS {
-            self.flows.pop_front();
-        }
-        self.flows.push_back(from);
-    }
-}
-
-/// Serves one published UDP address until its task is aborted.
+/// Registers one published UDP address with the readiness thread and hands it to the
+/// core. The task then only waits to be aborted: the handler does the receiving, and the
+/// socket closes when the core forgets the publication (a reload that drops it, or
+/// shutdown).
 pub async fn serve(core_rc: Rc<RefCell<Core>>, host: SocketAddr, socket: UdpSocket) {
-    let registration =
-        core_rc
-            .borrow()
-            .host
-            .reactor
-            .register(socket, Interest::READABLE, Action::Wait);
-    let socket = match registration {
-        Ok(reg) => Rc::new(reg),
-        Err(e) => {
-            tracing::error!(%e, %host, "cannot watch a published UDP port");
-            return;
-        }
-    };
-    core_rc
-        .borrow_mut()
-        .attach_udp_publication(host, Rc::clone(&socket));
-    let mut buf = vec![0u8; MAX_UDP_PAYLOAD];
-    loop {
-        match socket.try_read_with(|s| s.recv_from(&mut buf)) {
-            Ok((n, from)) => core_rc
-                .borrow_mut()
-                .published_datagram(host, &buf[..n], from),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let far = Instant::now() + Duration::from_secs(86_400);
-                if socket.readable_until(far).await.is_err() {
-                    return;
-                }
-            }
-            // ICMP reports for earlier replies and the like: keep serving.
-            Err(_) => {}
-        }
+    let route = UdpRoute::new(Arc::clone(&core_rc.borrow().metrics));
+    // Routed before the handler can first run: datagrams may already be waiting.
+    if let Some(target) = core_rc.borrow().published_udp_targets.get(&host) {
+        route.set(core_rc.borrow().route_target(&target.vm, target.port));
     }
+    let handler = Arc::clone(&route);
+    let registration = core_rc.borrow().host.reactor.register(
+        socket,
+        Interest::READABLE,
+        Action::handler(move |socket: &UdpSocket, _| handler.on_ready(socket)),
+    );
+    match registration {
+        Ok(socket) => core_rc
+            .borrow_mut()
+            .attach_udp_publication(host, socket, route),
+        Err(e) => tracing::error!(%e, %host, "cannot watch a published UDP port"),
+    }
+    std::future::pending::<()>().await;
 }
 
 impl Core {
-    fn attach_udp_publication(&mut self, host: SocketAddr, socket: Rc<Registration<UdpSocket>>) {
-        if let Some(target) = self.published_udp_targets.get(&host).cloned() {
-            self.udp_publications.insert(
-                host,
-                UdpPublication {
-                    vm: target.vm,
-                    port: target.port,
-                    socket,
-                    flows: VecDeque::new(),
-                },
-            );
+    fn attach_udp_publication(
+        &mut self,
+        host: SocketAddr,
+        socket: Registration<UdpSocket>,
+        route: Arc<UdpRoute>,
+    ) {
+        let Some(target) = self.published_udp_targets.get(&host).cloned() else {
+            return; // Unpublished by a reload before this task first ran.
+        };
+        self.udp_publications.insert(
+            host,
+            UdpPublication {
+                vm: target.vm.clone(),
+                port: target.port,
+                socket,
+                route,
+            },
+        );
+        self.refresh_udp_routes(Some(&target.vm));
+    }
+
+    /// Points the routes of the publications into `vm` (every VM if `None`) at the
+    /// socket that receives their datagrams now. Called after every change that can
+    /// change it: a bind, connect or close of a UDP socket in the VM, a configuration
+    /// applied. A route set here delivers nothing more to the socket it pointed at
+    /// before, so a `close` pushed after this call follows every `message`.
+    pub(crate) fn refresh_udp_routes(&self, vm: Option<&str>) {
+        for publication in self.udp_publications.values() {
+            if vm.is_some_and(|vm| vm != publication.vm) {
+                continue;
+            }
+            publication
+                .route
+                .set(self.route_target(&publication.vm, publication.port));
         }
     }
 
-    /// A datagram to published `host`: to the VM's socket bound on the published port
-    /// (dropped and counted if none, or no room).
-    fn published_datagram(&mut self, host: SocketAddr, payload: &[u8], from: SocketAddr) {
-        let from = SocketAddr::new(canonical(from.ip()), from.port());
-        let Some(target) = self.published_udp_targets.get(&host).cloned() else {
-            return;
-        };
-        let receiver = self.vms.get(&target.vm).and_then(|vm| {
-            let on_port = vm.udp_on(target.port);
-            let matches = |dest: IpAddr| {
-                on_port
-                    .iter()
-                    .filter(move |(ip, _)| listener_matches(*ip, dest))
-                    .min_by_key(|(ip, _)| ip.is_unspecified())
-                    .copied()
+    /// The VM socket bound on `port` that a datagram to the VM's loopback reaches: an
+    /// exact address beats a wildcard, IPv4 loopback before IPv6.
+    fn route_target(&self, vm_name: &str, port: u16) -> RouteTarget {
+        let Some(vm) = self.vms.get(vm_name) else {
+            return RouteTarget {
+                receiver: None,
+                drops: None,
             };
-            matches(Ipv4Addr::LOCALHOST.into()).or_else(|| matches(Ipv6Addr::LOCALHOST.into()))
-        });
-        let Some(receiver) = receiver else {
-            if let Some(vm) = self.vms.get_mut(&target.vm) {
-                vm.udp_dropped_no_receiver += 1;
-            }
-            return;
         };
-        if let Some(publication) = self.udp_publications.get_mut(&host) {
-            publication.remember(from);
+        let on_port = vm.udp_on(port);
+        let matches = |dest: IpAddr| {
+            on_port
+                .iter()
+                .filter(move |(ip, _)| listener_matches(*ip, dest))
+                .min_by_key(|(ip, _)| ip.is_unspecified())
+                .copied()
+        };
+        let receiver = matches(Ipv4Addr::LOCALHOST.into())
+            .or_else(|| matches(Ipv6Addr::LOCALHOST.into()))
+            .and_then(|(bound_ip, key)| self.route_receiver(bound_ip, key));
+        RouteTarget {
+            receiver,
+            drops: Some(Arc::clone(&vm.udp_drops)),
         }
-        self.deliver_datagram(receiver, from, payload);
+    }
+
+    fn route_receiver(&self, bound_ip: IpAddr, key: UdpKey) -> Option<RouteReceiver> {
+        let sock = self.udp.get(&key)?;
+        let session = self.sessions.get(&sock.session)?;
+        let limits = self.vm_limits(&sock.vm);
+        Some(RouteReceiver {
+            out: Arc::clone(&session.out),
+            socket: sock.id,
+            bound_ip,
+            connected: sock
+                .connected
+                .map(|peer| SocketAddr::new(canonical(peer.ip()), peer.port())),
+            room: (limits.udp_receive_buffer, limits.event_queue_bytes),
+        })
     }
 
     /// A guest's datagram from `key` to `dest` that answers a sender of one of its VM's
@@ -140,10 +149,10 @@ impl Core {
         let publication = self
             .udp_publications
             .values()
-            .find(|p| p.vm == sock.vm && p.port == port && p.flows.contains(&dest))?;
+            .find(|p| p.vm == sock.vm && p.port == port && p.route.knows(dest))?;
         let sent = match publication.socket.get_ref().send_to(payload, dest) {
             Ok(_) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 bump(&self.metrics.udp_host_dropped);
                 Ok(())
             }
