@@ -23,6 +23,8 @@ pub const UDP: &str = "udp";
 pub const DNS: &str = "dns";
 /// Sidecar→guest flow control: the hello `credit` window and `net.credit`.
 pub const CREDIT: &str = "credit";
+/// Guest→sidecar flow control without synchronous writes: `pressure` events.
+pub const PRESSURE: &str = "pressure";
 
 /// Every capability this version of the protocol defines.
 pub const ALL: &[&str] = &[
@@ -35,6 +37,7 @@ pub const ALL: &[&str] = &[
     UDP,
     DNS,
     CREDIT,
+    PRESSURE,
 ];
 
 /// The capabilities in both lists, in the order of `ours`, without duplicates.

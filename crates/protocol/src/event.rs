@@ -115,6 +115,16 @@ pub enum EventBody {
         /// The socket.
         socket: SocketId,
     },
+    /// A write left the socket's outgoing buffer at or past its high-water mark (only with
+    /// the `pressure` capability): a `drain` follows once it falls back below, unless the
+    /// socket closes first. Lets a guest write with `noreply` and still learn of
+    /// back-pressure, without a synchronous write now and then.
+    Pressure {
+        /// The socket.
+        socket: SocketId,
+        /// Bytes the sidecar holds for the socket's peer after that write.
+        buffered: u64,
+    },
     /// A UDP datagram arrived; its bytes are the frame payload (may be empty).
     Message {
         /// The receiving UDP socket.
@@ -141,6 +151,8 @@ pub enum EventKind {
     Error,
     /// `drain`
     Drain,
+    /// `pressure`
+    Pressure,
     /// `message`
     Message,
 }
@@ -155,6 +167,7 @@ impl EventKind {
         EventKind::Close,
         EventKind::Error,
         EventKind::Drain,
+        EventKind::Pressure,
         EventKind::Message,
     ];
 
@@ -168,6 +181,7 @@ impl EventKind {
             EventKind::Close => "close",
             EventKind::Error => "error",
             EventKind::Drain => "drain",
+            EventKind::Pressure => "pressure",
             EventKind::Message => "message",
         }
     }
@@ -189,6 +203,7 @@ impl EventBody {
             EventBody::Close { .. } => EventKind::Close,
             EventBody::Error { .. } => EventKind::Error,
             EventBody::Drain { .. } => EventKind::Drain,
+            EventBody::Pressure { .. } => EventKind::Pressure,
             EventBody::Message { .. } => EventKind::Message,
         }
     }
@@ -201,6 +216,7 @@ impl EventBody {
             | EventBody::Data { socket }
             | EventBody::End { socket }
             | EventBody::Drain { socket }
+            | EventBody::Pressure { socket, .. }
             | EventBody::Message { socket, .. } => Some(*socket),
             EventBody::Close { socket, .. } | EventBody::Error { socket, .. } => *socket,
         }
@@ -378,6 +394,16 @@ mod tests {
                     },
                 ),
                 json!({"event": "drain", "seq": 9, "socket": 3}),
+            ),
+            (
+                Event::new(
+                    11,
+                    EventBody::Pressure {
+                        socket: SocketId(3),
+                        buffered: 70_000,
+                    },
+                ),
+                json!({"event": "pressure", "seq": 11, "socket": 3, "buffered": 70000}),
             ),
             (
                 Event::new(

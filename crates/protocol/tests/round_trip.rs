@@ -267,6 +267,13 @@ fn build() -> Wire {
         (EventBody::server_closed(srv), b""),
         (EventBody::Drain { socket: s }, b""),
         (
+            EventBody::Pressure {
+                socket: s,
+                buffered: 65_536,
+            },
+            b"",
+        ),
+        (
             EventBody::Message {
                 socket: SocketId(4),
                 remote: inet("127.0.0.1:53"),

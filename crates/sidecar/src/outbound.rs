@@ -106,6 +106,8 @@ pub struct Outbound {
     /// The largest frame this session's guest accepts.
     max_frame: usize,
     metrics: Arc<Metrics>,
+    /// The guest negotiated `pressure`: it is told when a write passes the high-water mark.
+    pressure: bool,
     /// Per-session counts (the guest's `stats` shows its own).
     pub session_events: EventCounts,
     pub events_undeliverable: AtomicU64,
@@ -121,6 +123,7 @@ impl Outbound {
         mode: Mode,
         session: u64,
         fabric: Fabric<Key>,
+        pressure: bool,
     ) -> Self {
         let poll = (mode == Mode::Poll).then(|| PollSide {
             session,
@@ -137,8 +140,20 @@ impl Outbound {
             }),
             max_frame,
             metrics,
+            pressure,
             session_events: EventCounts::default(),
             events_undeliverable: AtomicU64::new(0),
+        }
+    }
+
+    /// Pushes `pressure` for `socket` if the guest negotiated it: a write left `buffered`
+    /// bytes for the peer, at or past the high-water mark. Callers push it once per
+    /// crossing, when they start waiting to push the `drain` that ends it (and before
+    /// that `drain` can be pushed).
+    pub fn pressure(&self, socket: SocketId, buffered: usize) {
+        if self.pressure {
+            let buffered = buffered as u64;
+            self.deliver(EventBody::Pressure { socket, buffered }, &[]);
         }
     }
 

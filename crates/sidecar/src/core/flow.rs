@@ -64,8 +64,12 @@ impl Core {
         let buffered = self.streams.get(&peer_key).map_or(0, |p| p.inbox_bytes);
         let need_drain = buffered >= high_water;
         if need_drain {
-            if let Some(end) = self.streams.get_mut(&key) {
-                end.drain_needed = true;
+            let crossed = self
+                .streams
+                .get_mut(&key)
+                .is_some_and(|end| !std::mem::replace(&mut end.drain_needed, true));
+            if let (true, Some(session)) = (crossed, self.sessions.get(&sid)) {
+                session.out.pressure(socket, buffered);
             }
         }
         Ok(WriteResult {

@@ -25,6 +25,7 @@ pub const SUPPORTED_CAPABILITIES: &[&str] = &[
     capability::UDP,
     capability::DNS,
     capability::CREDIT,
+    capability::PRESSURE,
 ];
 
 /// A successful hello.
@@ -87,6 +88,7 @@ impl Core {
             params.mode,
             sid,
             self.fabric.clone(),
+            capability::has(&capabilities, capability::PRESSURE),
         ));
         // The event channel exists for push mode; a poll-mode session never gets a token.
         let wants_channel =

@@ -60,7 +60,7 @@ struct TcpState {
     pending: VecDeque<Vec<u8>>,
     offset: usize,
     pending_bytes: usize,
-    /// A blocking write passed the high-water mark: `drain` once below it.
+    /// A write passed the high-water mark (`pressure` pushed): `drain` once below it.
     drain_needed: bool,
     /// The guest shut its side down: FIN once `pending` is flushed.
     shutdown_requested: bool,
@@ -371,8 +371,10 @@ impl HostTcp {
             st.pending_bytes += payload.len() - written;
         }
         let need_drain = st.pending_bytes >= shared.high_water;
-        if need_drain {
+        if need_drain && !st.drain_needed {
             st.drain_needed = true;
+            // Under the lock: the handler's `drain` for this crossing comes after it.
+            shared.out.pressure(shared.id, st.pending_bytes);
         }
         let result = WriteResult {
             buffered: st.pending_bytes as u64,

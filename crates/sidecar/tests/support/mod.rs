@@ -88,10 +88,15 @@ impl RawGuest {
 
     /// Connects and says hello in `mode`; panics if refused.
     pub fn attach_mode(wire: Wire, vm: &str, secret: &str, mode: Mode) -> Self {
+        Self::attach_caps(wire, vm, secret, mode, ALL_CAPS)
+    }
+
+    /// [`RawGuest::attach_mode`], offering `caps`.
+    pub fn attach_caps(wire: Wire, vm: &str, secret: &str, mode: Mode, caps: &[&str]) -> Self {
         let mut guest = RawGuest::new(wire);
         let mode_name = if mode == Mode::Poll { "poll" } else { "push" };
         let params = json!({"version": 1, "vm": vm, "secret": secret,
-                            "capabilities": ALL_CAPS, "mode": mode_name});
+                            "capabilities": caps, "mode": mode_name});
         guest.hello = guest.call("hello", params, b"").expect("hello refused");
         guest.poll_mode = mode == Mode::Poll;
         guest
