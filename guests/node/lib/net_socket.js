@@ -7,10 +7,13 @@
 //   granted back as the program consumes: at once while the stream takes more, and
 //   from _read() once a paused or full stream drains. pause() therefore stops the
 //   grants, and the sidecar stops reading for this socket when the window is used up.
-// - writing: `noreply` writes, with a synchronous one every SYNC_EVERY bytes whose
-//   reply says whether the sidecar's buffer passed its high-water mark; if it did, the
-//   write callback waits for the `drain` event, so write() returns false past the
-//   high-water mark and 'drain' follows, as in Node.
+// - writing: `noreply` writes. Once the sidecar's buffer for the socket passes its
+//   high-water mark, the write callback waits for the `drain` event, so write() returns
+//   false past the high-water mark and 'drain' follows, as in Node. The sidecar says so
+//   with a `pressure` event (capability `pressure`); a write is made synchronous (its
+//   reply says `need_drain`) only after SYNC_EVERY bytes written with no event seen in
+//   between, e.g. a program writing in a loop without yielding, which no event can reach.
+//   A sidecar without `pressure`: a synchronous write every SYNC_EVERY bytes.
 // - end() → net.shutdown (FIN); destroy() → net.destroy; 'close' carries had_error.
 
 const stream = require('stream');
@@ -18,11 +21,16 @@ const util = require('util');
 const { updateRef, defineRef, session } = require('./handle');
 const { sysError, fromWire, nodeError } = require('./errors');
 
-// Bytes of noreply writes between synchronous ones. The sidecar may hold up to about
-// this much past its high-water mark (64 KiB by default) before write() starts returning
-// false, much as a kernel socket buffer would; it stays far below the hard limit (4 MiB
-// by default) at which a write fails ENOBUFS. A blocking round trip every 64 KiB cost a
-// 64 KiB echo one sync call per write on each side.
+// Bytes of noreply writes between synchronous ones (with `pressure`: without an event
+// dispatched in between). The sidecar may hold up to about this much past its high-water
+// mark (64 KiB by default) before write() starts returning false, much as a kernel socket
+// buffer would; it stays far below the hard limit (4 MiB by default) at which a write
+// fails ENOBUFS. A blocking round trip every 64 KiB cost a 64 KiB echo one sync call per
+// write on each side; one every 512 KiB still froze the program every fourth op.
+// Why an event dispatched may restart the count: events arrive in the order the sidecar
+// pushed them, and it pushes `pressure` while handling the write that passed the mark,
+// so a `pressure` for every write it had handled by then has been seen. Writes it had
+// not handled yet are bounded by the call channel's kernel buffer (fd 3 is blocking).
 const SYNC_EVERY = 512 * 1024;
 const WRITE_PIECE = 256 * 1024; // largest payload of one net.write
 // Credit is granted back in batches of at least this: half the window (256 KiB), so
@@ -75,6 +83,8 @@ function Socket(options) {
   this._owed = 0;
   this._held = false;
   this._unsynced = 0;
+  this._syncedAt = 0; // the session's `dispatched` when `_unsynced` started counting
+  this._pressured = false; // a `pressure` came (or a reply said need_drain): hold writes
   this._pendingWrite = null;
   this._pendingFinal = null;
   this._awaitDrain = null;
@@ -214,6 +224,9 @@ Socket.prototype._onEvent = function (event, payload) {
       return this._onEnd();
     case 'drain':
       return this._onDrain();
+    case 'pressure':
+      this._pressured = true;
+      return undefined;
     case 'error':
       return this._onError(event);
     case 'close':
@@ -255,6 +268,7 @@ Socket.prototype._onEnd = function () {
 };
 
 Socket.prototype._onDrain = function () {
+  this._pressured = false;
   const waiting = this._awaitDrain;
   if (!waiting) return;
   this._awaitDrain = null;
@@ -324,20 +338,34 @@ Socket.prototype._writeData = function (data, cb) {
 Socket.prototype._sendData = function (data, offset, cb) {
   // Pieces fit the sidecar's frame limit with room for the header.
   const piece = Math.min(WRITE_PIECE, this._session.channel.sendLimit - 4096);
+  const session = this._session;
   while (offset < data.length) {
     if (this._closed) return cb(sysError('EPIPE', 'write'));
+    if (this._pressured) {
+      // Past the high-water mark: the rest waits for `drain`.
+      const rest = offset;
+      this._awaitDrain = { resume: () => this._sendData(data, rest, cb), cb };
+      return undefined;
+    }
     const n = Math.min(piece, data.length - offset);
     const bytes = offset === 0 && n === data.length ? data : data.subarray(offset, offset + n);
     offset += n;
+    if (session.pressure && this._syncedAt !== session.dispatched) {
+      // Events came since the count started: a `pressure` pushed before them is seen.
+      this._syncedAt = session.dispatched;
+      this._unsynced = 0;
+    }
     this._unsynced += n;
     try {
       if (this._unsynced < SYNC_EVERY) {
-        this._session.send('net.write', { socket: this._id }, bytes);
+        session.send('net.write', { socket: this._id }, bytes);
         continue;
       }
       this._unsynced = 0;
-      const { result } = this._session.call('net.write', { socket: this._id }, bytes);
+      const { result } = session.call('net.write', { socket: this._id }, bytes);
       if (result && result.need_drain) {
+        // With `pressure`, the `drain` that ends this crossing clears it.
+        this._pressured = true;
         const rest = offset;
         this._awaitDrain = { resume: () => this._sendData(data, rest, cb), cb };
         return undefined;

@@ -8,7 +8,7 @@ const { CallChannel } = require('./channel');
 const { sysError } = require('./errors');
 const { debug } = require('./debug');
 
-const CAPABILITIES = ['push', 'poll', 'noreply', 'tcp', 'unix', 'udp', 'dns', 'credit', 'event_channel'];
+const CAPABILITIES = ['push', 'poll', 'noreply', 'tcp', 'unix', 'udp', 'dns', 'credit', 'event_channel', 'pressure'];
 const CREDIT_WINDOW = 256 * 1024;
 
 class Session {
@@ -24,6 +24,9 @@ class Session {
     this.refs = 0;
     this.lastSeq = 0;
     this.seqGaps = 0;
+    // Events dispatched so far: a socket that sees it move knows that events pushed
+    // before then (a `pressure`, say) have reached it.
+    this.dispatched = 0;
     this.lost = null;
     this.channel = new CallChannel(env.fd, (frame) => this.stray(frame));
     const hello = this.channel.call('hello', {
@@ -38,6 +41,9 @@ class Session {
     this.hello = hello;
     this.capabilities = new Set(hello.capabilities);
     this.channel.sendLimit = hello.max_frame;
+    // The sidecar says when a write passes a socket's high-water mark (PROTOCOL §11), so
+    // writes need not be synchronous to learn it.
+    this.pressure = this.capabilities.has('pressure');
     for (const needed of ['noreply', 'credit', this.mode]) {
       if (!this.capabilities.has(needed)) throw new Error(`pushnet: the sidecar does not offer '${needed}'`);
     }
@@ -80,6 +86,7 @@ class Session {
   // One event from the sidecar (pushed, or returned by a poll).
   dispatch(event, payload) {
     debug('event', JSON.stringify(event), payload ? payload.length : 0);
+    this.dispatched++;
     if (typeof event.seq === 'number' && event.seq > 0) {
       if (this.lastSeq !== 0 && event.seq !== this.lastSeq + 1) this.seqGaps++;
       this.lastSeq = event.seq;
