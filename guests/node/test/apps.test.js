@@ -43,6 +43,7 @@ const APPS = [
   { app: 'esm_echo.mjs', output: /esm ok/, methods: ['net.listen', 'dgram.bind'] },
   { app: 'socket_misc.js', output: /socket misc ok/, methods: ['net.socket_set_no_delay', 'net.socket_set_keep_alive'] },
   { app: 'unref.js', output: /unref ok/, methods: ['net.listen', 'dgram.bind'] },
+  { app: 'child_fds.js', output: /child fds ok/ },
   { app: 'tls_https.js', output: /tls ok/, methods: ['net.listen', 'net.connect', 'net.write', 'net.shutdown'], skip: missingOpenssl() },
 ];
 
