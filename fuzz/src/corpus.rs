@@ -182,6 +182,13 @@ fn dispatcher_seeds() -> Vec<(&'static str, Script)> {
             Payload::Short(1),
         )),
         Call(call("dgram.close", 9, &[("socket", json!(1))])),
+        Call(call("dgram.disconnect", 10, &[("socket", json!(2))])),
+        Call(call_with(
+            "dgram.send",
+            11,
+            &[("socket", json!(2))],
+            Payload::Short(1),
+        )),
         Sync,
     ];
     let poll = vec![

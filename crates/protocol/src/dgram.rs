@@ -136,6 +136,14 @@ pub struct DgramPollParams {
     pub wait_ms: u64,
 }
 
+/// `dgram.disconnect`: the socket hears from anyone again and needs a destination per
+/// send (`ENOTCONN` if it is not connected). Its local address stays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DgramDisconnectParams {
+    /// The UDP socket.
+    pub socket: SocketId,
+}
+
 /// `dgram.close` (a `close` event follows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DgramCloseParams {

@@ -55,8 +55,9 @@ pub use address::{Address, Endpoint, ServerId, SocketId};
 pub use decoder::FrameDecoder;
 pub use dgram::{
     BindParams, BindResult, CreateSocketParams, CreateSocketResult, DgramCloseParams,
-    DgramConnectParams, DgramConnectResult, DgramPollParams, Family, LookupAddress, LookupParams,
-    LookupResult, SendParams, SendResult, StatsParams, UdpType, MAX_UDP_PAYLOAD,
+    DgramConnectParams, DgramConnectResult, DgramDisconnectParams, DgramPollParams, Family,
+    LookupAddress, LookupParams, LookupResult, SendParams, SendResult, StatsParams, UdpType,
+    MAX_UDP_PAYLOAD,
 };
 pub use encode::{
     encode_call, encode_call_head, encode_event, encode_event_head, encode_reply_err,

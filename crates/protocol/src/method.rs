@@ -154,6 +154,8 @@ catalogue! {
     DgramBind = "dgram.bind", BindParams => BindResult;
     /// `dgram.connect`.
     DgramConnect = "dgram.connect", DgramConnectParams => DgramConnectResult;
+    /// `dgram.disconnect`.
+    DgramDisconnect = "dgram.disconnect", DgramDisconnectParams => Empty;
     /// `dgram.send`: send the frame payload as one datagram.
     DgramSend = "dgram.send", SendParams => SendResult;
     /// `dgram.poll` (poll mode).
@@ -232,6 +234,7 @@ mod tests {
             "dgram.createSocket",
             "dgram.bind",
             "dgram.connect",
+            "dgram.disconnect",
             "dgram.send",
             "dgram.poll",
             "dgram.close",
@@ -295,6 +298,7 @@ mod tests {
             json!({"type": "udp4"}),
             json!({"socket": 3, "port": 0}),
             json!({"socket": 3, "host": "127.0.0.1", "port": 9}),
+            json!({"socket": 3}),
             json!({"socket": 3, "host": "127.0.0.1", "port": 9}),
             json!({"socket": 3, "wait_ms": 50}),
             json!({"socket": 3}),

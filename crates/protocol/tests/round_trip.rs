@@ -127,6 +127,7 @@ fn build() -> Wire {
         },
         b"",
     );
+    w.call(21, DgramDisconnectParams { socket: s }, b"");
     w.call(
         16,
         SendParams {

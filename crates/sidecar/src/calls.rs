@@ -243,6 +243,9 @@ pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) 
         Request::DgramConnect(p) => {
             responder.done(core.udp_connect(sid, p.socket, p.host.as_deref(), p.port))
         }
+        Request::DgramDisconnect(p) => {
+            responder.done(core.udp_disconnect(sid, p.socket).map(|()| Empty {}))
+        }
         Request::DgramSend(p) => {
             let sent = core.udp_send(sid, p.socket, p.host.as_deref(), p.port, &raw.payload);
             responder.done(sent.map(|bytes| SendResult { bytes }))
@@ -270,6 +273,7 @@ fn named_socket(request: &Request) -> Option<SocketId> {
         Request::Poll(p) => Some(p.socket),
         Request::DgramBind(p) => Some(p.socket),
         Request::DgramConnect(p) => Some(p.socket),
+        Request::DgramDisconnect(p) => Some(p.socket),
         Request::DgramSend(p) => Some(p.socket),
         Request::DgramPoll(p) => Some(p.socket),
         Request::DgramClose(p) => Some(p.socket),
@@ -287,6 +291,7 @@ fn check_capability(core: &Core, sid: SessionId, request: &Request) -> Result<()
         Request::DgramCreateSocket(_)
         | Request::DgramBind(_)
         | Request::DgramConnect(_)
+        | Request::DgramDisconnect(_)
         | Request::DgramSend(_)
         | Request::DgramPoll(_)
         | Request::DgramClose(_) => capability::UDP,

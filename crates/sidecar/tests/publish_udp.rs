@@ -106,7 +106,7 @@ fn the_route_follows_binds_and_closes_and_counts_what_nobody_receives() {
 }
 
 #[test]
-fn a_connected_socket_on_the_published_port_hears_only_its_peer() {
+fn a_connected_socket_on_the_published_port_hears_only_its_peer_until_disconnected() {
     for setup in TRANSPORTS {
         let host = free_udp_addr();
         let h = Harness::with_config(config_publishing(host, "a"));
@@ -128,6 +128,14 @@ fn a_connected_socket_on_the_published_port_hears_only_its_peer() {
         let (message, payload, _) = g.event_of("message");
         assert_eq!(payload, b"hello", "{setup:?}");
         assert_eq!(message["remote"]["port"], peer_port);
+        // Disconnected: the route delivers the stranger's datagrams again.
+        g.call("dgram.disconnect", json!({"socket": s}), b"")
+            .unwrap();
+        stranger.send_to(b"now you hear me", host).unwrap();
+        let (message, payload, _) = g.event_of("message");
+        assert_eq!(payload, b"now you hear me", "{setup:?}");
+        let stranger_port = stranger.local_addr().unwrap().port();
+        assert_eq!(message["remote"]["port"], stranger_port);
     }
 }
 

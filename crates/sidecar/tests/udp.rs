@@ -1,10 +1,10 @@
-//! In-VM UDP, in push and poll mode: echo with boundaries kept, connected sockets,
+//! In-VM UDP, in push and poll mode: echo with boundaries kept, connected and disconnected sockets,
 //! unbound ports (dropped, counted, ECONNREFUSED on a connected sender), limits.
 
 mod support;
 
 use serde_json::json;
-use support::{code, Harness, Transport, TRANSPORTS};
+use support::{code, udp_socket, Harness, Transport, TRANSPORTS};
 
 #[test]
 fn udp_echo_keeps_datagram_boundaries_and_reports_the_sender() {
@@ -129,6 +129,63 @@ fn connected_udp_sockets_hear_only_their_peer_and_learn_of_a_missing_one() {
             "ECONNREFUSED"
         );
         assert_eq!(dropped(&mut g), before + 2);
+    }
+}
+
+#[test]
+fn a_disconnected_udp_socket_hears_anyone_and_needs_a_destination_again() {
+    for setup in TRANSPORTS {
+        let h = Harness::new();
+        let mut g = h.guest(setup);
+        let (a, peer, stranger) = (
+            udp_socket(&mut g, "udp4"),
+            udp_socket(&mut g, "udp4"),
+            udp_socket(&mut g, "udp4"),
+        );
+        assert_eq!(
+            code(g.call("dgram.disconnect", json!({"socket": a}), b"")),
+            "ENOTCONN"
+        );
+        let peer_port = g
+            .call("dgram.bind", json!({"socket": peer, "port": 0}), b"")
+            .unwrap()["local"]["port"]
+            .clone();
+        let a_port = g
+            .call(
+                "dgram.connect",
+                json!({"socket": a, "port": peer_port}),
+                b"",
+            )
+            .unwrap()["local"]["port"]
+            .clone();
+        // Connected: the stranger is not heard.
+        let to_a = json!({"socket": stranger, "port": a_port});
+        g.call("dgram.send", to_a.clone(), b"early").unwrap();
+        assert_eq!(g.stats()["vm"]["udp_dropped_no_receiver"], 1, "{setup:?}");
+        g.call("dgram.disconnect", json!({"socket": a}), b"")
+            .unwrap();
+        // Disconnected: the stranger is heard, from its own address; the local port stays.
+        g.call("dgram.send", to_a, b"late").unwrap();
+        let (message, payload, _) = g.event_of("message");
+        assert_eq!(
+            (message["socket"].as_u64(), &payload[..]),
+            (Some(a), &b"late"[..])
+        );
+        // No connected peer any more: a send needs a destination, and may go elsewhere.
+        assert_eq!(
+            code(g.call("dgram.send", json!({"socket": a}), b"where")),
+            "EDESTADDRREQ"
+        );
+        let stranger_port = g.call("dgram.bind", json!({"socket": stranger, "port": 0}), b"");
+        assert_eq!(
+            code(stranger_port),
+            "EINVAL",
+            "auto-bound by its first send"
+        );
+        assert_eq!(
+            code(g.call("dgram.disconnect", json!({"socket": a}), b"")),
+            "ENOTCONN"
+        );
     }
 }
 

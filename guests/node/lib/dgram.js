@@ -116,7 +116,13 @@ Socket.prototype.connect = function (port, address, callback) {
 };
 
 Socket.prototype.disconnect = function () {
-  throw nodeError('ERR_PUSHNET_UNSUPPORTED', 'pushnet: dgram disconnect() is not supported yet');
+  if (!this._remote) throw nodeError('ERR_SOCKET_DGRAM_NOT_CONNECTED', 'Not connected');
+  try {
+    this._session.call('dgram.disconnect', { socket: this._id });
+  } catch (e) {
+    throw e.wire ? fromWire(e.wire, 'connect') : e;
+  }
+  this._remote = null;
 };
 
 function toBuffer(msg) {

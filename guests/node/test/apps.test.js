@@ -22,7 +22,7 @@ const APPS = [
   { app: 'tcp_echo.js', output: /tcp echo ok/, methods: ['net.listen', 'net.connect', 'net.write', 'net.shutdown'] },
   { app: 'bulk.js', output: /bulk ok/, methods: ['net.write', 'net.credit'] },
   { app: 'unix_echo.js', output: /unix echo ok/, methods: ['net.listen', 'net.connect'] },
-  { app: 'udp_echo.js', output: /udp echo ok/, methods: ['dgram.createSocket', 'dgram.bind', 'dgram.send', 'dgram.connect', 'dgram.close'] },
+  { app: 'udp_echo.js', output: /udp echo ok/, methods: ['dgram.createSocket', 'dgram.bind', 'dgram.send', 'dgram.connect', 'dgram.disconnect', 'dgram.close'] },
   { app: 'half_close.js', output: /half close ok/, methods: ['net.shutdown'] },
   { app: 'backpressure.js', output: /backpressure ok/, methods: ['net.write', 'net.credit'] },
   // A push-mode guest learns of back-pressure from the sidecar's `pressure` event as soon

@@ -228,6 +228,27 @@ impl Core {
         })
     }
 
+    /// `dgram.disconnect`: the socket hears from anyone again (in the VM, through its host
+    /// socket, and on a published port) and needs a destination per send. `ENOTCONN` if
+    /// it is not connected. A pending `ECONNREFUSED` about the old peer is forgotten.
+    pub fn udp_disconnect(&mut self, sid: SessionId, socket: SocketId) -> Result<(), WireError> {
+        let key = self.udp_of(sid, socket)?;
+        let sock = self.udp.get_mut(&key).expect("looked up");
+        if sock.connected.take().is_none() {
+            return Err(WireError::new(
+                ErrorCode::Enotconn,
+                "the socket is not connected",
+            ));
+        }
+        sock.refused = false;
+        if let Some(host) = &sock.host {
+            host.disconnect();
+        }
+        let vm = sock.vm.clone();
+        self.refresh_udp_routes(Some(&vm));
+        Ok(())
+    }
+
     /// Sends one datagram. Returns its size; a datagram nobody receives is still "sent"
     /// (and counted as dropped), as UDP does.
     pub fn udp_send(

@@ -158,6 +158,12 @@ impl HostUdp {
         self.shared.filter.lock().peer = Some(SocketAddr::new(canonical(peer.ip()), peer.port()));
     }
 
+    /// Datagrams from anyone are delivered again; a pending `ECONNREFUSED` is forgotten.
+    pub fn disconnect(&self) {
+        self.shared.filter.lock().peer = None;
+        self.shared.refused.store(false, Ordering::Relaxed);
+    }
+
     /// The guest socket is closing: no `message` is pushed from now on. Returns once a
     /// `message` being pushed by the handler (if any) is out, so a `close` event the
     /// caller pushes next comes after every `message`. (Dropping the registration would

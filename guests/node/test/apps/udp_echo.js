@@ -1,6 +1,7 @@
 'use strict';
 // UDP echo: a bound server answers each datagram to its sender; one client sends to an
-// address, a second one connect()s first. Datagram boundaries are kept.
+// address, a second one connect()s first, then disconnect()s and sends to an address
+// again. Datagram boundaries are kept.
 const dgram = require('dgram');
 const assert = require('assert');
 
@@ -37,8 +38,16 @@ server.bind(0, '127.0.0.1', () => {
       assert.strictEqual(connected.remoteAddress().port, port);
       connected.send('three');
     });
+    const expected = ['echo:three', 'echo:four'];
     connected.on('message', (msg) => {
-      assert.strictEqual(msg.toString(), 'echo:three');
+      assert.strictEqual(msg.toString(), expected.shift());
+      if (expected.length === 1) {
+        connected.disconnect();
+        assert.throws(() => connected.remoteAddress(), { code: 'ERR_SOCKET_DGRAM_NOT_CONNECTED' });
+        assert.throws(() => connected.disconnect(), { code: 'ERR_SOCKET_DGRAM_NOT_CONNECTED' });
+        connected.send('four', port, '127.0.0.1');
+        return;
+      }
       connected.close(() => server.close(() => console.log('udp echo ok')));
     });
   }
