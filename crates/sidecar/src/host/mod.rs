@@ -148,6 +148,38 @@ thread_local! {
     static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Datagrams one handler run reads at most before letting the readiness thread serve the
+/// other sources (it runs again right after them).
+const DATAGRAM_BUDGET: usize = 64;
+
+/// A UDP handler's run: reads the datagrams waiting on `socket` (up to a budget) and
+/// hands each to `received`, which returns `false` to stop reading for good (the guest
+/// socket closed); other errors than "would block" go to `failed` (an ICMP report for
+/// an earlier send, say) and reading goes on. Returns what the handler returns.
+pub(crate) fn read_datagrams(
+    socket: &std::net::UdpSocket,
+    mut received: impl FnMut(&[u8], SocketAddr) -> bool,
+    mut failed: impl FnMut(&std::io::Error),
+) -> readiness::Next {
+    use readiness::{Interest, Next};
+    let mut budget = DATAGRAM_BUDGET;
+    with_read_buffer(sidecar_protocol::MAX_UDP_PAYLOAD, |buf| loop {
+        if budget == 0 {
+            return Next::again(Interest::READABLE);
+        }
+        budget -= 1;
+        match socket.recv_from(buf) {
+            Ok((n, from)) if received(&buf[..n], from) => {}
+            Ok(_) => return Interest::NONE.into(),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Interest::READABLE.into()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => failed(&e),
+        }
+    })
+}
+
 /// Runs `f` with this thread's read buffer, at least `len` bytes long.
 pub(crate) fn with_read_buffer<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
     READ_BUFFER.with(|cell| {

@@ -15,17 +15,13 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use readiness::{Action, Interest, Next, Reactor, Readiness, Registration};
-use sidecar_protocol::{Address, ErrorCode, EventBody, SocketId, WireError, MAX_UDP_PAYLOAD};
+use sidecar_protocol::{Address, ErrorCode, EventBody, SocketId, WireError};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{io_wire_error, with_read_buffer};
+use super::{io_wire_error, read_datagrams};
 use crate::addr::canonical;
 use crate::metrics::{bump, Metrics};
 use crate::outbound::Outbound;
-
-/// Datagrams one handler run reads at most before letting the readiness thread serve the
-/// other sources (it runs again right after them).
-const DATAGRAM_BUDGET: usize = 64;
 
 struct UdpShared {
     id: SocketId,
@@ -52,32 +48,17 @@ struct Filter {
 
 impl UdpShared {
     fn on_ready(&self, socket: &UdpSocket, _ready: Readiness) -> Next {
-        let mut budget = DATAGRAM_BUDGET;
-        with_read_buffer(MAX_UDP_PAYLOAD, |buf| loop {
-            if budget == 0 {
-                // A flood: let the readiness thread serve the others, then come back.
-                return Next::again(Interest::READABLE);
-            }
-            budget -= 1;
-            match socket.recv_from(buf) {
-                Ok((n, from)) => {
-                    if !self.received(&buf[..n], from) {
-                        // Closed: stop reading now (the registration is about to go)
-                        // rather than drain a sender that keeps sending.
-                        return Interest::NONE.into();
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Interest::READABLE.into()
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+        // A `false` from `received`: closed; stop reading now (the registration is about
+        // to go) rather than drain a sender that keeps sending.
+        read_datagrams(
+            socket,
+            |payload, from| self.received(payload, from),
+            |e| {
+                if e.raw_os_error() == Some(libc::ECONNREFUSED) {
                     self.refused.store(true, Ordering::Relaxed);
                 }
-                // Other per-datagram errors (ICMP reports…): keep reading.
-                Err(_) => {}
-            }
-        })
+            },
+        )
     }
 
     /// Pushes one datagram (if its sender may be heard and there is room). Returns

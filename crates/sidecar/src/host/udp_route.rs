@@ -16,15 +16,14 @@
 //! published address without an allow rule.
 
 use std::collections::{HashSet, VecDeque};
-use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use readiness::{Interest, Next};
-use sidecar_protocol::{Address, EventBody, SocketId, MAX_UDP_PAYLOAD};
+use readiness::Next;
+use sidecar_protocol::{Address, EventBody, SocketId};
 
-use super::with_read_buffer;
+use super::read_datagrams;
 use crate::addr::{as_seen_by_listener, canonical};
 use crate::core::UdpDrops;
 use crate::metrics::{bump, Metrics};
@@ -32,10 +31,6 @@ use crate::outbound::Outbound;
 
 /// Senders remembered per publication for replies.
 pub const MAX_FLOWS: usize = 4096;
-
-/// Datagrams one handler run reads at most before the readiness thread serves the other
-/// sources (it comes back right after them).
-const DATAGRAM_BUDGET: usize = 64;
 
 /// The VM socket a publication delivers to now.
 #[derive(Clone)]
@@ -117,22 +112,16 @@ impl UdpRoute {
     }
 
     /// The readiness handler: reads what is waiting (up to a budget) and delivers it.
+    /// Errors (ICMP reports for earlier replies) are passed over.
     pub fn on_ready(&self, socket: &UdpSocket) -> Next {
-        let mut budget = DATAGRAM_BUDGET;
-        with_read_buffer(MAX_UDP_PAYLOAD, |buf| loop {
-            if budget == 0 {
-                return Next::again(Interest::READABLE);
-            }
-            budget -= 1;
-            match socket.recv_from(buf) {
-                Ok((n, from)) => self.received(&buf[..n], from),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Interest::READABLE.into()
-                }
-                // EINTR, and ICMP reports for earlier replies: keep reading.
-                Err(_) => {}
-            }
-        })
+        read_datagrams(
+            socket,
+            |payload, from| {
+                self.received(payload, from);
+                true
+            },
+            |_| {},
+        )
     }
 
     /// One datagram from `from`: to the receiver, or dropped and counted.
