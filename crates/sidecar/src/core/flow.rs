@@ -7,7 +7,8 @@
 //! - **sidecar → guest**: B's guest never gets more than its window; with the window at 0
 //!   the inbox stops draining, and A's writes accumulate there;
 //! - **guest → sidecar**: A's `net.write` reply reports the inbox size (`buffered`) and
-//!   whether it passed the high-water mark (`need_drain`); a `drain` event follows once it
+//!   whether it passed the high-water mark (`need_drain`; with the `pressure` capability
+//!   also a `pressure` event, once per crossing); a `drain` event follows once it
 //!   falls below; a write that would pass the hard limit fails `ENOBUFS` with nothing
 //!   accepted. Bytes are never dropped.
 //! - **ordering**: `end` and `close` wait until the inbox ahead of them is delivered.

@@ -7,7 +7,8 @@
 //! receive buffer fills and the remote sender's TCP window closes: back-pressure reaches
 //! the sender instead of a buffer here growing. On writable it flushes what the guest
 //! wrote past what the kernel took at once, and pushes `drain` once that falls below the
-//! high-water mark. End of stream → `end`; an error (a reset…) → `error`; either way, once
+//! high-water mark (the write that passed it pushed `pressure`, if negotiated, under the
+//! same lock, so the two are always in that order). End of stream → `end`; an error (a reset…) → `error`; either way, once
 //! nothing more can flow, the RPC loop is told to free the socket and push `close`.
 //!
 //! The state is shared by the RPC loop (writes, credit, shutdown, options) and the
