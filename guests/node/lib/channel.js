@@ -13,7 +13,7 @@
 const fs = require('fs');
 const { encodeFrame, FrameDecoder } = require('./wire');
 const { sysError } = require('./errors');
-const { debug } = require('./debug');
+const { debug, enabled: debugging } = require('./debug');
 
 // A reply whose `error` is set: thrown by call() with the wire error attached.
 class WireError extends Error {
@@ -63,7 +63,7 @@ class CallChannel {
 
   write(header, payload) {
     this.checkUsable();
-    debug(`fd ${this.fd} →`, JSON.stringify(header), payload ? payload.length : 0);
+    if (debugging) debug(`fd ${this.fd} →`, JSON.stringify(header), payload ? payload.length : 0);
     const parts = encodeFrame(header, payload);
     // The sidecar closes a session that sends a frame over its limit: refuse it here.
     const total = parts[0].length - 4 + (payload ? payload.length : 0);
@@ -83,7 +83,7 @@ class CallChannel {
       let frame;
       while ((frame = this.decoder.next()) !== null) {
         if (frame.header.type === 'reply' && frame.header.id === id) {
-          debug(`fd ${this.fd} ←`, JSON.stringify(frame.header));
+          if (debugging) debug(`fd ${this.fd} ←`, JSON.stringify(frame.header));
           return frame;
         }
         this.onStray(frame);

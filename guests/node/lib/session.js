@@ -6,7 +6,7 @@
 
 const { CallChannel } = require('./channel');
 const { sysError } = require('./errors');
-const { debug } = require('./debug');
+const { debug, enabled: debugging } = require('./debug');
 
 const CAPABILITIES = ['push', 'poll', 'noreply', 'tcp', 'unix', 'udp', 'dns', 'credit', 'event_channel', 'pressure'];
 const CREDIT_WINDOW = 256 * 1024;
@@ -85,7 +85,7 @@ class Session {
 
   // One event from the sidecar (pushed, or returned by a poll).
   dispatch(event, payload) {
-    debug('event', JSON.stringify(event), payload ? payload.length : 0);
+    if (debugging) debug('event', JSON.stringify(event), payload ? payload.length : 0);
     this.dispatched++;
     if (typeof event.seq === 'number' && event.seq > 0) {
       if (this.lastSeq !== 0 && event.seq !== this.lastSeq + 1) this.seqGaps++;
