@@ -55,6 +55,12 @@ struct Args {
     /// `sidecar serve --listen` process.
     #[arg(long, default_value = "inproc", value_parser = ["inproc", "unix"])]
     transport: String,
+    /// Keep every thread and process of the run on one CPU (Linux): the figures are then
+    /// CPU cost and same-core hand-offs, with no cross-CPU wake-up (diagnostic: how much
+    /// of a latency is the machine's wake-ups). The hop floor assumes cross-core hops, so
+    /// gates are not evaluated.
+    #[arg(long)]
+    one_cpu: bool,
     /// Leave out the Node lanes of the seed rows (`node-host`, `node-guest-poll`,
     /// `node-guest-push`: `scripts/benchmarks/node/lane.js` under `node`, and as a guest
     /// under `sidecar run`).
@@ -162,6 +168,11 @@ fn main() -> Result<()> {
     if args.ext_server {
         return ext_server::serve_main();
     }
+    // Before any thread or child starts, so they all inherit it.
+    let one_cpu = match args.one_cpu {
+        true => Some(pipe::confine_to_one_cpu().map_err(|e| anyhow::anyhow!(e))?),
+        false => None,
+    };
     // Before any child starts, so they inherit it: scale_10k needs 10,000 descriptors.
     fdlimit::raise_to_hard();
     let wanted = |row: &str| {
@@ -299,17 +310,33 @@ fn main() -> Result<()> {
         .ok()
         .and_then(|stats| stats["health"]["timer_origin_wakes"].as_u64());
 
-    println!("transport: {}   {}", env.transport, machine());
+    let confined = one_cpu.map(|cpu| format!("   every thread on CPU {cpu} (--one-cpu)"));
+    println!(
+        "transport: {}   {}{}",
+        env.transport,
+        machine(),
+        confined.unwrap_or_default()
+    );
     table::print(&results);
     table::print_failures(&failures);
-    let gates = table::gates(&results, timer_origin_wakes, &failures);
-    table::print_gates(&gates);
+    // The hop floor is a cross-core round trip: on one CPU there is none to compare with.
+    let gates = match one_cpu {
+        None => table::gates(&results, timer_origin_wakes, &failures),
+        Some(_) => Vec::new(),
+    };
+    match one_cpu {
+        None => table::print_gates(&gates),
+        Some(_) => println!(
+            "\ngates: not evaluated with --one-cpu (the hop floor is a cross-core round trip)"
+        ),
+    }
 
     let json = serde_json::json!({
         "rows": results,
         "machine": machine(),
         "transport": env.transport,
         "quick": args.quick,
+        "one_cpu": one_cpu,
         "timer_origin_wakes": timer_origin_wakes,
         "failures": failures,
         "gates": gates.iter().map(|g| serde_json::json!({"gate": g.name, "figure": g.figure, "passed": g.passed})).collect::<Vec<_>>(),

@@ -29,5 +29,8 @@ pub fn command(flag: &str) -> Command {
     );
     let mut command = Command::new(exe);
     command.arg(flag).env(HELPER_ENV, flag);
+    if crate::rows::pipe::one_cpu() {
+        command.env(crate::rows::pipe::ONE_CPU_ENV, "1");
+    }
     command
 }
