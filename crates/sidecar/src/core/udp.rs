@@ -22,8 +22,7 @@ use sidecar_protocol::{
 use super::servers::resolve_in_vm;
 use super::{Core, Handle, SessionId, UdpKey};
 use crate::addr::{
-    as_seen_by_listener, bindable, canonical, effective_destination, is_vm_local, listener_matches,
-    source_for,
+    as_seen_by_listener, bindable, canonical, effective_destination, is_vm_local, source_for,
 };
 use crate::host::HostUdp;
 use crate::metrics::bump;
@@ -344,17 +343,12 @@ impl Core {
         dest: SocketAddr,
     ) -> Option<(IpAddr, UdpKey)> {
         let vm = self.vms.get(&self.udp[&from].vm)?;
-        vm.udp_on(dest.port())
-            .iter()
-            .filter(|(ip, _)| listener_matches(*ip, dest.ip()))
-            .filter(|(_, key)| {
-                // A connected socket only hears from its peer.
-                self.udp[key].connected.is_none_or(|peer| {
-                    canonical(peer.ip()) == canonical(source.ip()) && peer.port() == source.port()
-                })
+        // A connected socket only hears from its peer.
+        vm.udp_receiver(dest.port(), dest.ip(), |key| {
+            self.udp[&key].connected.is_none_or(|peer| {
+                canonical(peer.ip()) == canonical(source.ip()) && peer.port() == source.port()
             })
-            .min_by_key(|(ip, _)| ip.is_unspecified())
-            .map(|(ip, key)| (*ip, *key))
+        })
     }
 
     /// A datagram nobody in the VM receives: counted, and a connected sender's next

@@ -160,6 +160,21 @@ impl Vm {
         self.udp.get(&port).map_or(&[], Vec::as_slice)
     }
 
+    /// The socket bound on `port` that a datagram to `dest` reaches, among those `hears`
+    /// accepts: an exact address beats a wildcard, as a more specific bind does on Linux.
+    pub fn udp_receiver(
+        &self,
+        port: u16,
+        dest: IpAddr,
+        hears: impl Fn(UdpKey) -> bool,
+    ) -> Option<(IpAddr, UdpKey)> {
+        self.udp_on(port)
+            .iter()
+            .filter(|(ip, key)| listener_matches(*ip, dest) && hears(*key))
+            .min_by_key(|(ip, _)| ip.is_unspecified())
+            .copied()
+    }
+
     pub fn udp_bind_conflicts(&self, ip: IpAddr, port: u16) -> bool {
         self.udp_on(port)
             .iter()

@@ -18,7 +18,7 @@ use readiness::{Action, Interest, Registration};
 use sidecar_protocol::{ErrorCode, WireError};
 
 use super::udp_route::{RouteReceiver, RouteTarget, UdpRoute};
-use crate::addr::{canonical, listener_matches};
+use crate::addr::canonical;
 use crate::core::{Core, UdpKey};
 use crate::metrics::bump;
 
@@ -103,16 +103,10 @@ impl Core {
                 drops: None,
             };
         };
-        let on_port = vm.udp_on(port);
-        let matches = |dest: IpAddr| {
-            on_port
-                .iter()
-                .filter(move |(ip, _)| listener_matches(*ip, dest))
-                .min_by_key(|(ip, _)| ip.is_unspecified())
-                .copied()
-        };
-        let receiver = matches(Ipv4Addr::LOCALHOST.into())
-            .or_else(|| matches(Ipv6Addr::LOCALHOST.into()))
+        // A connected socket's peer filter applies per datagram (see `UdpRoute`).
+        let receiver = [Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]
+            .into_iter()
+            .find_map(|dest: IpAddr| vm.udp_receiver(port, dest, |_| true))
             .and_then(|(bound_ip, key)| self.route_receiver(bound_ip, key));
         RouteTarget {
             receiver,
