@@ -9,11 +9,19 @@
 //
 // `noreply` sends (writes, credit grants) return at once; the sidecar answers nothing on
 // success and reports a failure as an `error` event naming the request.
+//
+// Every write is synchronous, so a frame is encoded into one scratch buffer per channel,
+// reused by the next call: a call allocates no Buffer. A payload of at most JOIN_PAYLOAD
+// bytes (an HTTP request or response, a credit grant has none) is copied behind the
+// header so the frame is one write(2); a larger one is written from where it is, by writev.
 
 const fs = require('fs');
-const { encodeFrame, FrameDecoder } = require('./wire');
+const { encodeFrame, encodeHead, headRoom, callJson, FrameDecoder } = require('./wire');
 const { sysError } = require('./errors');
 const { debug, enabled: debugging } = require('./debug');
+
+const JOIN_PAYLOAD = 4 * 1024;
+const SCRATCH = 16 * 1024;
 
 // A reply whose `error` is set: thrown by call() with the wire error attached.
 class WireError extends Error {
@@ -34,6 +42,7 @@ class CallChannel {
     this.nextId = 1;
     this.decoder = new FrameDecoder();
     this.buffer = Buffer.allocUnsafe(64 * 1024);
+    this.scratch = Buffer.allocUnsafeSlow(SCRATCH);
     this.broken = null;
     // Largest frame the sidecar accepts (its hello reply says; 16 MiB by default).
     this.sendLimit = 16 * 1024 * 1024;
@@ -47,7 +56,7 @@ class CallChannel {
   // no) or a ECONNRESET error (the sidecar is gone).
   call(method, params, payload) {
     const id = this.takeId();
-    this.write({ type: 'call', id, method, params: params || {} }, payload);
+    this.write(method, callJson(id, method, params || {}, false), payload);
     const frame = this.waitReply(id);
     const { header } = frame;
     if (header.error) throw new WireError(method, header.error);
@@ -57,22 +66,41 @@ class CallChannel {
   // A call with `noreply`; returns its request id (named by an `error` event if it fails).
   send(method, params, payload) {
     const id = this.takeId();
-    this.write({ type: 'call', id, method, params: params || {}, noreply: true }, payload);
+    this.write(method, callJson(id, method, params || {}, true), payload);
     return id;
   }
 
-  write(header, payload) {
+  // Writes one call frame; `json` is its header's JSON text (wire.callJson).
+  write(method, json, payload) {
     this.checkUsable();
-    if (debugging) debug(`fd ${this.fd} →`, JSON.stringify(header), payload ? payload.length : 0);
-    const parts = encodeFrame(header, payload);
+    if (debugging) debug(`fd ${this.fd} →`, json, payload ? payload.length : 0);
+    const payloadLength = payload ? payload.length : 0;
+    const joined = payloadLength <= JOIN_PAYLOAD;
+    let head;
+    let headLength;
+    if (headRoom(json) + JOIN_PAYLOAD <= this.scratch.length) {
+      head = this.scratch;
+      headLength = encodeHead(head, json, payloadLength);
+    } else {
+      // A header too big for the scratch buffer (long params): a buffer of its own.
+      [head] = encodeFrame(json, null);
+      head.writeUInt32BE(head.length - 4 + payloadLength, 0);
+      headLength = head.length;
+    }
     // The sidecar closes a session that sends a frame over its limit: refuse it here.
-    const total = parts[0].length - 4 + (payload ? payload.length : 0);
+    const total = headLength - 4 + payloadLength;
     if (total > this.sendLimit) {
-      throw Object.assign(new Error(`${header.method}: a ${total}-byte frame exceeds the sidecar's limit of ${this.sendLimit}`), { code: 'EMSGSIZE' });
+      throw Object.assign(new Error(`${method}: a ${total}-byte frame exceeds the sidecar's limit of ${this.sendLimit}`), { code: 'EMSGSIZE' });
     }
     try {
-      if (parts.length === 1) writeAll(this.fd, parts[0]);
-      else writevAll(this.fd, parts[0], parts[1]);
+      if (joined && head === this.scratch) {
+        if (payloadLength > 0) head.set(payload, headLength);
+        writeAll(this.fd, head, headLength + payloadLength);
+      } else if (payloadLength === 0) {
+        writeAll(this.fd, head, headLength);
+      } else {
+        writevAll(this.fd, head.subarray(0, headLength), payload);
+      }
     } catch (e) {
       throw this.fail(e);
     }
@@ -114,11 +142,12 @@ class CallChannel {
   }
 }
 
-function writeAll(fd, buffer) {
+// Writes buffer[0, length) (all of it by default).
+function writeAll(fd, buffer, length = buffer.length) {
   let offset = 0;
-  while (offset < buffer.length) {
+  while (offset < length) {
     try {
-      offset += fs.writeSync(fd, buffer, offset, buffer.length - offset);
+      offset += fs.writeSync(fd, buffer, offset, length - offset);
     } catch (e) {
       if (e.code === 'EINTR' || e.code === 'EAGAIN') continue;
       throw e;

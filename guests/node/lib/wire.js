@@ -12,16 +12,46 @@ class FramingError extends Error {
   }
 }
 
+// The most bytes encodeHead writes for a header of JSON text `json` (3 bytes per UTF-16
+// unit at worst).
+function headRoom(json) {
+  return 8 + 3 * json.length;
+}
+
+// Writes the prefix and the header's JSON text into `into` from offset 0 (it needs
+// headRoom(json) bytes); returns the bytes written, 8 + header_len. The JSON goes
+// straight into `into`: no Buffer of it is made and copied.
+function encodeHead(into, json, payloadLength) {
+  const headerLength = into.utf8Write(json, 8);
+  into.writeUInt32BE(4 + headerLength + payloadLength, 0);
+  into.writeUInt32BE(headerLength, 4);
+  return 8 + headerLength;
+}
+
 // Encodes one frame as a list of buffers to write in order: [prefix+header] or
-// [prefix+header, payload] (the payload is not copied).
+// [prefix+header, payload] (the payload is not copied). `header`: an object or its JSON.
 function encodeFrame(header, payload) {
-  const json = Buffer.from(JSON.stringify(header), 'utf8');
+  const json = typeof header === 'string' ? header : JSON.stringify(header);
   const payloadLength = payload ? payload.length : 0;
-  const head = Buffer.allocUnsafe(8 + json.length);
-  head.writeUInt32BE(4 + json.length + payloadLength, 0);
-  head.writeUInt32BE(json.length, 4);
-  json.copy(head, 8);
-  return payloadLength > 0 ? [head, payload] : [head];
+  const head = Buffer.allocUnsafe(headRoom(json));
+  const headLength = encodeHead(head, json, payloadLength);
+  return payloadLength > 0 ? [head.subarray(0, headLength), payload] : [head.subarray(0, headLength)];
+}
+
+// Method names as JSON strings, made once each.
+const quotedMethods = new Map();
+
+// The JSON text of a call header: the same as JSON.stringify of { type, id, method,
+// params, noreply? }, built from pieces so that only params is stringified.
+function callJson(id, method, params, noreply) {
+  let quoted = quotedMethods.get(method);
+  if (quoted === undefined) {
+    quoted = JSON.stringify(String(method));
+    quotedMethods.set(method, quoted);
+  }
+  const tail = noreply ? ',"noreply":true}' : '}';
+  // id: the channel's own counter, a safe integer, so its decimal text is its JSON.
+  return '{"type":"call","id":' + id + ',"method":' + quoted + ',"params":' + JSON.stringify(params) + tail;
 }
 
 // Incremental decoder: push() byte chunks as they arrive, then take frames with next()
@@ -117,4 +147,4 @@ class FrameDecoder {
   }
 }
 
-module.exports = { encodeFrame, FrameDecoder, FramingError, DEFAULT_MAX_FRAME };
+module.exports = { encodeFrame, encodeHead, headRoom, callJson, FrameDecoder, FramingError, DEFAULT_MAX_FRAME };

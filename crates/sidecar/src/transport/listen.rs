@@ -108,5 +108,11 @@ pub async fn serve_fds(
         while core.writers.try_join_next().is_some() {}
         core.writers.spawn_local(Arc::clone(&sink).run_writer());
     }
-    serve_connection(core, FdSource::new(read, max_frame), sink, max_frame).await;
+    serve_connection(
+        core,
+        FdSource::new(read, max_frame, is_socket),
+        sink,
+        max_frame,
+    )
+    .await;
 }
