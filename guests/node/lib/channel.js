@@ -83,8 +83,7 @@ class CallChannel {
       headLength = encodeHead(head, json, payloadLength);
     } else {
       // A header too big for the scratch buffer (long params): a buffer of its own.
-      [head] = encodeFrame(json, null);
-      head.writeUInt32BE(head.length - 4 + payloadLength, 0);
+      [head] = encodeFrame(json, payload);
       headLength = head.length;
     }
     // The sidecar closes a session that sends a frame over its limit: refuse it here.
