@@ -6,7 +6,7 @@
 const assert = require('node:assert');
 const { test } = require('node:test');
 const { execFileSync } = require('child_process');
-const { runApp, assertRan } = require('./helpers');
+const { runApp, assertRan, report } = require('./helpers');
 
 // tls_https.js makes its self-signed certificate with openssl.
 function missingOpenssl() {
@@ -25,16 +25,21 @@ const APPS = [
   { app: 'udp_echo.js', output: /udp echo ok/, methods: ['dgram.createSocket', 'dgram.bind', 'dgram.send', 'dgram.connect', 'dgram.disconnect', 'dgram.close'] },
   { app: 'half_close.js', output: /half close ok/, methods: ['net.shutdown'] },
   { app: 'backpressure.js', output: /backpressure ok/, methods: ['net.write', 'net.credit'] },
-  // A push-mode guest learns of back-pressure from the sidecar's `pressure` event as soon
-  // as the sidecar holds its high-water mark past the reader's window (256 + 64 KiB), not
-  // from a synchronous write every 512 KiB.
+  // A push-mode guest is sent the sidecar's `pressure` event once the sidecar holds its
+  // high-water mark past the reader's window (256 + 64 KiB), and write() returns false by
+  // the runtime's bound (a synchronous write every 512 KiB without an event) at the latest.
+  // Whether the event or that bound comes first depends on how far the sidecar's loop
+  // lags the writer (under load, more than 192 KiB), so that order is not asserted.
   {
     app: 'yielding_writer.js',
     output: /yielding writer ok/,
     methods: ['net.write', 'net.credit'],
     check: (result, lane) => {
       const written = Number(result.stdout.match(/after (\d+) bytes/)[1]);
-      if (lane === 'push') assert.ok(written < 512 * 1024, `write() returned false only after ${written} bytes`);
+      if (lane !== 'push') return;
+      assert.ok(written <= 512 * 1024 + 16 * 1024, `write() returned false only after ${written} bytes`);
+      const { events } = report(result);
+      assert.ok((events.pressure || 0) >= 1, `no pressure event was pushed: ${JSON.stringify(events)}`);
     },
   },
   { app: 'errors.js', output: /errors ok/, methods: ['net.connect', 'net.listen'] },
