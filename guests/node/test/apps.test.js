@@ -29,9 +29,11 @@ const APPS = [
   // high-water mark past the reader's window (256 + 64 KiB). The runtime makes a write
   // synchronous after 512 KiB written with no event dispatched in between; an event
   // dispatched restarts that count, but every event dispatched after the sidecar handled
-  // the write that crossed the mark comes after the `pressure`. So write() returns false
-  // after at most 320 KiB + 512 KiB + one 16 KiB chunk, whatever the timing; which of
-  // the event and the synchronous write stops it first is not asserted.
+  // the write that crossed the mark comes after the `pressure`, and the writes it had not
+  // handled yet when it pushed an earlier event are bounded by the call channel's kernel
+  // buffer (a Unix socket's: ~208 KiB on Linux). So write() returns false after at most
+  // mark + channel buffer + 512 KiB + one 16 KiB chunk, whatever the timing (CI saw 544 KiB
+  // once); which of the event and the synchronous write stops it first is not asserted.
   {
     app: 'yielding_writer.js',
     output: /yielding writer ok/,
@@ -39,7 +41,7 @@ const APPS = [
     check: (result, lane) => {
       const written = Number(result.stdout.match(/after (\d+) bytes/)[1]);
       if (lane !== 'push') return;
-      assert.ok(written <= (256 + 64 + 512 + 16) * 1024, `write() returned false only after ${written} bytes`);
+      assert.ok(written <= (256 + 64 + 256 + 512 + 16) * 1024, `write() returned false only after ${written} bytes`);
       const { events } = report(result);
       assert.ok((events.pressure || 0) >= 1, `no pressure event was pushed: ${JSON.stringify(events)}`);
     },
