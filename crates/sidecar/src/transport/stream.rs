@@ -143,6 +143,15 @@ struct Pending {
     closing: bool,
 }
 
+impl Pending {
+    /// The stream cannot be written any more: drop what is queued, refuse what comes.
+    fn break_queue(&mut self) {
+        self.broken = true;
+        self.frames.clear();
+        self.bytes = 0;
+    }
+}
+
 /// Pushes to an fd without blocking.
 pub struct FdSink {
     fd: Arc<AsyncFd<File>>,
@@ -195,7 +204,7 @@ impl FdSink {
                     match self.flush(&mut pending) {
                         Ok(empty) => (empty, pending.closing),
                         Err(_) => {
-                            self.break_queue(&mut pending);
+                            pending.break_queue();
                             return;
                         }
                     }
@@ -207,19 +216,19 @@ impl FdSink {
                 if empty {
                     break;
                 }
-                if watch.is_none() {
+                let w = match watch {
+                    Some(ref w) => w,
                     // Registering reports the fd at once if it is writable already, so
                     // space freed since the flush above is not missed.
-                    match self.writability_watch() {
-                        Ok(w) => watch = Some(w),
+                    None => match self.writability_watch() {
+                        Ok(w) => watch.insert(w),
                         Err(e) => {
                             tracing::warn!(%e, "cannot watch a stream for writability");
-                            self.break_queue(&mut self.pending.lock());
+                            self.pending.lock().break_queue();
                             return;
                         }
-                    }
-                }
-                let Some(w) = &watch else { return };
+                    },
+                };
                 match w.writable().await {
                     Ok(mut guard) => guard.clear_ready(),
                     Err(_) => return,
@@ -233,13 +242,6 @@ impl FdSink {
         let dup = self.fd.get_ref().try_clone()?;
         // SAFETY: the `AsyncFd` owns the dup, a fd of its own, until it drops.
         unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE) }.map_err(io::Error::from)
-    }
-
-    /// The stream cannot be written any more: drop what is queued, refuse what comes.
-    fn break_queue(&self, pending: &mut Pending) {
-        pending.broken = true;
-        pending.frames.clear();
-        pending.bytes = 0;
     }
 
     fn finish(&self) {
@@ -264,7 +266,7 @@ impl FrameSink for FdSink {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
                 Err(_) => {
-                    self.break_queue(&mut pending);
+                    pending.break_queue();
                     return Err(SinkClosed);
                 }
             }
@@ -285,7 +287,7 @@ impl FrameSink for FdSink {
             match write_parts(self.fd.get_ref(), &head, payload) {
                 Ok(n) => n,
                 Err(_) => {
-                    self.break_queue(&mut pending);
+                    pending.break_queue();
                     return Err(SinkClosed);
                 }
             }
