@@ -160,6 +160,7 @@ fn serve_udp() -> Result<u16> {
         .spawn(move || {
             let mut buf = [0u8; 65_536];
             while let Ok((n, from)) = socket.recv_from(&mut buf) {
+                crate::stages::stamp_peer(&mut buf[..n], stage_trace::now_ns());
                 let _ = socket.send_to(&buf[..n], from);
             }
         })?;

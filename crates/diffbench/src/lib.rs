@@ -10,5 +10,6 @@ pub mod ports;
 pub mod result;
 pub mod rows;
 pub mod selfexec;
+pub mod stages;
 pub mod svg;
 pub mod table;

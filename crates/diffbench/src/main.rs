@@ -66,6 +66,11 @@ struct Args {
     /// under `sidecar run`).
     #[arg(long)]
     no_node: bool,
+    /// Diagnostic instead of the table: trace guest-push `udp_echo_ext` round trips hand-off
+    /// by hand-off and print where the time goes, by how many hand-offs crossed CPUs.
+    /// Needs a build with `--features stage-trace`.
+    #[arg(long)]
+    stage_trace: bool,
     /// Internal: the child side of `pipe_rtt`.
     #[arg(long, hide = true)]
     pipe_echo: bool,
@@ -198,6 +203,11 @@ fn main() -> Result<()> {
         "unix" => Env::process()?,
         _ => Env::embedded()?,
     };
+    if args.stage_trace {
+        let server = ExtServer::start()?;
+        let trips = if args.quick { 3_000 } else { 20_000 };
+        return diffbench::stages::run(&env.connector, &server.ports, trips);
+    }
     // One native server process for the run, shared by every row that needs it.
     let ext = match EXT_ROWS.iter().any(|r| wanted(r)) {
         true => Some(ExtServer::start()?),

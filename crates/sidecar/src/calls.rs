@@ -17,6 +17,7 @@ use sidecar_protocol::{
     SocketId, WireError,
 };
 
+use stage_trace::Stage;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::core::{ConnectStep, Core, PollKind, SessionId, Target};
@@ -79,6 +80,7 @@ impl Responder {
 
 /// Handles one frame of an attached session.
 pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) {
+    stage_trace::mark(Stage::CallHandled);
     let mut core = core_rc.borrow_mut();
     let Some(session) = core.session(sid) else {
         return;

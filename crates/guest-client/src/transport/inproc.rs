@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use inproc_pipe::{Closed, End};
 use sidecar_protocol::{read_frame, FrameError, RawFrame, DEFAULT_MAX_FRAME};
+use stage_trace::Stage;
 
 use super::{Transport, TransportError};
 
@@ -57,6 +58,7 @@ impl From<End> for InProcTransport {
 
 impl Transport for InProcTransport {
     fn send(&mut self, frame: Vec<u8>) -> Result<(), TransportError> {
+        stage_trace::mark(Stage::GuestSend);
         self.end
             .tx
             .send(frame)
@@ -67,7 +69,10 @@ impl Transport for InProcTransport {
         loop {
             let until = deadline.unwrap_or_else(|| Instant::now() + FOREVER_SLICE);
             match self.end.rx.recv_until(until) {
-                Ok(Some(bytes)) => return self.decode(bytes).map(Some),
+                Ok(Some(bytes)) => {
+                    stage_trace::mark(Stage::GuestWoken);
+                    return self.decode(bytes).map(Some);
+                }
                 Ok(None) if deadline.is_some() => return Ok(None),
                 Ok(None) => continue,
                 Err(Closed) => return Err(TransportError::Closed),

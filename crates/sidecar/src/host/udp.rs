@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use readiness::{Action, Interest, Next, Reactor, Readiness, Registration};
 use sidecar_protocol::{Address, ErrorCode, EventBody, SocketId, WireError};
 use socket2::{Domain, Protocol, Socket, Type};
+use stage_trace::Stage;
 
 use super::{io_wire_error, read_datagrams};
 use crate::addr::canonical;
@@ -48,6 +49,7 @@ struct Filter {
 
 impl UdpShared {
     fn on_ready(&self, socket: &UdpSocket, _ready: Readiness) -> Next {
+        stage_trace::mark(Stage::ReadinessWoken);
         // A `false` from `received`: closed; stop reading now (the registration is about
         // to go) rather than drain a sender that keeps sending.
         read_datagrams(
@@ -162,7 +164,9 @@ impl HostUdp {
             v6 => v6,
         };
         loop {
-            return match self.reg.get_ref().send_to(payload, dest) {
+            let sent = self.reg.get_ref().send_to(payload, dest);
+            stage_trace::mark(Stage::KernelSent);
+            return match sent {
                 Ok(_) => Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     bump(&self.shared.metrics.udp_host_dropped);

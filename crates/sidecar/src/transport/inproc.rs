@@ -2,6 +2,7 @@
 
 use inproc_pipe::{Receiver, Sender};
 use sidecar_protocol::{read_frame, RawFrame};
+use stage_trace::Stage;
 
 use super::{FrameSource, SourceEnd};
 use crate::outbound::{FrameSink, SinkClosed};
@@ -29,6 +30,7 @@ impl FrameSource for PipeSource {
         if self.rx.recv_all(&mut self.encoded).await.is_err() {
             return Err(SourceEnd::Closed);
         }
+        stage_trace::mark(Stage::LoopWoken);
         for bytes in self.encoded.drain(..) {
             // Normally one frame per message; several back to back are fine too.
             let mut reader = bytes.as_slice();
@@ -49,6 +51,7 @@ pub struct PipeSink(pub Sender);
 
 impl FrameSink for PipeSink {
     fn send(&self, frame: Vec<u8>) -> Result<(), SinkClosed> {
+        stage_trace::mark(Stage::PushQueued);
         self.0.send(frame).map_err(|_| SinkClosed)
     }
 
