@@ -50,11 +50,12 @@ pub fn stamp_peer(datagram: &mut [u8], received_ns: u64) {
 }
 
 /// The stages of the report, each the time between two marks.
-const COLUMNS: [&str; 9] = [
+const COLUMNS: [&str; 10] = [
     "guest encode",
     "hop1 guest>loop",
     "loop decode",
-    "loop send>peer",
+    "loop sendto",
+    "hop2 sent>peer",
     "peer",
     "hop3 peer>ready",
     "readiness",
@@ -84,6 +85,7 @@ fn trip(start_ns: u64, end_ns: u64, start_cpu: Option<u32>, echoed: &[u8]) -> Tr
         at(Stage::GuestSend).ns,
         at(Stage::LoopWoken).ns,
         at(Stage::CallHandled).ns,
+        at(Stage::KernelSent).ns,
         peer_rx,
         peer_tx,
         at(Stage::ReadinessWoken).ns,
