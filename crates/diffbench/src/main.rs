@@ -173,6 +173,9 @@ fn main() -> Result<()> {
     if args.ext_server {
         return ext_server::serve_main();
     }
+    if args.stage_trace {
+        diffbench::stages::check_usable(&args.transport)?;
+    }
     // Before any thread or child starts, so they all inherit it.
     let one_cpu = match args.one_cpu {
         true => Some(pipe::confine_to_one_cpu().map_err(|e| anyhow::anyhow!(e))?),

@@ -112,14 +112,23 @@ fn median(mut values: Vec<i64>) -> f64 {
     values[values.len() / 2] as f64 / 1000.0
 }
 
-/// Runs `n` traced guest-push round trips to the native UDP echo and prints the report.
-pub fn run(connector: &Connector, ports: &ExtPorts, n: usize) -> Result<()> {
+/// Whether `--stage-trace` can run here: a build with the marks in, the in-process
+/// transport (the marks are read in this process).
+pub fn check_usable(transport: &str) -> Result<()> {
     if !stage_trace::ENABLED {
         bail!(
             "--stage-trace needs the marks compiled in: \
              cargo run --release -p diffbench --features stage-trace -- --stage-trace"
         );
     }
+    if transport != "inproc" {
+        bail!("--stage-trace needs the in-process transport: its marks are read in this process");
+    }
+    Ok(())
+}
+
+/// Runs `n` traced guest-push round trips to the native UDP echo and prints the report.
+pub fn run(connector: &Connector, ports: &ExtPorts, n: usize) -> Result<()> {
     if stage_trace::current_cpu().is_none() {
         eprintln!("note: this platform does not say which CPU a thread is on: no crossings");
     }
@@ -242,6 +251,19 @@ mod tests {
             [7u8; SIZE - 28],
             "the rest of the payload is kept"
         );
+    }
+
+    #[test]
+    fn a_build_without_the_marks_or_another_transport_is_refused_with_the_reason() {
+        let inproc = check_usable("inproc");
+        let unix = check_usable("unix").expect_err("never over another transport");
+        if stage_trace::ENABLED {
+            assert!(inproc.is_ok());
+            assert!(unix.to_string().contains("in-process transport"), "{unix}");
+        } else {
+            let e = inproc.expect_err("no marks, no trace");
+            assert!(e.to_string().contains("--features stage-trace"), "{e}");
+        }
     }
 
     #[test]

@@ -16,8 +16,8 @@ use sidecar_protocol::{
     EventBody, Family, Header, LookupAddress, LookupResult, RawFrame, Request, SendResult,
     SocketId, WireError,
 };
-
 use stage_trace::Stage;
+
 use std::net::{IpAddr, SocketAddr};
 
 use crate::core::{ConnectStep, Core, PollKind, SessionId, Target};
