@@ -17,6 +17,7 @@
 //! its CPU into the echoed datagram, after [`PEER_MAGIC`] (see [`stamp_peer`]). Clocks:
 //! CLOCK_MONOTONIC, one clock for both processes.
 
+use std::collections::BTreeMap;
 use std::io;
 
 use anyhow::{bail, Result};
@@ -107,9 +108,9 @@ fn trip(start_ns: u64, end_ns: u64, start_cpu: Option<u32>, echoed: &[u8]) -> Tr
     }
 }
 
-fn median(mut values: Vec<i64>) -> f64 {
-    values.sort_unstable();
-    values[values.len() / 2] as f64 / 1000.0
+/// The median of nanosecond figures, in µs (a group is never empty).
+fn median_us(values: impl Iterator<Item = i64>) -> f64 {
+    crate::rows::median(values.map(|ns| ns as f64 / 1000.0).collect()).unwrap_or(0.0)
 }
 
 /// Whether `--stage-trace` can run here: a build with the marks in, the in-process
@@ -192,33 +193,33 @@ fn report(trips: &[Trip]) -> String {
         out += &format!(" {c:>17}");
     }
     out.push('\n');
-    let mut placements: Vec<[bool; 4]> = trips.iter().map(|t| t.crossed).collect();
-    placements.sort_unstable();
-    placements.dedup();
+    let mut groups: BTreeMap<[bool; 4], Vec<&Trip>> = BTreeMap::new();
+    for t in trips {
+        groups.entry(t.crossed).or_default().push(t);
+    }
+    let mut groups: Vec<([bool; 4], Vec<&Trip>)> = groups.into_iter().collect();
     // Fewest crossings first, then the most common.
-    let count = |p: &[bool; 4]| trips.iter().filter(|t| t.crossed == *p).count();
-    placements.sort_by_key(|p| {
+    groups.sort_by_key(|(p, group)| {
         (
             p.iter().filter(|&&c| c).count(),
-            std::cmp::Reverse(count(p)),
+            std::cmp::Reverse(group.len()),
         )
     });
     let mut left_out = 0;
-    for p in placements {
-        let group: Vec<&Trip> = trips.iter().filter(|t| t.crossed == p).collect();
+    for (p, group) in groups {
         let share = 100.0 * group.len() as f64 / trips.len() as f64;
         if share < MIN_SHARE {
             left_out += group.len();
             continue;
         }
         let crossings = p.iter().filter(|&&c| c).count();
-        let total = median(group.iter().map(|t| t.total_ns as i64).collect());
+        let total = median_us(group.iter().map(|t| t.total_ns as i64));
         out += &format!(
             "{:>9} {crossings:>9} {share:>6.1}% {total:>8.1}",
             placement(p)
         );
         for i in 0..COLUMNS.len() {
-            let stage = median(group.iter().map(|t| t.stages_ns[i]).collect());
+            let stage = median_us(group.iter().map(|t| t.stages_ns[i]));
             out += &format!(" {stage:>17.1}");
         }
         out.push('\n');
