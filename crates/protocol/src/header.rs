@@ -205,7 +205,14 @@ impl HeaderError {
 }
 
 /// Parses a header. On failure, recovers the request id if it can.
+///
+/// The canonical shape (what this crate's encoders write) takes a one-pass parser; any
+/// other input goes to the derived one, which alone decides what is an error (see
+/// [`crate::header_fast`]).
 pub fn parse_header(json: &[u8]) -> Result<Header, HeaderError> {
+    if let Some(header) = crate::header_fast::parse(json) {
+        return Ok(header);
+    }
     serde_json::from_slice(json).map_err(|e| HeaderError {
         id: recover_id(json),
         message: e.to_string(),

@@ -47,6 +47,7 @@ pub mod error;
 pub mod event;
 pub mod frame;
 pub mod header;
+mod header_fast;
 pub mod hello;
 pub mod method;
 pub mod net;

@@ -63,6 +63,7 @@ mod interest;
 mod reactor;
 mod registration;
 mod source;
+mod wait;
 
 pub use fd_wait::{wait_fd_readable_until, wait_fd_writable_until};
 pub use interest::{Interest, Mode, Readiness};

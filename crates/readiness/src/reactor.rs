@@ -12,11 +12,12 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle, ThreadId};
 
 use parking_lot::Mutex;
-use polling::{Events, Poller};
+use polling::Poller;
 
-use crate::interest::{Interest, Mode, Readiness};
+use crate::interest::{Interest, Mode};
 use crate::registration::Registration;
 use crate::source::{Action, Dispatch, Source};
+use crate::wait::Waiter;
 
 /// Counters of the reactor (relaxed atomics: diagnostics only).
 #[derive(Default)]
@@ -221,10 +222,18 @@ impl Drop for Reactor {
 }
 
 fn run(shared: &Shared) {
-    let mut events = Events::new();
+    let mut waiter = Waiter::new();
     loop {
-        events.clear();
-        let waited = shared.poller.wait(&mut events, None);
+        let waited = waiter.wait(&shared.poller, |key, ready| {
+            if shared.is_shut_down() {
+                return;
+            }
+            let source = shared.sources.lock().get(&key).cloned();
+            if let Some(source) = source {
+                Counters::bump(&shared.counters.events);
+                source.dispatch(&shared.poller, ready, &shared.counters);
+            }
+        });
         Counters::bump(&shared.counters.wakes);
         if shared.is_shut_down() {
             break;
@@ -236,17 +245,6 @@ fn run(shared: &Shared) {
             // The poller itself failed: nothing can be reported any more. Fail every
             // waiter rather than let it hang.
             break;
-        }
-        for event in events.iter() {
-            let source = shared.sources.lock().get(&event.key).cloned();
-            if let Some(source) = source {
-                Counters::bump(&shared.counters.events);
-                let ready = Readiness {
-                    readable: event.readable,
-                    writable: event.writable,
-                };
-                source.dispatch(&shared.poller, ready, &shared.counters);
-            }
         }
     }
     shared.shutdown.store(true, Ordering::SeqCst);
