@@ -5,8 +5,10 @@
  * host socket does: guest -> "RPC loop" (futex) -> sendto -> echo process (UDP) -> sendto
  * -> "readiness" thread (edge-triggered epoll) -> guest (futex). No thread does any work
  * beyond its system calls, so what this costs is what the machine charges for the four
- * hand-offs. Each round trip records the CPU of every thread, and the report groups round
- * trips by how many hand-offs crossed CPUs, as `--stage-trace` does.
+ * hand-offs. Each round trip records the time and CPU of every hand-off, and the report
+ * groups round trips by placement (which hand-offs crossed CPUs) with the median of each
+ * stage, in the same columns as `--stage-trace` (less the three that are our code's alone:
+ * encode, decode and dispatch), so the two tables compare stage by stage.
  *
  *   cc -O2 -pthread scripts/benchmarks/c/four_thread_chain.c -o target/four_thread_chain
  *   target/four_thread_chain              # both CPUs, as the bench runs
@@ -34,6 +36,16 @@ enum { TRIPS = 20000, WARM_UP = 500, SIZE = 64 };
 
 static _Atomic int to_loop, to_guest;          /* futex words: 1 = woken */
 static _Atomic int loop_cpu, peer_cpu, readiness_cpu; /* where each ran, this trip */
+/* When each hand-off happened, this trip (ns, CLOCK_MONOTONIC: one clock for both
+ * processes). Written before the futex wake that publishes them. */
+static _Atomic long long loop_woken, loop_sent, peer_received, peer_sent, ready_woken,
+    ready_pushed;
+static long long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
 static int sock;                               /* the "host socket" */
 static struct sockaddr_in peer;
 
@@ -52,8 +64,10 @@ static void *rpc_loop(void *unused) {
     (void)unused;
     for (;;) {
         wait_for(&to_loop);
+        loop_woken = now_ns();
         loop_cpu = sched_getcpu();
         sendto(sock, buf, SIZE, 0, (struct sockaddr *)&peer, sizeof peer);
+        loop_sent = now_ns();
     }
     return NULL;
 }
@@ -67,11 +81,17 @@ static void *readiness(void *unused) {
     for (;;) {
         if (epoll_wait(ep, &ev, 1, -1) < 1)
             continue;
+        ready_woken = now_ns();
         while (recv(sock, buf, SIZE, MSG_DONTWAIT) > 0) {
             int cpu;
-            memcpy(&cpu, buf, sizeof cpu); /* the echo wrote its CPU there */
+            long long stamps[2];
+            memcpy(&cpu, buf, sizeof cpu); /* the echo wrote its CPU and times there */
+            memcpy(stamps, buf + 8, sizeof stamps);
             peer_cpu = cpu;
+            peer_received = stamps[0];
+            peer_sent = stamps[1];
             readiness_cpu = sched_getcpu();
+            ready_pushed = now_ns();
             wake(&to_guest);
         }
     }
@@ -86,16 +106,13 @@ static void echo_process(int fd) {
         ssize_t n = recvfrom(fd, buf, SIZE, 0, (struct sockaddr *)&from, &len);
         if (n <= 0)
             _exit(0);
+        long long stamps[2] = {now_ns(), 0};
         int cpu = sched_getcpu();
         memcpy(buf, &cpu, sizeof cpu);
+        stamps[1] = now_ns();
+        memcpy(buf + 8, stamps, sizeof stamps);
         sendto(fd, buf, (size_t)n, 0, (struct sockaddr *)&from, len);
     }
-}
-
-static double now_us(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
 }
 
 static int by_value(const void *a, const void *b) {
@@ -127,34 +144,60 @@ int main(void) {
     pthread_create(&thread, NULL, rpc_loop, NULL);
     pthread_create(&thread, NULL, readiness, NULL);
 
-    static double all[TRIPS], group[TRIPS];
-    static int crossings[TRIPS];
+    enum { STAGES = 7 };
+    static const char *names[STAGES] = {"hop1 guest>loop", "loop sendto", "hop2 sent>peer",
+                                        "peer", "hop3 peer>ready", "readiness",
+                                        "hop4 ready>guest"};
+    static double all[TRIPS], group[TRIPS], stages[STAGES][TRIPS];
+    static int placement[TRIPS]; /* bit h set: hand-off h+1 crossed CPUs */
     for (int i = 0; i < WARM_UP + TRIPS; i++) {
         int guest_start = sched_getcpu();
-        double start = now_us();
+        long long sent = now_ns();
         wake(&to_loop);
         wait_for(&to_guest);
-        double took = now_us() - start;
+        long long woken = now_ns();
         int guest_end = sched_getcpu();
         if (i < WARM_UP)
             continue;
         int k = i - WARM_UP;
-        all[k] = took;
-        crossings[k] = (guest_start != loop_cpu) + (loop_cpu != peer_cpu) +
-                       (peer_cpu != readiness_cpu) + (readiness_cpu != guest_end);
+        all[k] = (double)(woken - sent) / 1e3;
+        long long marks[STAGES + 1] = {sent,        loop_woken, loop_sent,    peer_received,
+                                       peer_sent,   ready_woken, ready_pushed, woken};
+        for (int s = 0; s < STAGES; s++)
+            stages[s][k] = (double)(marks[s + 1] - marks[s]) / 1e3;
+        placement[k] = (guest_start != loop_cpu) | (loop_cpu != peer_cpu) << 1 |
+                       (peer_cpu != readiness_cpu) << 2 | (readiness_cpu != guest_end) << 3;
     }
     kill(child, SIGKILL);
 
     printf("four-thread chain, %d round trips: p50 %.1f us\n", TRIPS,
            median(memcpy(group, all, sizeof all), TRIPS));
-    printf("%9s %7s %8s\n", "crossings", "share", "p50");
-    for (int c = 0; c <= 4; c++) {
+    printf("placement: x = that hand-off crossed CPUs; medians in us\n");
+    printf("%9s %9s %7s %8s", "placement", "crossings", "share", "p50");
+    for (int s = 0; s < STAGES; s++)
+        printf(" %17s", names[s]);
+    printf("\n");
+    for (int p = 0; p < 16; p++) {
         int n = 0;
         for (int k = 0; k < TRIPS; k++)
-            if (crossings[k] == c)
+            if (placement[k] == p)
                 group[n++] = all[k];
-        if (n * 100 >= TRIPS) /* groups of 1 % or more */
-            printf("%9d %6.1f%% %8.1f\n", c, 100.0 * n / TRIPS, median(group, n));
+        if (n * 100 < TRIPS) /* groups of 1 % or more */
+            continue;
+        char shape[5] = "----";
+        for (int h = 0; h < 4; h++)
+            if (p >> h & 1)
+                shape[h] = 'x';
+        printf("%9s %9d %6.1f%% %8.1f", shape, __builtin_popcount((unsigned)p),
+               100.0 * n / TRIPS, median(group, n));
+        for (int s = 0; s < STAGES; s++) {
+            n = 0;
+            for (int k = 0; k < TRIPS; k++)
+                if (placement[k] == p)
+                    group[n++] = stages[s][k];
+            printf(" %17.1f", median(group, n));
+        }
+        printf("\n");
     }
     return 0;
 }
