@@ -31,7 +31,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, Thread};
 use std::time::Instant;
@@ -57,6 +57,10 @@ struct Direction {
     /// Threads blocked in [`Receiver::recv_until`] (normally one): unparked with no lock
     /// held (see the crate docs).
     sleepers: Mutex<Vec<Thread>>,
+    /// Wakes that took the sleeper list, counted under its lock: a thread registered when
+    /// this read `g` is no longer on the list once it reads anything else, so after a
+    /// wake-up it need not take the lock again to remove itself.
+    list_takes: AtomicU64,
     closed: AtomicBool,
     /// Bytes sent and not received yet.
     queued: AtomicUsize,
@@ -72,25 +76,36 @@ impl Direction {
     /// unparking them once the list's lock is released.
     fn wake(&self) {
         self.event.notify(usize::MAX);
-        let sleepers = std::mem::take(&mut *self.sleepers.lock());
+        let sleepers = {
+            let mut list = self.sleepers.lock();
+            if list.is_empty() {
+                return;
+            }
+            self.list_takes.fetch_add(1, Ordering::Relaxed);
+            std::mem::take(&mut *list)
+        };
         for thread in sleepers {
             thread.unpark();
         }
     }
 
-    /// Registers the calling thread to be unparked by the next [`Direction::wake`].
-    fn add_sleeper(&self) {
-        let me = thread::current();
+    /// Registers `me` to be unparked by the next [`Direction::wake`]. Returns the
+    /// registration's generation, for [`Direction::remove_sleeper`].
+    fn add_sleeper(&self, me: &Thread) -> u64 {
         let mut sleepers = self.sleepers.lock();
         if !sleepers.iter().any(|t| t.id() == me.id()) {
-            sleepers.push(me);
+            sleepers.push(me.clone());
         }
+        self.list_takes.load(Ordering::Relaxed)
     }
 
-    /// Undoes [`Direction::add_sleeper`] (a no-op if a wake already took it).
-    fn remove_sleeper(&self) {
-        let me = thread::current().id();
-        self.sleepers.lock().retain(|t| t.id() != me);
+    /// Undoes [`Direction::add_sleeper`]; skips the lock when a wake has taken the list
+    /// since (it took `me` with it).
+    fn remove_sleeper(&self, me: &Thread, registered: u64) {
+        if self.list_takes.load(Ordering::Relaxed) != registered {
+            return;
+        }
+        self.sleepers.lock().retain(|t| t.id() != me.id());
     }
 }
 
@@ -116,6 +131,7 @@ pub fn pipe() -> (Sender, Receiver) {
         queue: Mutex::new(VecDeque::new()),
         event: Event::new(),
         sleepers: Mutex::new(Vec::new()),
+        list_takes: AtomicU64::new(0),
         closed: AtomicBool::new(false),
         queued: AtomicUsize::new(0),
     });
@@ -221,9 +237,10 @@ impl Receiver {
         if let Some(frame) = self.try_recv()? {
             return Ok(Some(frame));
         }
+        let me = thread::current();
+        let mut registered = self.dir.add_sleeper(&me);
         let got = loop {
-            // Registered before the re-check, so a send in between still unparks us.
-            self.dir.add_sleeper();
+            // Registered before this check, so a send in between still unparks us.
             match self.try_recv() {
                 Ok(None) => {}
                 other => break other,
@@ -232,10 +249,17 @@ impl Receiver {
             if now >= deadline {
                 break self.try_recv();
             }
-            // Returns on an unpark, at the deadline, or spuriously: the loop re-checks.
+            // Returns on an unpark, at the deadline, or spuriously.
             thread::park_timeout(deadline - now);
+            // A wake-up nearly always brings a frame: take it before registering again
+            // (the wake took us off the list).
+            match self.try_recv() {
+                Ok(None) => {}
+                other => break other,
+            }
+            registered = self.dir.add_sleeper(&me);
         };
-        self.dir.remove_sleeper();
+        self.dir.remove_sleeper(&me, registered);
         got
     }
 

@@ -88,9 +88,35 @@ struct AddressRepr {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     port: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    family: Option<String>,
+    family: Option<FamilyName>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     path: Option<String>,
+}
+
+/// The `family` field: written from the address, read and ignored (any string is taken,
+/// as before, without allocating a copy of it on every address of every event).
+struct FamilyName(&'static str);
+
+impl Serialize for FamilyName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for FamilyName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AnyString;
+        impl serde::de::Visitor<'_> for AnyString {
+            type Value = FamilyName;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<FamilyName, E> {
+                Ok(FamilyName(""))
+            }
+        }
+        deserializer.deserialize_str(AnyString)
+    }
 }
 
 impl TryFrom<AddressRepr> for Address {
@@ -107,7 +133,7 @@ impl TryFrom<AddressRepr> for Address {
 
 impl From<Address> for AddressRepr {
     fn from(addr: Address) -> Self {
-        let family = addr.family().map(str::to_owned);
+        let family = addr.family().map(FamilyName);
         match addr {
             Address::Inet(sa) => AddressRepr {
                 address: Some(sa.ip()),
@@ -240,6 +266,13 @@ mod tests {
             serde_json::from_value(json!({"address": "::1", "port": 1, "family": "bogus"}))
                 .unwrap();
         assert_eq!(addr.family(), Some("IPv6"));
+        // Ignored, but still a string, from a borrowed or an escaped (owned) JSON string.
+        let escaped = br#"{"address":"::1","port":1,"family":"IP\u00766"}"#;
+        assert!(serde_json::from_slice::<Address>(escaped).is_ok());
+        let number = json!({"address": "::1", "port": 1, "family": 6});
+        assert!(serde_json::from_value::<Address>(number).is_err());
+        let v6 = serde_json::to_value(Address::Inet("[::1]:1".parse().unwrap())).unwrap();
+        assert_eq!(v6["family"], "IPv6");
     }
 
     #[test]
