@@ -1,14 +1,14 @@
 //! The in-process transport: the guest end of an [`inproc_pipe`] duplex.
 //!
 //! The pipe already carries complete encoded frames, one `Vec<u8>` each, so sending is a
-//! move and receiving only validates the prefix and splits header from payload (with the
-//! same checks a byte-stream reader applies, so an embedder's bug cannot smuggle in a
-//! frame a socket reader would reject).
+//! move and receiving only validates the prefix and splits header from payload, keeping
+//! the message's buffer as the payload (with the same checks a byte-stream reader
+//! applies, so an embedder's bug cannot smuggle in a frame a socket reader would reject).
 
 use std::time::{Duration, Instant};
 
 use inproc_pipe::{Closed, End};
-use sidecar_protocol::{read_frame, FrameError, RawFrame, DEFAULT_MAX_FRAME};
+use sidecar_protocol::{split_frame, FrameError, RawFrame, Split, DEFAULT_MAX_FRAME};
 use stage_trace::Stage;
 
 use super::{Transport, TransportError};
@@ -34,19 +34,15 @@ impl InProcTransport {
     }
 
     fn decode(&self, bytes: Vec<u8>) -> Result<RawFrame, TransportError> {
-        let mut reader = bytes.as_slice();
-        let frame = read_frame(&mut reader, self.max_frame)?.ok_or(FrameError::Truncated {
-            buffered: bytes.len(),
-        })?;
-        if !reader.is_empty() {
+        match split_frame(bytes, self.max_frame)? {
+            Split::One(frame) => Ok(frame),
             // Not one frame: the pipe's contract (one frame per message) is broken.
-            return Err(FrameError::Inconsistent {
+            Split::Several(bytes) => Err(FrameError::Inconsistent {
                 total: u32::try_from(bytes.len().saturating_sub(4)).unwrap_or(u32::MAX),
-                header_len: u32::try_from(frame.header.len()).unwrap_or(u32::MAX),
+                header_len: u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]),
             }
-            .into());
+            .into()),
         }
-        Ok(frame)
     }
 }
 

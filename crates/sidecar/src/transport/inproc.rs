@@ -1,7 +1,7 @@
 //! The in-process transport: the sidecar end of an [`inproc_pipe`] duplex pipe.
 
 use inproc_pipe::{Receiver, Sender};
-use sidecar_protocol::{read_frame, RawFrame};
+use sidecar_protocol::{read_frame, split_frame, RawFrame, Split};
 use stage_trace::Stage;
 
 use super::{FrameSource, SourceEnd};
@@ -32,7 +32,16 @@ impl FrameSource for PipeSource {
         }
         stage_trace::mark(Stage::LoopWoken);
         for bytes in self.encoded.drain(..) {
-            // Normally one frame per message; several back to back are fine too.
+            // Normally one frame per message: its buffer becomes the payload. Several back
+            // to back are fine too.
+            let bytes = match split_frame(bytes, self.max_frame) {
+                Ok(Split::One(frame)) => {
+                    out.push(frame);
+                    continue;
+                }
+                Ok(Split::Several(bytes)) => bytes,
+                Err(e) => return Err(SourceEnd::Framing(e)),
+            };
             let mut reader = bytes.as_slice();
             while !reader.is_empty() {
                 match read_frame(&mut reader, self.max_frame) {
