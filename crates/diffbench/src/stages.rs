@@ -21,7 +21,6 @@ use std::collections::BTreeMap;
 use std::io;
 
 use anyhow::{bail, Result};
-use guest_client::UdpSocket;
 use hdrhistogram::Histogram;
 use stage_trace::Stage;
 
@@ -72,7 +71,9 @@ struct Trip {
     stages_ns: [i64; COLUMNS.len()],
 }
 
-fn trip(start_ns: u64, end_ns: u64, start_cpu: Option<u32>, echoed: &[u8]) -> Trip {
+/// One round trip's trace, or `None` when a mark or the peer's stamp falls outside the
+/// round trip (the datagram did not take the traced path: it would be garbage here).
+fn trip(start_ns: u64, end_ns: u64, start_cpu: Option<u32>, echoed: &[u8]) -> Option<Trip> {
     let marks = stage_trace::snapshot();
     let at = |s: Stage| marks[s as usize];
     let word = |range: std::ops::Range<usize>| {
@@ -94,9 +95,12 @@ fn trip(start_ns: u64, end_ns: u64, start_cpu: Option<u32>, echoed: &[u8]) -> Tr
         at(Stage::GuestWoken).ns,
         end_ns,
     ];
+    if times.iter().any(|&t| t < start_ns || t > end_ns) {
+        return None;
+    }
     let stages_ns = std::array::from_fn(|i| times[i + 1] as i64 - times[i] as i64);
     let crossed = |a: Option<u32>, b: Option<u32>| matches!((a, b), (Some(a), Some(b)) if a != b);
-    Trip {
+    Some(Trip {
         total_ns: end_ns.saturating_sub(start_ns),
         crossed: [
             crossed(start_cpu, at(Stage::LoopWoken).cpu),
@@ -105,7 +109,7 @@ fn trip(start_ns: u64, end_ns: u64, start_cpu: Option<u32>, echoed: &[u8]) -> Tr
             crossed(at(Stage::PushQueued).cpu, at(Stage::GuestWoken).cpu),
         ],
         stages_ns,
-    }
+    })
 }
 
 /// The median of nanosecond figures, in µs (a group is never empty).
@@ -135,8 +139,7 @@ pub fn run(connector: &Connector, ports: &ExtPorts, n: usize) -> Result<()> {
     }
     let lp = connector.guest(false);
     let trips = lp.block_on(async {
-        let socket = UdpSocket::bind(&lp, "127.0.0.1", 0)?;
-        socket.connect("127.0.0.1", ports.udp_echo)?;
+        let socket = crate::rows::ext::connect_udp_apart(&lp, ports.udp_echo)?;
         let mut message = [7u8; SIZE];
         message[..PEER_MAGIC.len()].copy_from_slice(PEER_MAGIC);
         let mut buf = [0u8; 2048];
@@ -158,7 +161,18 @@ pub fn run(connector: &Connector, ports: &ExtPorts, n: usize) -> Result<()> {
         }
         Ok::<_, io::Error>(trips)
     })?;
+    let all = trips.len();
+    let trips: Vec<Trip> = trips.into_iter().flatten().collect();
+    if trips.is_empty() {
+        bail!("none of {all} round trips took the traced path (guest > loop > host socket > native echo > readiness > guest)");
+    }
     print!("{}", report(&trips));
+    if trips.len() < all {
+        println!(
+            "({} of {all} round trips left out: a mark or the echo's stamp fell outside the round trip)",
+            all - trips.len()
+        );
+    }
     Ok(())
 }
 

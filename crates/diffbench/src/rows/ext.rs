@@ -134,11 +134,7 @@ enum GuestConn {
 impl GuestConn {
     async fn open(lp: &LoopHandle, proto: Proto, ports: &ExtPorts) -> io::Result<GuestConn> {
         Ok(match proto {
-            Proto::Udp => {
-                let socket = UdpSocket::bind(lp, HOST, 0)?;
-                socket.connect(HOST, ports.udp_echo)?;
-                GuestConn::Udp(socket)
-            }
+            Proto::Udp => GuestConn::Udp(connect_udp_apart(lp, ports.udp_echo)?),
             Proto::Tcp => {
                 GuestConn::Tcp(nodelay(TcpStream::connect(lp, HOST, ports.tcp_echo).await?))
             }
@@ -180,6 +176,21 @@ impl GuestConn {
             }
         }
     }
+}
+
+/// A guest UDP socket connected to the native echo at `HOST:port`, bound to any other
+/// port. A VM's own socket on the echo's port number would take the datagrams in memory
+/// (a same-VM socket comes first, as DESIGN.md orders it) and the lane would time an
+/// echo to itself: VM ports are allocated apart from the host's, so they can meet.
+pub fn connect_udp_apart(lp: &LoopHandle, port: u16) -> io::Result<UdpSocket> {
+    let first = UdpSocket::bind(lp, HOST, 0)?;
+    let socket = match crate::rows::port_of(&first.local_addr()?) == port {
+        // Bound while `first` still holds the clashing port, so it gets another.
+        true => UdpSocket::bind(lp, HOST, 0)?,
+        false => first,
+    };
+    socket.connect(HOST, port)?;
+    Ok(socket)
 }
 
 /// Nagle off, as the native client has it (the guest API's `setNoDelay`).
