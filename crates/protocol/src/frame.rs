@@ -401,7 +401,9 @@ mod tests {
     fn split_frame_keeps_the_buffer_and_agrees_with_read_frame() {
         let mut one = Vec::new();
         encode_raw_frame(b"{\"a\":1}", &[9u8; 70_000], DEFAULT_MAX_FRAME, &mut one).unwrap();
-        let read = read_frame(&mut one.as_slice(), DEFAULT_MAX_FRAME).unwrap().unwrap();
+        let read = read_frame(&mut one.as_slice(), DEFAULT_MAX_FRAME)
+            .unwrap()
+            .unwrap();
         let capacity = one.capacity();
         let Split::One(split) = split_frame(one.clone(), DEFAULT_MAX_FRAME).unwrap() else {
             panic!("one frame")
@@ -451,7 +453,10 @@ mod tests {
         bad[4..8].copy_from_slice(&1000u32.to_be_bytes());
         assert!(matches!(
             split_frame(bad, DEFAULT_MAX_FRAME),
-            Err(FrameError::Inconsistent { header_len: 1000, .. })
+            Err(FrameError::Inconsistent {
+                header_len: 1000,
+                ..
+            })
         ));
     }
     use crate::address::SocketId;

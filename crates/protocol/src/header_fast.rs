@@ -349,8 +349,14 @@ mod tests {
         let call = Call::new(8, send).noreply();
         headers.push(serde_json::to_vec(&Header::Call(call)).unwrap());
         let mut frame = Vec::new();
-        encode_reply_ok(5, &serde_json::json!({"bytes": 3}), b"", DEFAULT_MAX_FRAME, &mut frame)
-            .unwrap();
+        encode_reply_ok(
+            5,
+            &serde_json::json!({"bytes": 3}),
+            b"",
+            DEFAULT_MAX_FRAME,
+            &mut frame,
+        )
+        .unwrap();
         headers.push(header_of(&frame));
         let mut frame = Vec::new();
         encode_reply_ok(5, &Value::Null, b"", DEFAULT_MAX_FRAME, &mut frame).unwrap();

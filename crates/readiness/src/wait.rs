@@ -187,18 +187,30 @@ mod tests {
         }
         // `c` is writable at once; `b` is not readable yet.
         let seen = wait_once(&poller).expect("a writable socket wakes the wait");
-        assert!(seen.contains(&(9, Readiness { readable: false, writable: true })));
+        assert!(seen.contains(&(
+            9,
+            Readiness {
+                readable: false,
+                writable: true
+            }
+        )));
         assert!(!seen.iter().any(|(key, _)| *key == 7), "{seen:?}");
         a.write_all(b"x").unwrap();
         let seen = wait_once(&poller).expect("a readable socket wakes the wait");
-        assert!(seen.iter().any(|&(key, r)| key == 7 && r.readable), "{seen:?}");
+        assert!(
+            seen.iter().any(|&(key, r)| key == 7 && r.readable),
+            "{seen:?}"
+        );
         assert!(!seen.iter().any(|(key, _)| *key == 9), "{seen:?}");
         if !poller.supports_edge() {
             poller.modify(&b, Event::readable(7)).unwrap();
         }
         drop(a); // Hang-up: readable (end of stream) for the reader.
         let seen = wait_once(&poller).expect("a hang-up wakes the wait");
-        assert!(seen.iter().any(|&(key, r)| key == 7 && r.readable), "{seen:?}");
+        assert!(
+            seen.iter().any(|&(key, r)| key == 7 && r.readable),
+            "{seen:?}"
+        );
         poller.delete(&b).unwrap();
         poller.delete(&c).unwrap();
         drop(d);
