@@ -52,12 +52,12 @@ impl fmt::Display for Closed {
 impl std::error::Error for Closed {}
 
 struct Direction {
-    queue: Mutex<VecDeque<Vec<u8>>>,
+    /// The queue and the threads blocked on it, under one lock: a sender queues and takes
+    /// the sleepers in one critical section, and a receiver checks the queue and registers
+    /// in one, so neither has to look twice (and a wake-up costs one lock, not three).
+    state: Mutex<State>,
     event: Event,
-    /// Threads blocked in [`Receiver::recv_until`] (normally one): unparked with no lock
-    /// held (see the crate docs).
-    sleepers: Mutex<Vec<Thread>>,
-    /// Wakes that took the sleeper list, counted under its lock: a thread registered when
+    /// Wakes that took the sleeper list, counted under the lock: a thread registered when
     /// this read `g` is no longer on the list once it reads anything else, so after a
     /// wake-up it need not take the lock again to remove itself.
     list_takes: AtomicU64,
@@ -66,46 +66,48 @@ struct Direction {
     queued: AtomicUsize,
 }
 
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Vec<u8>>,
+    /// Threads blocked in [`Receiver::recv_until`] (normally one): unparked with no lock
+    /// held (see the crate docs).
+    sleepers: Vec<Thread>,
+}
+
+impl State {
+    /// Takes the sleeper list (to unpark once the lock is released).
+    fn take_sleepers(&mut self, list_takes: &AtomicU64) -> Vec<Thread> {
+        if self.sleepers.is_empty() {
+            return Vec::new();
+        }
+        list_takes.fetch_add(1, Ordering::Relaxed);
+        std::mem::take(&mut self.sleepers)
+    }
+}
+
 impl Direction {
     fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        self.wake();
+        let sleepers = self.state.lock().take_sleepers(&self.list_takes);
+        self.wake(sleepers);
     }
 
     /// Wakes every receiver waiting: async ones through the event, blocked threads by
-    /// unparking them once the list's lock is released.
-    fn wake(&self) {
+    /// unparking them (taken from the list under the lock, unparked after it).
+    fn wake(&self, sleepers: Vec<Thread>) {
         self.event.notify(usize::MAX);
-        let sleepers = {
-            let mut list = self.sleepers.lock();
-            if list.is_empty() {
-                return;
-            }
-            self.list_takes.fetch_add(1, Ordering::Relaxed);
-            std::mem::take(&mut *list)
-        };
         for thread in sleepers {
             thread.unpark();
         }
     }
 
-    /// Registers `me` to be unparked by the next [`Direction::wake`]. Returns the
-    /// registration's generation, for [`Direction::remove_sleeper`].
-    fn add_sleeper(&self, me: &Thread) -> u64 {
-        let mut sleepers = self.sleepers.lock();
-        if !sleepers.iter().any(|t| t.id() == me.id()) {
-            sleepers.push(me.clone());
-        }
-        self.list_takes.load(Ordering::Relaxed)
-    }
-
-    /// Undoes [`Direction::add_sleeper`]; skips the lock when a wake has taken the list
-    /// since (it took `me` with it).
+    /// Undoes a registration made at generation `registered`; skips the lock when a wake
+    /// has taken the list since (it took `me` with it).
     fn remove_sleeper(&self, me: &Thread, registered: u64) {
         if self.list_takes.load(Ordering::Relaxed) != registered {
             return;
         }
-        self.sleepers.lock().retain(|t| t.id() != me.id());
+        self.state.lock().sleepers.retain(|t| t.id() != me.id());
     }
 }
 
@@ -128,9 +130,8 @@ pub struct End {
 /// A one-way pipe.
 pub fn pipe() -> (Sender, Receiver) {
     let dir = Arc::new(Direction {
-        queue: Mutex::new(VecDeque::new()),
+        state: Mutex::new(State::default()),
         event: Event::new(),
-        sleepers: Mutex::new(Vec::new()),
         list_takes: AtomicU64::new(0),
         closed: AtomicBool::new(false),
         queued: AtomicUsize::new(0),
@@ -166,8 +167,12 @@ impl Sender {
             return Err(Closed);
         }
         self.dir.queued.fetch_add(frame.len(), Ordering::Relaxed);
-        self.dir.queue.lock().push_back(frame);
-        self.dir.wake();
+        let sleepers = {
+            let mut state = self.dir.state.lock();
+            state.queue.push_back(frame);
+            state.take_sleepers(&self.dir.list_takes)
+        };
+        self.dir.wake(sleepers);
         Ok(())
     }
 
@@ -198,12 +203,13 @@ impl Receiver {
     /// Takes every queued frame (appending to `out`) without waiting. `Err(Closed)` once
     /// the sender is gone and nothing is left.
     pub fn try_recv_all(&self, out: &mut Vec<Vec<u8>>) -> Result<usize, Closed> {
-        let mut queue = self.dir.queue.lock();
+        let mut state = self.dir.state.lock();
+        let queue = &mut state.queue;
         if queue.is_empty() {
-            drop(queue);
+            drop(state);
             return match self.dir.closed.load(Ordering::SeqCst) {
                 // Re-check: the sender may have queued its last frames before closing.
-                true if self.dir.queue.lock().is_empty() => Err(Closed),
+                true if self.dir.state.lock().queue.is_empty() => Err(Closed),
                 true => self.try_recv_all(out),
                 false => Ok(0),
             };
@@ -221,11 +227,11 @@ impl Receiver {
             self.dir.queued.fetch_sub(frame.len(), Ordering::Relaxed);
             frame
         };
-        if let Some(frame) = self.dir.queue.lock().pop_front() {
+        if let Some(frame) = self.dir.state.lock().queue.pop_front() {
             return Ok(Some(taken(frame)));
         }
         if self.dir.closed.load(Ordering::SeqCst) {
-            let frame = self.dir.queue.lock().pop_front();
+            let frame = self.dir.state.lock().queue.pop_front();
             return frame.map(|f| Some(taken(f))).ok_or(Closed);
         }
         Ok(None)
@@ -234,32 +240,35 @@ impl Receiver {
     /// Blocks until a frame arrives (`Ok(Some)`), the deadline passes (`Ok(None)`), or the
     /// pipe closes with nothing left (`Err(Closed)`).
     pub fn recv_until(&self, deadline: Instant) -> Result<Option<Vec<u8>>, Closed> {
-        if let Some(frame) = self.try_recv()? {
-            return Ok(Some(frame));
-        }
         let me = thread::current();
-        let mut registered = self.dir.add_sleeper(&me);
+        let mut registered = None;
         let got = loop {
-            // Registered before this check, so a send in between still unparks us.
-            match self.try_recv() {
-                Ok(None) => {}
-                other => break other,
+            // Look and, finding nothing, register, in one critical section: a send after
+            // it finds us on the list.
+            {
+                let mut state = self.dir.state.lock();
+                if let Some(frame) = state.queue.pop_front() {
+                    self.dir.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+                    break Ok(Some(frame));
+                }
+                if self.dir.closed.load(Ordering::SeqCst) {
+                    break Err(Closed);
+                }
+                if !state.sleepers.iter().any(|t| t.id() == me.id()) {
+                    state.sleepers.push(me.clone());
+                }
+                registered = Some(self.dir.list_takes.load(Ordering::Relaxed));
             }
             let now = Instant::now();
             if now >= deadline {
-                break self.try_recv();
+                break Ok(None);
             }
-            // Returns on an unpark, at the deadline, or spuriously.
+            // Returns on an unpark, at the deadline, or spuriously: the loop looks again.
             thread::park_timeout(deadline - now);
-            // A wake-up nearly always brings a frame: take it before registering again
-            // (the wake took us off the list).
-            match self.try_recv() {
-                Ok(None) => {}
-                other => break other,
-            }
-            registered = self.dir.add_sleeper(&me);
         };
-        self.dir.remove_sleeper(&me, registered);
+        if let Some(registered) = registered {
+            self.dir.remove_sleeper(&me, registered);
+        }
         got
     }
 
