@@ -33,7 +33,10 @@ impl FrameSource for PipeSource {
         stage_trace::mark(Stage::LoopWoken);
         for bytes in self.encoded.drain(..) {
             // Normally one frame per message: its buffer becomes the payload. Several back
-            // to back are fine too.
+            // to back are fine too, and an empty message is no frame at all.
+            if bytes.is_empty() {
+                continue;
+            }
             let bytes = match split_frame(bytes, self.max_frame) {
                 Ok(Split::One(frame)) => {
                     out.push(frame);
@@ -70,5 +73,53 @@ impl FrameSink for PipeSink {
 
     fn queued_bytes(&self) -> usize {
         self.0.queued_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sidecar_protocol::{encode_raw_frame, DEFAULT_MAX_FRAME};
+
+    fn frame(header: &[u8], payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_raw_frame(header, payload, DEFAULT_MAX_FRAME, &mut out).unwrap();
+        out
+    }
+
+    fn next_batch(source: &mut PipeSource) -> (Vec<RawFrame>, Result<(), SourceEnd>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut out = Vec::new();
+        let ended = runtime.block_on(source.next_batch(&mut out));
+        (out, ended)
+    }
+
+    /// One frame, several in one message, and an empty message (no frame: ignored, as
+    /// a byte stream reader would see nothing), all in one batch and in order.
+    #[test]
+    fn messages_of_one_several_or_no_frames_are_all_served() {
+        let (tx, rx) = inproc_pipe::pipe();
+        let mut source = PipeSource::new(rx, DEFAULT_MAX_FRAME);
+        tx.send(frame(b"{}", b"one")).unwrap();
+        tx.send(Vec::new()).unwrap();
+        let mut two = frame(b"{}", b"two");
+        two.extend_from_slice(&frame(b"{}", b"three"));
+        tx.send(two).unwrap();
+        let (frames, ended) = next_batch(&mut source);
+        assert!(ended.is_ok(), "{ended:?}");
+        let payloads: Vec<&[u8]> = frames.iter().map(|f| f.payload.as_slice()).collect();
+        assert_eq!(payloads, [&b"one"[..], b"two", b"three"]);
+    }
+
+    #[test]
+    fn a_message_cut_inside_a_frame_is_a_framing_error() {
+        let (tx, rx) = inproc_pipe::pipe();
+        let mut source = PipeSource::new(rx, DEFAULT_MAX_FRAME);
+        let whole = frame(b"{}", b"payload");
+        tx.send(whole[..whole.len() - 1].to_vec()).unwrap();
+        let (_, ended) = next_batch(&mut source);
+        assert!(matches!(ended, Err(SourceEnd::Framing(_))), "{ended:?}");
     }
 }
