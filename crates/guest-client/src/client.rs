@@ -22,7 +22,7 @@ use serde_json::Value;
 use sidecar_protocol::{
     capability, encode_call_head, encode_raw_frame, Call, CallParams, Event, EventBody, Header,
     HelloParams, HelloResult, Mode, PollResult, RawFrame, Reply, ServerId, SocketId, WireError,
-    WriteParams, WriteResult, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    WriteParams, WriteResult, DEFAULT_MAX_FRAME, HEAD_GUESS, PROTOCOL_VERSION,
 };
 
 use crate::error::ClientError;
@@ -196,7 +196,8 @@ impl Client {
     ) -> Result<(P::Result, Vec<u8>), ClientError> {
         self.check_usable()?;
         let id = self.take_id();
-        let mut head = Vec::new();
+        // Room for the payload too: the in-process transport joins the two.
+        let mut head = Vec::with_capacity(HEAD_GUESS + payload.len().min(self.send_limit));
         encode_call_head(id, params, false, payload.len(), self.send_limit, &mut head)
             .map_err(ClientError::from_encode)?;
         self.send_parts(head, payload)?;
@@ -263,7 +264,7 @@ impl Client {
     ) -> Result<u64, ClientError> {
         self.check_usable()?;
         let id = self.take_id();
-        let mut head = Vec::new();
+        let mut head = Vec::with_capacity(HEAD_GUESS + payload.len().min(self.send_limit));
         encode_call_head(id, params, true, payload.len(), self.send_limit, &mut head)
             .map_err(ClientError::from_encode)?;
         if !self.has_capability(capability::NOREPLY) {

@@ -206,10 +206,16 @@ pub(crate) fn encode_serialized<H: Serialize + ?Sized>(
     max_frame: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), FrameError> {
+    checked_total(0, payload.len(), max_frame)?;
+    out.reserve(HEAD_GUESS + payload.len());
     encode_serialized_head(header, payload.len(), max_frame, out)?;
     out.extend_from_slice(payload);
     Ok(())
 }
+
+/// Room reserved for a prefix and header before serializing one: most of ours are under
+/// 128 bytes, and growing an empty `Vec` to that size byte by byte reallocates four times.
+pub const HEAD_GUESS: usize = 128;
 
 /// The prefix and header of a frame whose `payload_len` payload bytes the caller sends
 /// right after (e.g. with one vectored write, so a large payload is never copied into the
@@ -222,6 +228,7 @@ pub(crate) fn encode_serialized_head<H: Serialize + ?Sized>(
 ) -> Result<(), FrameError> {
     // Fail fast on the payload alone, before serializing anything.
     checked_total(0, payload_len, max_frame)?;
+    out.reserve(HEAD_GUESS);
     let start = out.len();
     out.extend_from_slice(&[0; PREFIX_LEN]);
     if let Err(e) = serde_json::to_writer(&mut *out, header) {

@@ -68,7 +68,7 @@ pub use error::{ErrorCode, WireError};
 pub use event::{Event, EventBody, EventKind};
 pub use frame::{
     encode_frame, encode_raw_frame, read_frame, split_frame, write_frame, Frame, FrameError,
-    RawFrame, Split, DEFAULT_MAX_FRAME, PREFIX_LEN,
+    RawFrame, Split, DEFAULT_MAX_FRAME, HEAD_GUESS, PREFIX_LEN,
 };
 pub use header::{parse_header, Call, Header, HeaderError, Reply};
 pub use hello::{HelloParams, HelloResult, Mode, DEFAULT_CREDIT, PROTOCOL_VERSION};

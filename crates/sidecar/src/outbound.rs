@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use sidecar_protocol::{
     encode_event_head, encode_reply_err, encode_reply_ok, Event, EventBody, Mode, SocketId,
-    WireError,
+    WireError, HEAD_GUESS,
 };
 
 use crate::core::Key;
@@ -304,7 +304,7 @@ impl Outbound {
         }
         // Numbered and sent under one lock, so `seq` order is the order on the stream.
         let event = Event::new(state.seq + 1, body);
-        let mut frame = Vec::with_capacity(64 + payload.len());
+        let mut frame = Vec::with_capacity(HEAD_GUESS + payload.len());
         if let Err(e) = encode_reply_ok(id, &event, &payload, self.max_frame, &mut frame) {
             drop(state);
             let error = WireError::new(sidecar_protocol::ErrorCode::Emsgsize, e.to_string());
@@ -329,7 +329,7 @@ impl Outbound {
         }
         state.seq += 1;
         let event = Event::new(state.seq, body);
-        let mut head = Vec::with_capacity(64 + payload.len());
+        let mut head = Vec::with_capacity(HEAD_GUESS + payload.len());
         if encode_event_head(&event, payload.len(), self.max_frame, &mut head).is_err() {
             // Callers split data to fit; an event that still does not fit is a bug.
             state.seq -= 1;
