@@ -16,9 +16,15 @@
 //! - after an error the decoder stays failed: the same error again, nothing buffered,
 //!   `finish` fails, `read_from` refuses without reading, memory released;
 //! - `read_frame` over the same bytes yields the same frames and ends the same way (same
-//!   error with the same fields, or the same truncation count, or a clean end).
+//!   error with the same fields, or the same truncation count, or a clean end);
+//! - `split_frame` (the in-process transports' reader: the bytes as one message) agrees
+//!   with them: the one frame when the stream is exactly one, the message back untouched
+//!   when it holds more, the same error when it holds less or a bad prefix (and
+//!   `Truncated` for no bytes at all, which its callers skip).
 
-use sidecar_protocol::{encode_raw_frame, read_frame, FrameDecoder, FrameError, RawFrame};
+use sidecar_protocol::{
+    encode_raw_frame, read_frame, split_frame, FrameDecoder, FrameError, RawFrame, Split,
+};
 
 /// The `max_frame` values an input can pick: the default 16 MiB, tiny, one page, just over
 /// the 32 KiB direct-read threshold, 1 MiB.
@@ -139,6 +145,42 @@ pub fn check(data: &[u8]) {
         "read_frame and FrameDecoder disagree on the frames"
     );
     assert_eq!(read_end, end, "read_frame and FrameDecoder end differently");
+
+    // The whole stream as one in-process message.
+    match split_frame(stream.to_vec(), max_frame) {
+        Ok(Split::One(frame)) => {
+            assert!(
+                frames.len() == 1 && end == End::Clean,
+                "split_frame saw one frame"
+            );
+            assert!(frame == frames[0], "split_frame and FrameDecoder disagree");
+        }
+        Ok(Split::Several(message)) => {
+            assert_eq!(
+                message, stream,
+                "split_frame changed a message it gave back"
+            );
+            assert!(
+                frames.len() > 1 || (frames.len() == 1 && end != End::Clean),
+                "split_frame saw more than one frame's bytes"
+            );
+        }
+        Err(e) => {
+            let split_end = end_of(e);
+            if stream.is_empty() {
+                // No frame at all is not one frame (the callers skip empty messages).
+                assert_eq!(split_end, End::Truncated { buffered: 0 });
+            } else if frames.is_empty() {
+                assert_eq!(
+                    split_end, end,
+                    "split_frame and FrameDecoder end differently"
+                );
+            } else {
+                // Only a message shorter than its first frame fails: never here.
+                panic!("split_frame failed ({split_end:?}) where a first frame decodes");
+            }
+        }
+    }
 }
 
 /// Feeds `stream` in pieces; returns the frames and how the stream ended.
