@@ -27,6 +27,7 @@ use crate::address::{Address, ServerId, SocketId};
 use crate::error::{ErrorCode, WireError};
 use crate::event::{Event, EventBody};
 use crate::header::{Call, Header, Reply};
+use crate::method::{Method, Request};
 
 /// The header, if it has the canonical shape; `None` means "ask the derived parser".
 pub(crate) fn parse(json: &[u8]) -> Option<Header> {
@@ -34,6 +35,75 @@ pub(crate) fn parse(json: &[u8]) -> Option<Header> {
     let header = deserializer.deserialize_map(HeaderVisitor).ok()?;
     deserializer.end().ok()?;
     Some(header)
+}
+
+/// A call read straight into its typed request (see [`parse_call`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedCall {
+    /// The call's id.
+    pub id: u64,
+    /// Whether the call asked for no reply.
+    pub noreply: bool,
+    /// The method and its typed params.
+    pub request: Request,
+}
+
+/// A call header read straight into its typed request, with no `Value` for its params,
+/// when it has the canonical shape and valid params; `None` means "ask
+/// [`crate::parse_header`] and [`Call::into_request`]", which then decide, with their
+/// own errors. What both accept, both read the same.
+pub fn parse_call(json: &[u8]) -> Option<ParsedCall> {
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    let call = deserializer.deserialize_map(CallVisitor).ok()?;
+    deserializer.end().ok()?;
+    let method: Method = call.method.parse().ok()?;
+    let params = match call.params.map(|raw| raw.get()) {
+        None | Some("null") => "{}",
+        Some(text) => text,
+    };
+    Some(ParsedCall {
+        id: call.id,
+        noreply: call.noreply,
+        request: Request::parse_text(method, params)?,
+    })
+}
+
+/// A call's fields, borrowed from the header.
+struct RawCall<'de> {
+    id: u64,
+    method: &'de str,
+    params: Option<&'de serde_json::value::RawValue>,
+    noreply: bool,
+}
+
+struct CallVisitor;
+
+impl<'de> Visitor<'de> for CallVisitor {
+    type Value = RawCall<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a call header object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawCall<'de>, A::Error> {
+        if map.next_key::<&str>()? != Some("type") || map.next_value::<&str>()? != "call" {
+            return Err(give_up());
+        }
+        let (mut id, mut method, mut params, mut noreply) = (None, None, None, None);
+        fields(&mut map, |key, map| match key {
+            "id" => value::<_, u64>(map, &mut id),
+            "method" => value::<_, &str>(map, &mut method),
+            "params" => value::<_, &serde_json::value::RawValue>(map, &mut params),
+            "noreply" => value::<_, bool>(map, &mut noreply),
+            _ => Ok(false),
+        })?;
+        Ok(RawCall {
+            id: id.ok_or_else(give_up)?,
+            method: method.ok_or_else(give_up)?,
+            params,
+            noreply: noreply.unwrap_or(false),
+        })
+    }
 }
 
 /// Gives up on the fast path (the message is never shown: the derived parser re-reads).
@@ -410,4 +480,82 @@ mod tests {
         let canonical = parse(br#"{"type":"event","event":"data","socket":3,"seq":1}"#);
         assert_eq!(Ok(canonical.unwrap()), derived(cases[1].as_bytes()));
     }
+
+    /// The general path's verdict on a call header: id, noreply and request.
+    fn slow_call(json: &[u8]) -> Option<(u64, bool, Result<Request, String>)> {
+        match crate::parse_header(json).ok()? {
+            Header::Call(call) => Some((
+                call.id,
+                call.noreply,
+                call.into_request().map_err(|e| e.to_string()),
+            )),
+            _ => None,
+        }
+    }
+
+    /// Every method's call, as our encoders write it, is read straight into the same
+    /// request the general path builds.
+    #[test]
+    fn canonical_calls_of_every_method_take_the_typed_path() {
+        let samples = crate::method::tests::method_samples();
+        for (i, (method, params)) in Method::ALL.iter().zip(samples).enumerate() {
+            let request = Request::parse(method.as_str(), params).unwrap();
+            for noreply in [false, true] {
+                let mut call = Call::from_request(i as u64 + 7, &request);
+                call.noreply = noreply;
+                let json = serde_json::to_vec(&Header::Call(call)).unwrap();
+                let fast = parse_call(&json)
+                    .unwrap_or_else(|| panic!("{method}: {}", String::from_utf8_lossy(&json)));
+                assert_eq!(fast.request, request, "{method}");
+                assert_eq!(
+                    Some((fast.id, fast.noreply, Ok(fast.request))),
+                    slow_call(&json),
+                    "{method}"
+                );
+            }
+        }
+        // And what the guest client's encoder writes (params by reference, a payload).
+        let send = SendParams {
+            socket: SocketId(3),
+            host: None,
+            port: None,
+        };
+        let mut frame = Vec::new();
+        encode_call(9, &send, true, b"x", DEFAULT_MAX_FRAME, &mut frame).unwrap();
+        let fast = parse_call(&header_of(&frame)).expect("the typed path");
+        assert_eq!((fast.id, fast.noreply), (9, true));
+        assert_eq!(fast.request, Request::DgramSend(send));
+    }
+
+    /// Anything else is left to the general path (which may accept it, or report it).
+    #[test]
+    fn other_calls_fall_back_to_the_general_path() {
+        let cases: &[&str] = &[
+            // Accepted by the general path, not by the typed one.
+            r#"{"type":"call","id":1,"method":"dgram.send","params":{"socket":3,"socket":4}}"#,
+            r#"{"type":"call","id":1,"method":"dgram.s\u0065nd","params":{"socket":3}}"#,
+            r#"{"id":1,"type":"call","method":"stats"}"#,
+            r#"{"type":"call","id":1,"method":"stats","trace":true}"#,
+            // Reported by the general path.
+            r#"{"type":"call","id":1,"method":"net.teleport","params":{}}"#,
+            r#"{"type":"call","id":1,"method":"net.write","params":{"socket":"three"}}"#,
+            r#"{"type":"call","id":1,"method":"net.write"}"#,
+            r#"{"type":"event","event":"data","socket":3,"seq":1}"#,
+        ];
+        for json in cases {
+            assert!(parse_call(json.as_bytes()).is_none(), "{json}");
+        }
+        assert!(matches!(slow_call(cases[0].as_bytes()), Some((1, false, Ok(_)))));
+        assert!(matches!(slow_call(cases[1].as_bytes()), Some((1, false, Ok(_)))));
+        assert!(matches!(slow_call(cases[4].as_bytes()), Some((1, false, Err(_)))));
+        // `null` or absent params are `{}` on both paths.
+        for json in [
+            r#"{"type":"call","id":2,"method":"stats"}"#,
+            r#"{"type":"call","id":2,"method":"stats","params":null}"#,
+        ] {
+            let fast = parse_call(json.as_bytes()).expect("the typed path");
+            assert_eq!(Some((2, false, Ok(fast.request))), slow_call(json.as_bytes()));
+        }
+    }
+
 }

@@ -48,6 +48,7 @@ pub mod event;
 pub mod frame;
 pub mod header;
 mod header_fast;
+pub use header_fast::{parse_call, ParsedCall};
 pub mod hello;
 pub mod method;
 pub mod net;

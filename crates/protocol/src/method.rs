@@ -98,6 +98,17 @@ macro_rules! catalogue {
                 })
             }
 
+            /// As [`Request::parse`], straight from the params' JSON text, with no `Value`
+            /// in between. `None` where it cannot take the text as is: then
+            /// [`Request::parse`] decides, with its own errors.
+            pub(crate) fn parse_text(method: Method, params: &str) -> Option<Request> {
+                Some(match method {
+                    $( Method::$variant => {
+                        Request::$variant(serde_json::from_str(params).ok()?)
+                    } )*
+                })
+            }
+
             /// The params as a JSON value.
             pub fn params_value(&self) -> Value {
                 let value = match self {
@@ -211,7 +222,7 @@ impl RequestError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::address::{Endpoint, ServerId, SocketId};
     use serde_json::json;
@@ -280,9 +291,9 @@ mod tests {
         assert!(Request::parse("net.write", Value::Null).is_err());
     }
 
-    #[test]
-    fn every_method_parses_a_sample_and_round_trips() {
-        let samples = [
+    /// One valid params object per method, in [`Method::ALL`] order.
+    pub(crate) fn method_samples() -> Vec<Value> {
+        vec![
             json!({"version": 1, "vm": "dev", "secret": "s"}),
             json!({"host": "localhost", "port": 80}),
             json!({"path": "/a.sock", "backlog": 4}),
@@ -304,7 +315,12 @@ mod tests {
             json!({"socket": 3}),
             json!({"host": "localhost", "family": 4}),
             json!({}),
-        ];
+        ]
+    }
+
+    #[test]
+    fn every_method_parses_a_sample_and_round_trips() {
+        let samples = method_samples();
         assert_eq!(samples.len(), Method::ALL.len());
         for (method, params) in Method::ALL.iter().zip(samples) {
             let req = Request::parse(method.as_str(), params.clone())

@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use sidecar_protocol::{
-    capability, clamp_wait, Address, ConnectResult, CreateSocketResult, Empty, Endpoint, ErrorCode,
-    EventBody, Family, Header, LookupAddress, LookupResult, RawFrame, Request, SendResult,
-    SocketId, WireError,
+    capability, clamp_wait, parse_call, Address, ConnectResult, CreateSocketResult, Empty,
+    Endpoint, ErrorCode, EventBody, Family, Header, LookupAddress, LookupResult, RawFrame, Request,
+    SendResult, SocketId, WireError,
 };
 use stage_trace::Stage;
 
@@ -86,40 +86,45 @@ pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) 
         return;
     };
     let out = Arc::clone(&session.out);
-    let call = match raw.parse_header() {
-        Ok(Header::Call(call)) => call,
-        Ok(_) => {
-            bump(&core.metrics.bad_frames);
-            let error = WireError::new(ErrorCode::Eproto, "a guest sends calls only");
-            out.deliver(EventBody::request_error(0, None, error), &[]);
-            return;
-        }
-        Err(e) => {
-            bump(&core.metrics.bad_frames);
-            match e.to_reply() {
-                Some(reply) => out.reply_err(reply.id, &e.to_wire_error()),
-                None => {
-                    let body = EventBody::Error {
-                        socket: None,
-                        server: None,
-                        request: None,
-                        code: ErrorCode::Eproto,
-                        message: e.to_string(),
-                    };
-                    out.deliver(body, &[]);
-                }
+    // The canonical shape with valid params is read straight into its typed request;
+    // anything else takes the general parser, which decides and reports.
+    let (id, noreply, request) = match parse_call(&raw.header) {
+        Some(call) => (call.id, call.noreply, Ok(call.request)),
+        None => match raw.parse_header() {
+            Ok(Header::Call(call)) => (call.id, call.noreply, call.into_request()),
+            Ok(_) => {
+                bump(&core.metrics.bad_frames);
+                let error = WireError::new(ErrorCode::Eproto, "a guest sends calls only");
+                out.deliver(EventBody::request_error(0, None, error), &[]);
+                return;
             }
-            return;
-        }
+            Err(e) => {
+                bump(&core.metrics.bad_frames);
+                match e.to_reply() {
+                    Some(reply) => out.reply_err(reply.id, &e.to_wire_error()),
+                    None => {
+                        let body = EventBody::Error {
+                            socket: None,
+                            server: None,
+                            request: None,
+                            code: ErrorCode::Eproto,
+                            message: e.to_string(),
+                        };
+                        out.deliver(body, &[]);
+                    }
+                }
+                return;
+            }
+        },
     };
-    let noreply = call.noreply && session.has(capability::NOREPLY);
+    let noreply = noreply && session.has(capability::NOREPLY);
     let mut responder = Responder {
         out,
-        id: call.id,
+        id,
         noreply,
         socket: None,
     };
-    let request = match call.into_request() {
+    let request = match request {
         Ok(request) => request,
         Err(e) => {
             bump(&core.metrics.bad_frames);
