@@ -545,17 +545,28 @@ mod tests {
         for json in cases {
             assert!(parse_call(json.as_bytes()).is_none(), "{json}");
         }
-        assert!(matches!(slow_call(cases[0].as_bytes()), Some((1, false, Ok(_)))));
-        assert!(matches!(slow_call(cases[1].as_bytes()), Some((1, false, Ok(_)))));
-        assert!(matches!(slow_call(cases[4].as_bytes()), Some((1, false, Err(_)))));
+        assert!(matches!(
+            slow_call(cases[0].as_bytes()),
+            Some((1, false, Ok(_)))
+        ));
+        assert!(matches!(
+            slow_call(cases[1].as_bytes()),
+            Some((1, false, Ok(_)))
+        ));
+        assert!(matches!(
+            slow_call(cases[4].as_bytes()),
+            Some((1, false, Err(_)))
+        ));
         // `null` or absent params are `{}` on both paths.
         for json in [
             r#"{"type":"call","id":2,"method":"stats"}"#,
             r#"{"type":"call","id":2,"method":"stats","params":null}"#,
         ] {
             let fast = parse_call(json.as_bytes()).expect("the typed path");
-            assert_eq!(Some((2, false, Ok(fast.request))), slow_call(json.as_bytes()));
+            assert_eq!(
+                Some((2, false, Ok(fast.request))),
+                slow_call(json.as_bytes())
+            );
         }
     }
-
 }
