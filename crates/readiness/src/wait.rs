@@ -51,21 +51,27 @@ impl Waiter {
 
     /// Blocks (no timeout) until the kernel reports at least one event or the poller is
     /// notified, then calls `each(key, readiness)` for every source event.
+    #[cfg(all(target_os = "linux", not(polling_test_poll_backend)))]
+    pub(crate) fn wait(
+        &mut self,
+        poller: &Poller,
+        mut each: impl FnMut(usize, Readiness),
+    ) -> io::Result<()> {
+        if self.wait_epoll(poller, &mut each)? {
+            // polling's notification fired: let polling clear and re-arm it.
+            self.wait_polling(poller, Some(std::time::Duration::ZERO), each)?;
+        }
+        Ok(())
+    }
+
+    /// Blocks (no timeout) until the kernel reports at least one event or the poller is
+    /// notified, then calls `each(key, readiness)` for every source event.
+    #[cfg(not(all(target_os = "linux", not(polling_test_poll_backend))))]
     pub(crate) fn wait(
         &mut self,
         poller: &Poller,
         each: impl FnMut(usize, Readiness),
     ) -> io::Result<()> {
-        #[cfg(all(target_os = "linux", not(polling_test_poll_backend)))]
-        {
-            let mut each = each;
-            if !self.wait_epoll(poller, &mut each)? {
-                return Ok(());
-            }
-            // polling's notification fired: let polling clear and re-arm it.
-            return self.wait_polling(poller, Some(std::time::Duration::ZERO), each);
-        }
-        #[allow(unreachable_code)]
         self.wait_polling(poller, None, each)
     }
 
