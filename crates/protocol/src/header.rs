@@ -208,7 +208,7 @@ impl HeaderError {
 ///
 /// The canonical shape (what this crate's encoders write) takes a one-pass parser; any
 /// other input goes to the derived one, which alone decides what is an error (see
-/// [`crate::header_fast`]).
+/// `header_fast.rs`).
 pub fn parse_header(json: &[u8]) -> Result<Header, HeaderError> {
     if let Some(header) = crate::header_fast::parse(json) {
         return Ok(header);

@@ -7,8 +7,9 @@
 //!
 //! Layers, each in its own module, each failing in its own way:
 //!
-//! 1. **Framing** ([`frame`], [`decoder`]): `u32 BE total | u32 BE header_len | JSON
-//!    header | raw payload`. Errors ([`FrameError`]) are fatal: the stream is out of sync.
+//! 1. **Framing** ([`frame`], [`decoder`], [`split`]): `u32 BE total | u32 BE header_len |
+//!    JSON header | raw payload`. Errors ([`FrameError`]) are fatal: the stream is out of
+//!    sync.
 //! 2. **Header** ([`header`]): a [`Header`] is a [`Call`], a [`Reply`] or an [`Event`].
 //!    A malformed header in a well-formed frame is a [`HeaderError`]: answer, go on.
 //! 3. **Request** ([`method`]): a call's method and params become a typed [`Request`].
@@ -48,10 +49,10 @@ pub mod event;
 pub mod frame;
 pub mod header;
 mod header_fast;
-pub use header_fast::{parse_call, ParsedCall};
 pub mod hello;
 pub mod method;
 pub mod net;
+pub mod split;
 
 pub use address::{Address, Endpoint, ServerId, SocketId};
 pub use decoder::FrameDecoder;
@@ -68,10 +69,11 @@ pub use encode::{
 pub use error::{ErrorCode, WireError};
 pub use event::{Event, EventBody, EventKind};
 pub use frame::{
-    encode_frame, encode_raw_frame, read_frame, split_frame, write_frame, Frame, FrameError,
-    RawFrame, Split, DEFAULT_MAX_FRAME, HEAD_GUESS, PREFIX_LEN,
+    encode_frame, encode_raw_frame, read_frame, write_frame, Frame, FrameError, RawFrame,
+    DEFAULT_MAX_FRAME, HEAD_GUESS, PREFIX_LEN,
 };
 pub use header::{parse_header, Call, Header, HeaderError, Reply};
+pub use header_fast::{parse_call, ParsedCall};
 pub use hello::{HelloParams, HelloResult, Mode, DEFAULT_CREDIT, PROTOCOL_VERSION};
 pub use method::{CallParams, Method, Request, RequestError, UnknownMethod};
 pub use net::{
@@ -80,3 +82,4 @@ pub use net::{
     SetNoDelayParams, ShutdownParams, WriteParams, WriteResult, DEFAULT_BACKLOG,
     DEFAULT_CONNECT_HOST, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_LISTEN_HOST, MAX_POLL_WAIT_MS,
 };
+pub use split::{split_frame, Split};
