@@ -207,7 +207,7 @@ fn frame_decode(c: &mut Criterion) {
 }
 
 fn start_sidecar() -> Sidecar {
-    Sidecar::start(SidecarConfig::default().with_vm(VM, SECRET)).unwrap()
+    Sidecar::start_in_process(SidecarConfig::default().with_vm(VM, SECRET)).unwrap()
 }
 
 fn guest(sidecar: &Sidecar) -> Client {

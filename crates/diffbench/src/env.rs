@@ -276,7 +276,7 @@ impl Env {
         if pairing == Pairing::Off {
             config.limits.pairing_wait = Duration::ZERO;
         }
-        let sidecar = Sidecar::start(config)?;
+        let sidecar = Sidecar::start_in_process(config)?;
         Ok(Env {
             connector: Connector::new(ConnectorKind::Embedded(Arc::new(sidecar))),
             transport: "inproc",

@@ -10,12 +10,7 @@
 
 mod support;
 
-use std::io::ErrorKind;
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
-
 use serde_json::json;
-use socket2::{Domain, Socket, Type};
 use support::*;
 
 #[test]
@@ -36,26 +31,6 @@ fn a_kernel_refusal_is_econnrefused() {
         assert_eq!(stats["session"]["open_handles"], 0, "{setup:?}: {stats}");
         assert_eq!(stats["session"]["parked_calls"], 0, "{setup:?}: {stats}");
     }
-}
-
-/// A native loopback listener whose accept queue is full and never drained, with the
-/// connections that fill it. Filled by probing: connect until one gets no answer (the
-/// kernel dropped its SYN), so it does not depend on how a kernel counts the backlog.
-fn full_backlog() -> (Socket, Vec<TcpStream>, SocketAddr) {
-    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    let any_port: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    listener.bind(&any_port.into()).unwrap();
-    listener.listen(0).unwrap();
-    let addr = listener.local_addr().unwrap().as_socket().unwrap();
-    let mut fill = Vec::new();
-    for _ in 0..16 {
-        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            Ok(stream) => fill.push(stream),
-            Err(e) if e.kind() == ErrorKind::TimedOut => return (listener, fill, addr),
-            Err(e) => panic!("filling the backlog: {e}"),
-        }
-    }
-    panic!("the accept queue of a backlog-0 listener never filled");
 }
 
 #[test]

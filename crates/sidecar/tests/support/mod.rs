@@ -328,7 +328,8 @@ impl RawGuest {
     }
 }
 
-/// A sidecar with two VMs (`a`/`sa`, `b`/`sb`) serving in-process and on a Unix socket.
+/// A sidecar with two VMs (`a`/`sa`, `b`/`sb`) serving in-process and on a Unix socket
+/// (or in-process only: [`Harness::in_process_only`]).
 pub struct Harness {
     pub sidecar: sidecar::Sidecar,
     pub socket: std::path::PathBuf,
@@ -396,10 +397,29 @@ impl Harness {
         }
     }
 
+    /// A sidecar started with `Sidecar::start_in_process` (its RPC loop has no I/O
+    /// driver): only in-process wires can be made.
+    pub fn in_process_only(config: sidecar::SidecarConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("never-bound.sock");
+        let sidecar = sidecar::Sidecar::start_in_process(config).unwrap();
+        Harness {
+            sidecar,
+            socket,
+            _dir: dir,
+        }
+    }
+
     pub fn wire(&self, setup: impl Into<Setup>) -> Wire {
         match setup.into().transport {
             Transport::InProcess => Wire::Pipe(self.sidecar.connect_in_process().unwrap()),
-            Transport::Unix => Wire::Unix(UnixStream::connect(&self.socket).unwrap()),
+            Transport::Unix => {
+                assert!(
+                    self.socket.exists(),
+                    "this harness serves in-process sessions only"
+                );
+                Wire::Unix(UnixStream::connect(&self.socket).unwrap())
+            }
         }
     }
 
@@ -430,6 +450,32 @@ pub fn allowing(rules: &[&str]) -> Harness {
         config = config.with_allow(rule.parse().unwrap_or_else(|e| panic!("{e}")));
     }
     Harness::with_config(config)
+}
+
+/// A native loopback listener whose accept queue is full and never drained, with the
+/// connections that fill it: a connect to it gets no answer (Linux drops the SYN). Filled
+/// by probing (connect until one gets no answer), so it does not depend on how a kernel
+/// counts the backlog.
+pub fn full_backlog() -> (
+    socket2::Socket,
+    Vec<std::net::TcpStream>,
+    std::net::SocketAddr,
+) {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let any_port: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    listener.bind(&any_port.into()).unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let mut fill = Vec::new();
+    for _ in 0..16 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(stream) => fill.push(stream),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return (listener, fill, addr),
+            Err(e) => panic!("filling the backlog: {e}"),
+        }
+    }
+    panic!("the accept queue of a backlog-0 listener never filled");
 }
 
 /// A TCP port of the host's loopback where nothing listens (bound, then released).
