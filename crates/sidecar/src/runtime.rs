@@ -15,9 +15,9 @@
 //! I/O driver (host sockets and published ports live on the readiness thread), so its
 //! loop sleeps on a futex-backed condition variable that the guest's thread signals
 //! directly, as the bare-C yardstick of `scripts/benchmarks/c` does. Measured with
-//! diffbench, old and new builds alternated: in-VM echoes 12.0–12.5 → 11.0–11.5 µs p50;
-//! with `--stage-trace`, the guest → loop hop of `udp_echo_ext` 34.2 → 31.6 µs when it
-//! crosses CPUs (README, "In-process embedding").
+//! diffbench (`--no-node`, builds alternated, two sets of three pairs): in-VM echoes
+//! 12.0–12.8 → 11.0–11.5 µs p50; the `_ext` rows moved within their run-to-run noise
+//! (README, "Embedding").
 
 use std::cell::RefCell;
 use std::collections::HashSet;
