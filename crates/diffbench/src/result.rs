@@ -28,6 +28,10 @@ pub struct RowResult {
     /// `scale_10k`: the p99 of the same paced stream over 10 sockets (its gate's yardstick).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline_p99_us: Option<f64>,
+    /// A latency row's lanes: the `pipe_rtt` p50 measured in this row's own rotation, the
+    /// hop floor's per-hop figure for this row (`table.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pipe_rtt_p50_us: Option<f64>,
 }
 
 /// The three lanes, in table order.

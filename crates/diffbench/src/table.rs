@@ -2,7 +2,11 @@
 //!
 //! Derived columns for latency rows: the guest lanes' tax vs host (p50 ratio), the push
 //! lane's speed-up vs poll, and the **hop floor ratio**: guest-push p50 / (host p50 +
-//! k × pipe_rtt p50), k = `guest_endpoints` — what a guest pays beyond its hops.
+//! k × pipe_rtt p50), k = `guest_endpoints` — what a guest pays beyond its hops. Its
+//! `pipe_rtt` is the one measured in the row's own rotation (`pipe_rtt_p50_us`): a hop's
+//! cost depends on the machine's state, and rows put the machine in different states
+//! (one full run read 48.8–62.0 µs by row: CPUs kept busy by a row's Node lanes wake
+//! faster). Rows without it (JSON of older runs) fall back to the run-wide `pipe_rtt`.
 //! `scale_10k` is a latency row too, but under a paced load: its yardstick is its own
 //! 10-socket baseline (`baseline_p99_us`), not the hop floor. So are `paired_echo` and
 //! `isolation_p99`, whose yardsticks are their own lanes (no native lane to floor
@@ -58,8 +62,14 @@ pub fn hop_floor_ratio(rows: &[RowResult], row: &str) -> Option<f64> {
 pub fn hop_floor_ratio_in(rows: &[RowResult], row: &str, family: Family) -> Option<f64> {
     let push = find(rows, row, family.push)?;
     let k = push.guest_endpoints? as f64;
-    let floor = p50(rows, row, family.host)? + k * p50(rows, "pipe_rtt", "host")?;
+    let floor = p50(rows, row, family.host)? + k * floor_pipe_rtt(rows, push)?;
     Some(push.p50_us? / floor)
+}
+
+/// The `pipe_rtt` p50 a lane's hop floor uses: its row's own, else the run-wide one.
+fn floor_pipe_rtt(rows: &[RowResult], lane: &RowResult) -> Option<f64> {
+    lane.pipe_rtt_p50_us
+        .or_else(|| p50(rows, "pipe_rtt", "host"))
 }
 
 /// Latency rows with no hop floor: their yardstick is in the row itself.
@@ -119,6 +129,10 @@ pub fn print(rows: &[RowResult]) {
                 .then(|| isolation(rows))
                 .flatten()
                 .map(|(noisy, alone)| format!("p99 {:.2}× alone", noisy / alone)),
+            (is_push && r.row != "pipe_rtt")
+                .then_some(r.pipe_rtt_p50_us)
+                .flatten()
+                .map(|p| format!("floor: pipe_rtt {p:.1} µs in this row")),
             r.baseline_p99_us.map(|b| {
                 let sockets = r.sockets.unwrap_or(0);
                 format!(
@@ -360,6 +374,37 @@ mod tests {
 
     fn gate<'a>(gates: &'a [Gate], name: &str) -> Option<&'a Gate> {
         gates.iter().find(|g| g.name == name)
+    }
+
+    #[test]
+    fn a_row_is_floored_by_the_pipe_rtt_of_its_own_rotation() {
+        let own = |r: RowResult, pipe: f64| RowResult {
+            pipe_rtt_p50_us: Some(pipe),
+            ..r
+        };
+        let rows = [
+            row("pipe_rtt", "host", 50.0, 90.0, None),
+            own(row("udp_echo_ext", "host", 4.0, 8.0, None), 60.0),
+            own(
+                row("udp_echo_ext", "guest-push", 80.0, 160.0, Some(1)),
+                60.0,
+            ),
+            own(row("tcp_echo_64k", "host", 10.0, 20.0, None), 40.0),
+            own(
+                row("tcp_echo_64k", "guest-push", 100.0, 200.0, Some(2)),
+                40.0,
+            ),
+            // JSON of a run before rows carried their own: the run-wide figure.
+            row("unix_accept", "host", 10.0, 20.0, None),
+            row("unix_accept", "guest-push", 110.0, 200.0, Some(2)),
+        ];
+        // Against the run-wide 50 µs these would read 1.48, 0.91 and 1.0.
+        assert_eq!(hop_floor_ratio(&rows, "udp_echo_ext"), Some(80.0 / 64.0));
+        assert_eq!(hop_floor_ratio(&rows, "tcp_echo_64k"), Some(100.0 / 90.0));
+        assert_eq!(hop_floor_ratio(&rows, "unix_accept"), Some(110.0 / 110.0));
+        let gates = gates(&rows, Some(0), &[]);
+        let udp = gate(&gates, "hop floor ratio ≤ 1.25 on udp_echo_ext").unwrap();
+        assert_eq!((udp.passed, udp.figure.as_str()), (Some(true), "1.250"));
     }
 
     #[test]

@@ -81,6 +81,9 @@ pub fn run_latency(
         (lane.run)(lane.per_block.min(20), &mut histogram());
     }
     let mut hists: Vec<Histogram<u64>> = lanes.iter().map(|_| histogram()).collect();
+    // This row's own `pipe_rtt` blocks: its hop floor is measured in the machine states
+    // its lanes ran in (the run-wide row merges every row's blocks).
+    let mut own_floor = histogram();
     let n = lanes.len() + usize::from(floor.is_some());
     for block in 0..budget.blocks {
         // Rotate the order each block: on a small VM, whichever lane runs right after the
@@ -92,7 +95,10 @@ pub fn run_latency(
                 Some(lane) => (lane.run)(lane.per_block, &mut hists[at]),
                 None => {
                     let floor = floor.as_deref_mut().expect("the extra lane");
-                    (floor.lane.run)(floor.lane.per_block, &mut floor.hist);
+                    let mut block = histogram();
+                    (floor.lane.run)(floor.lane.per_block, &mut block);
+                    floor.hist.add(&block).expect("same histogram bounds");
+                    own_floor.add(&block).expect("same histogram bounds");
                 }
             }
         }
@@ -102,7 +108,10 @@ pub fn run_latency(
         .zip(hists)
         .map(|(lane, hist)| {
             let k = lane.name.contains("guest").then_some(guest_endpoints);
-            summary(row, lane.name, &hist, k)
+            RowResult {
+                pipe_rtt_p50_us: (!own_floor.is_empty()).then(|| p50_us(&own_floor)),
+                ..summary(row, lane.name, &hist, k)
+            }
         })
         .collect()
 }
@@ -112,11 +121,15 @@ fn summary(row: &str, lane: &str, hist: &Histogram<u64>, k: Option<u32>) -> RowR
         row: row.into(),
         lane: lane.into(),
         samples: hist.len(),
-        p50_us: Some(hist.value_at_quantile(0.5) as f64 / 1000.0),
+        p50_us: Some(p50_us(hist)),
         p99_us: Some(hist.value_at_quantile(0.99) as f64 / 1000.0),
         guest_endpoints: k,
         ..RowResult::default()
     }
+}
+
+fn p50_us(hist: &Histogram<u64>) -> f64 {
+    hist.value_at_quantile(0.5) as f64 / 1000.0
 }
 
 /// A port number out of a guest address.
@@ -132,4 +145,50 @@ pub fn port_of(address: &guest_client::protocol::Address) -> u16 {
 pub fn median(mut values: Vec<f64>) -> Option<f64> {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    /// A lane that records `value_ns` for every operation.
+    fn constant(name: &'static str, value_ns: Rc<Cell<u64>>) -> Lane {
+        Lane {
+            name,
+            run: Box::new(move |n, hist| {
+                for _ in 0..n {
+                    hist.record(value_ns.get()).unwrap();
+                }
+            }),
+            per_block: 10,
+        }
+    }
+
+    #[test]
+    fn each_row_carries_the_pipe_rtt_of_its_own_blocks_and_the_floor_row_all_of_them() {
+        let budget = Budget {
+            blocks: 3,
+            fast: 10,
+            slow: 1,
+            quick: true,
+        };
+        // The machine's state changes between rows: pipe_rtt reads 40 µs in the first
+        // row's blocks and 60 µs in the second's.
+        let pipe = Rc::new(Cell::new(40_000));
+        let mut floor = HopFloor::new(constant("host", Rc::clone(&pipe)));
+        let lane = |ns| constant("guest-push", Rc::new(Cell::new(ns)));
+        let first = run_latency("a", vec![lane(70_000)], budget, 1, Some(&mut floor));
+        pipe.set(60_000);
+        let second = run_latency("b", vec![lane(80_000)], budget, 1, Some(&mut floor));
+        let own = |rows: &[RowResult]| rows[0].pipe_rtt_p50_us.map(f64::round);
+        assert_eq!(own(&first), Some(40.0));
+        assert_eq!(own(&second), Some(60.0));
+        let whole = floor.result();
+        assert_eq!(whole.samples, 60, "every block of both rows");
+        // Without a floor lane, a row has no pipe_rtt of its own.
+        let alone = run_latency("c", vec![lane(1_000)], budget, 1, None);
+        assert_eq!(alone[0].pipe_rtt_p50_us, None);
+    }
 }
