@@ -23,27 +23,6 @@ fn allowing_loopback() -> Harness {
     allowing(&["127.0.0.1"])
 }
 
-/// A native echo server on the host's loopback, serving one connection.
-fn native_echo() -> (u16, thread::JoinHandle<usize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
-        let mut buf = [0u8; 4096];
-        let mut total = 0;
-        loop {
-            match stream.read(&mut buf) {
-                Ok(0) | Err(_) => return total,
-                Ok(n) => {
-                    total += n;
-                    stream.write_all(&buf[..n]).unwrap();
-                }
-            }
-        }
-    });
-    (port, server)
-}
-
 #[test]
 fn echo_through_a_native_server_in_every_transport_and_mode() {
     let h = allowing_loopback();

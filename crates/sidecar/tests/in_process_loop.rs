@@ -87,36 +87,14 @@ fn in_vm_streams_and_datagrams_flow_in_push_and_poll_mode() {
     assert_eq!(payload, b"in the VM");
 }
 
-/// A native TCP echo on the host's loopback, for one connection.
-fn native_tcp_echo() -> (u16, thread::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
-        let mut buf = [0u8; 4096];
-        while let Ok(n @ 1..) = stream.read(&mut buf) {
-            stream.write_all(&buf[..n]).unwrap();
-        }
-    });
-    (port, server)
-}
-
 #[test]
 fn host_sockets_echo_through_native_servers() {
     let h = in_process();
     for setup in [Setup::from(Transport::InProcess), POLL] {
-        let (port, server) = native_tcp_echo();
+        let (port, server) = native_echo();
         let mut g = h.guest(setup);
-        let connected = g
-            .call(
-                "net.connect",
-                json!({"host": "127.0.0.1", "port": port}),
-                b"",
-            )
-            .expect("a host connect, allowed by policy");
-        let sock = connected["socket"].as_u64().unwrap();
-        let (connect, _, _) = g.event_of("connect");
-        assert_eq!(connect["socket"], sock, "{setup:?}");
+        // A host connect (allowed by policy): its reply, then its `connect` event.
+        let (sock, _) = g.connect_ok("127.0.0.1", port);
         let message: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
         g.call("net.write", json!({"socket": sock}), &message)
             .unwrap();
@@ -125,7 +103,7 @@ fn host_sockets_echo_through_native_servers() {
             "{setup:?}: echo differs"
         );
         g.call("net.destroy", json!({"socket": sock}), b"").unwrap();
-        server.join().unwrap();
+        assert_eq!(server.join().unwrap(), message.len(), "{setup:?}");
 
         let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
         let echo_addr = echo.local_addr().unwrap();

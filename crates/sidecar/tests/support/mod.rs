@@ -478,6 +478,29 @@ pub fn full_backlog() -> (
     panic!("the accept queue of a backlog-0 listener never filled");
 }
 
+/// A native echo server on the host's loopback, serving one connection; its thread
+/// returns the bytes it echoed.
+pub fn native_echo() -> (u16, std::thread::JoinHandle<usize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let mut total = 0;
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => {
+                    total += n;
+                    stream.write_all(&buf[..n]).unwrap();
+                }
+            }
+        }
+    });
+    (port, server)
+}
+
 /// A TCP port of the host's loopback where nothing listens (bound, then released).
 pub fn dead_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
