@@ -13,7 +13,7 @@
 //! queues a call wakes it through an eventfd, and the loop comes back through the poller.
 //! A sidecar that serves in-process sessions only ([`Sidecar::start_in_process`]) needs no
 //! I/O driver (host sockets and published ports live on the readiness thread), so its
-//! loop sleeps on a futex-backed condition variable that the guest's thread signals
+//! loop sleeps on a condition variable (a futex on Linux) that the guest's thread signals
 //! directly, as the bare-C yardstick of `scripts/benchmarks/c` does. Measured with
 //! diffbench (`--no-node`, builds alternated, two sets of three pairs): in-VM echoes
 //! 12.0–12.8 → 11.0–11.5 µs p50; the `_ext` rows moved within their run-to-run noise
