@@ -12,7 +12,7 @@
 //! nothing. The gate (issue 8) wants the noisy p99 within 2× of the alone p99.
 //!
 //! The datagram flood runs flat out until the stopped peer's queue is full (the noisy
-//! VM's `udp_dropped_no_room` moves), then at [`FLOOD_RATE`]: flat out, the flooding
+//! VM's `udp_dropped_no_room` moves), then at `FLOOD_RATE`: flat out, the flooding
 //! guest's thread and the RPC loop would each take a whole vCPU of a 2-vCPU machine, and
 //! the row would measure the OS scheduler (echo p99s of milliseconds, whatever the
 //! sidecar does) rather than what the stopped guest costs its neighbours.

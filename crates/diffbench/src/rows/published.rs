@@ -8,7 +8,7 @@
 //! Lanes: `host` (the same native client against a native keep-alive server thread),
 //! `guest-poll` and `guest-push` (the guest server in poll / push mode, each behind its
 //! own published port, [`crate::ports::PublishedPorts`]). A guest lane whose first GET
-//! does not come back within [`PROBE_DEADLINE`] (no publication, nothing forwarded) is
+//! does not come back within `PROBE_DEADLINE` (no publication, nothing forwarded) is
 //! reported as a set-up failure and left out, instead of hanging the run.
 
 use std::sync::mpsc;

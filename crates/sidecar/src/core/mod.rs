@@ -2,9 +2,9 @@
 //! servers. It lives on the RPC loop thread only (one `Rc<RefCell<Core>>`), so it needs no
 //! locks; no borrow of it is ever held across an `.await`.
 //!
-//! Split by subject: [`session`] (a guest's ids and push side), [`vm`] (a VM's listener
-//! table and ports), [`servers`] (listen, accept, backlog), [`streams`] (connect, write,
-//! shutdown, destroy), [`lifecycle`] (hello and session end). Host sockets (destinations
+//! Split by subject (private modules): `session` (a guest's ids and push side), `vm` (a
+//! VM's listener table and ports), `servers` (listen, accept, backlog), `streams`
+//! (connect, write, shutdown, destroy), `lifecycle` (hello and session end). Host sockets (destinations
 //! outside the VM) live in [`crate::host`]; their handles are here too.
 
 mod flow;

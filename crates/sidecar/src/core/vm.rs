@@ -22,7 +22,7 @@ pub struct Vm {
     pub limits: Limits,
     /// Accepted connections pushed to this VM's guests that they have not taken yet.
     pub unaccepted: usize,
-    /// Host connects of this VM in progress (see [`super::pending`]).
+    /// Host connects of this VM in progress (see `core::pending`).
     pub connecting: Rc<Cell<usize>>,
     tcp: HashMap<u16, Vec<(IpAddr, ServerKey)>>,
     unix: HashMap<String, ServerKey>,
