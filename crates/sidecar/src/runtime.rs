@@ -161,7 +161,8 @@ impl Sidecar {
 
     /// Serves one connection over fds: a socket (`write` = `None`: the same fd both ways)
     /// or a pipe pair such as stdin/stdout. The returned channel yields once the
-    /// connection has ended.
+    /// connection has ended. `Unsupported` on a sidecar from
+    /// [`Sidecar::start_in_process`].
     pub fn serve_fds(
         &self,
         read: OwnedFd,
@@ -174,7 +175,8 @@ impl Sidecar {
     }
 
     /// Listens on a Unix socket at `path` (created mode 0600); each connection is a
-    /// session. The file is removed when the sidecar shuts down.
+    /// session. The file is removed when the sidecar shuts down. `Unsupported` (and no
+    /// file created) on a sidecar from [`Sidecar::start_in_process`].
     pub fn listen_unix(&self, path: &Path) -> io::Result<()> {
         self.serves_fds()?;
         let listener = bind_private(path)?;
