@@ -12,6 +12,10 @@ use serde_json::{json, Value};
 pub use sidecar_protocol::Mode;
 use sidecar_protocol::{read_frame, Header, DEFAULT_MAX_FRAME};
 
+mod native;
+#[allow(unused_imports)] // not every test binary uses the native peers
+pub use native::*;
+
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
 pub enum Wire {
@@ -452,61 +456,6 @@ pub fn allowing(rules: &[&str]) -> Harness {
     Harness::with_config(config)
 }
 
-/// A native loopback listener whose accept queue is full and never drained, with the
-/// connections that fill it: a connect to it gets no answer (Linux drops the SYN). Filled
-/// by probing (connect until one gets no answer), so it does not depend on how a kernel
-/// counts the backlog.
-pub fn full_backlog() -> (
-    socket2::Socket,
-    Vec<std::net::TcpStream>,
-    std::net::SocketAddr,
-) {
-    use socket2::{Domain, Socket, Type};
-    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    let any_port: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
-    listener.bind(&any_port.into()).unwrap();
-    listener.listen(0).unwrap();
-    let addr = listener.local_addr().unwrap().as_socket().unwrap();
-    let mut fill = Vec::new();
-    for _ in 0..16 {
-        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            Ok(stream) => fill.push(stream),
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return (listener, fill, addr),
-            Err(e) => panic!("filling the backlog: {e}"),
-        }
-    }
-    panic!("the accept queue of a backlog-0 listener never filled");
-}
-
-/// A native echo server on the host's loopback, serving one connection; its thread
-/// returns the bytes it echoed.
-pub fn native_echo() -> (u16, std::thread::JoinHandle<usize>) {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
-        let mut buf = [0u8; 4096];
-        let mut total = 0;
-        loop {
-            match stream.read(&mut buf) {
-                Ok(0) | Err(_) => return total,
-                Ok(n) => {
-                    total += n;
-                    stream.write_all(&buf[..n]).unwrap();
-                }
-            }
-        }
-    });
-    (port, server)
-}
-
-/// A TCP port of the host's loopback where nothing listens (bound, then released).
-pub fn dead_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 /// A connected pair: (server guest, server-side socket id, client guest, client socket id).
 pub struct Conn {
     pub server: RawGuest,
@@ -630,30 +579,4 @@ pub fn settle(h: &Harness, what: &str, done: impl Fn(&Value) -> bool) -> Value {
 /// Byte `i` of a test stream: `i % 251`; bytes `offset..offset + len` of it.
 pub fn pattern_at(offset: usize, len: usize) -> Vec<u8> {
     (offset..offset + len).map(|i| (i % 251) as u8).collect()
-}
-
-/// Names this process's resolver maps to 127.0.0.1 only (the hostname, glibc's `0x7f.1`):
-/// to the VM they are host names, resolved by the host, so the policy sees 127.0.0.1.
-pub fn loopback_host_names() -> Vec<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; the name ends at the first NUL.
-    assert_eq!(
-        unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) },
-        0
-    );
-    let len = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    let hostname = String::from_utf8_lossy(&buf[..len]).into_owned();
-    [hostname, "0x7f.1".into()]
-        .into_iter()
-        .filter(|name| {
-            let ips: Vec<std::net::IpAddr> =
-                std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), 0))
-                    .map(|a| a.map(|a| a.ip()).collect())
-                    .unwrap_or_default();
-            !ips.is_empty()
-                && ips
-                    .iter()
-                    .all(|ip| *ip == std::net::IpAddr::from([127, 0, 0, 1]))
-        })
-        .collect()
 }
