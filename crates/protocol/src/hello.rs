@@ -33,10 +33,19 @@ pub enum Mode {
 pub struct HelloParams {
     /// Must equal the sidecar's [`PROTOCOL_VERSION`].
     pub version: u32,
-    /// The VM to attach to (defined by the operator).
+    /// The VM to attach to (defined by the operator). Empty (absent on the wire) on a
+    /// stream the operator already attached to its VM, and on an event channel.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub vm: String,
-    /// The VM's attach secret. Wrong secret → `EACCES`, then close.
+    /// The VM's attach secret. Wrong secret → `EACCES`, then close. Empty (absent on the
+    /// wire) on a pre-attached stream and on an event channel (its token suffices).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub secret: String,
+    /// Operator side only: check `vm` and `secret` and attach this stream to the VM, but
+    /// start no session: the stream is then handed to a guest, whose own hello (without
+    /// `vm` and `secret`) starts the session. Answered with a [`BoundResult`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bind: bool,
     /// Push or poll. Default push.
     #[serde(default)]
     pub mode: Mode,
@@ -78,8 +87,33 @@ impl HelloParams {
             cwd: None,
             event_channel_token: None,
             max_frame: None,
+            bind: false,
         }
     }
+
+    /// A push-mode hello for a stream the operator already attached to its VM (one that
+    /// `sidecar run` hands its child): no VM name, no secret.
+    pub fn attached() -> HelloParams {
+        HelloParams::new("", "")
+    }
+
+    /// The operator's `bind` hello for VM `vm` (see [`HelloParams::bind`]).
+    pub fn bind(vm: impl Into<String>, secret: impl Into<String>) -> HelloParams {
+        HelloParams {
+            bind: true,
+            ..HelloParams::new(vm, secret)
+        }
+    }
+}
+
+/// Result of a `bind` hello: the stream now belongs to VM `vm`; its next frame must be
+/// the guest's hello (without `vm` and `secret`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoundResult {
+    /// The sidecar's protocol version.
+    pub version: u32,
+    /// The VM the stream is attached to.
+    pub vm: String,
 }
 
 /// Result of `hello`.
@@ -131,10 +165,24 @@ mod tests {
     }
 
     #[test]
-    fn bad_mode_and_missing_secret_are_rejected() {
+    fn a_bad_mode_is_rejected() {
         let bad = json!({"version": 1, "vm": "dev", "secret": "s", "mode": "telepathy"});
         assert!(serde_json::from_value::<HelloParams>(bad).is_err());
-        assert!(serde_json::from_value::<HelloParams>(json!({"version": 1, "vm": "dev"})).is_err());
+        assert!(serde_json::from_value::<HelloParams>(json!({"vm": "dev"})).is_err());
+    }
+
+    #[test]
+    fn an_attached_hello_carries_no_vm_and_no_secret() {
+        let v = serde_json::to_value(HelloParams::attached()).unwrap();
+        assert!(v.get("vm").is_none() && v.get("secret").is_none() && v.get("bind").is_none());
+        let p: HelloParams = serde_json::from_value(json!({"version": 1})).unwrap();
+        assert_eq!(p, HelloParams::attached());
+        let bind = serde_json::to_value(HelloParams::bind("dev", "s")).unwrap();
+        assert_eq!(bind["bind"], true);
+        assert_eq!(
+            serde_json::from_value::<HelloParams>(bind).unwrap(),
+            HelloParams::bind("dev", "s")
+        );
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub use frame::{
 };
 pub use header::{parse_header, Call, Header, HeaderError, Reply};
 pub use header_fast::{parse_call, ParsedCall};
-pub use hello::{HelloParams, HelloResult, Mode, DEFAULT_CREDIT, PROTOCOL_VERSION};
+pub use hello::{BoundResult, HelloParams, HelloResult, Mode, DEFAULT_CREDIT, PROTOCOL_VERSION};
 pub use method::{CallParams, Method, Request, RequestError, UnknownMethod};
 pub use net::{
     clamp_wait, ConnectParams, ConnectResult, CreditParams, DestroyParams, Empty, ListenParams,

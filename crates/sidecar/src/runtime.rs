@@ -44,10 +44,11 @@ use crate::transport::serve_connection;
 use crate::transport::stream::async_fd;
 
 enum Command {
-    InProcess(inproc_pipe::End),
+    InProcess(inproc_pipe::End, Option<String>),
     Fds {
         read: OwnedFd,
         write: Option<OwnedFd>,
+        bound: Option<String>,
         done: std_mpsc::Sender<()>,
     },
     Listen(std::os::unix::net::UnixListener),
@@ -155,7 +156,16 @@ impl Sidecar {
     /// A new in-process connection; returns the guest's end of the pipe.
     pub fn connect_in_process(&self) -> io::Result<inproc_pipe::End> {
         let (guest, sidecar) = inproc_pipe::duplex();
-        self.send(Command::InProcess(sidecar))?;
+        self.send(Command::InProcess(sidecar, None))?;
+        Ok(guest)
+    }
+
+    /// A new in-process connection already attached to VM `vm`: the guest's hello on it
+    /// carries no VM name and no secret (`HelloParams::attached`), so an embedder never
+    /// hands a guest its VM's secret. A VM the config does not define refuses that hello.
+    pub fn connect_in_process_attached(&self, vm: &str) -> io::Result<inproc_pipe::End> {
+        let (guest, sidecar) = inproc_pipe::duplex();
+        self.send(Command::InProcess(sidecar, Some(vm.to_owned())))?;
         Ok(guest)
     }
 
@@ -168,9 +178,35 @@ impl Sidecar {
         read: OwnedFd,
         write: Option<OwnedFd>,
     ) -> io::Result<std_mpsc::Receiver<()>> {
+        self.serve_fds_as(read, write, None)
+    }
+
+    /// As [`Sidecar::serve_fds`], for a stream already attached to VM `vm`: the guest on
+    /// the other end says hello without a VM name or secret. This is how `sidecar run`
+    /// hands its child a session without handing it a secret.
+    pub fn serve_fds_attached(
+        &self,
+        read: OwnedFd,
+        write: Option<OwnedFd>,
+        vm: &str,
+    ) -> io::Result<std_mpsc::Receiver<()>> {
+        self.serve_fds_as(read, write, Some(vm.to_owned()))
+    }
+
+    fn serve_fds_as(
+        &self,
+        read: OwnedFd,
+        write: Option<OwnedFd>,
+        bound: Option<String>,
+    ) -> io::Result<std_mpsc::Receiver<()>> {
         self.serves_fds()?;
         let (done, finished) = std_mpsc::channel();
-        self.send(Command::Fds { read, write, done })?;
+        self.send(Command::Fds {
+            read,
+            write,
+            bound,
+            done,
+        })?;
         Ok(finished)
     }
 
@@ -258,7 +294,7 @@ fn run_loop(
             // Read per command: a reload may change it for new connections.
             let max_frame = core.borrow().config.limits.max_frame;
             match command {
-                Command::InProcess(end) => {
+                Command::InProcess(end, bound) => {
                     let source = PipeSource::new(end.rx, max_frame);
                     let sink = Arc::new(PipeSink(end.tx));
                     tokio::task::spawn_local(serve_connection(
@@ -266,11 +302,15 @@ fn run_loop(
                         source,
                         sink,
                         max_frame,
+                        bound,
                     ));
                 }
-                Command::Fds { read, write, done } => {
-                    serve_fd_command(&core, read, write, done, max_frame)
-                }
+                Command::Fds {
+                    read,
+                    write,
+                    bound,
+                    done,
+                } => serve_fd_command(&core, read, write, bound, done, max_frame),
                 Command::Listen(listener) => {
                     acceptors.push(tokio::task::spawn_local(accept_loop(
                         Rc::clone(&core),
@@ -310,6 +350,7 @@ fn serve_fd_command(
     core: &Rc<RefCell<Core>>,
     read: OwnedFd,
     write: Option<OwnedFd>,
+    bound: Option<String>,
     done: std_mpsc::Sender<()>,
     max_frame: usize,
 ) {
@@ -325,7 +366,7 @@ fn serve_fd_command(
         Ok((read, write)) => {
             let core = Rc::clone(core);
             tokio::task::spawn_local(async move {
-                serve_fds(core, read, write, is_socket, max_frame).await;
+                serve_fds(core, read, write, is_socket, max_frame, bound).await;
                 let _ = done.send(());
             });
         }

@@ -23,7 +23,10 @@ function readEnv(env) {
   if (mode === 'push' && (!Number.isInteger(eventFd) || eventFd < 0)) {
     throw new Error('pushnet: push mode needs PUSHNET_EVENT_FD (the event channel)');
   }
-  if (!env.PUSHNET_VM || env.PUSHNET_SECRET === undefined) throw new Error('pushnet: PUSHNET_VM and PUSHNET_SECRET must be set');
+  // Without PUSHNET_SECRET the stream on PUSHNET_FD is already attached to its VM (as
+  // `sidecar run` hands it over); with it, the runtime attaches itself (an embedder that
+  // starts Node on a stream of its own).
+  if (env.PUSHNET_SECRET !== undefined && !env.PUSHNET_VM) throw new Error('pushnet: PUSHNET_SECRET needs PUSHNET_VM');
   return { fd, eventFd, mode, vm: env.PUSHNET_VM, secret: env.PUSHNET_SECRET };
 }
 

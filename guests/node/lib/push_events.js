@@ -19,7 +19,8 @@ function attach(session, env, token) {
   // until the channel attaches) are kept and dispatched in order once it is wrapped.
   const early = [];
   const hello = new CallChannel(env.eventFd, (frame) => early.push(frame));
-  hello.call('hello', { version: 1, vm: env.vm, secret: env.secret, event_channel_token: token });
+  // The one-time token is what attaches this stream; no secret is needed.
+  hello.call('hello', { version: 1, event_channel_token: token });
 
   const decoder = new FrameDecoder();
   // Reads land in an arena of ARENA bytes, each in the part the previous ones left (at

@@ -12,7 +12,7 @@ const CAPABILITIES = ['push', 'poll', 'noreply', 'tcp', 'unix', 'udp', 'dns', 'c
 const CREDIT_WINDOW = 256 * 1024;
 
 class Session {
-  // env: { fd, eventFd, vm, secret, mode: 'push' | 'poll' }
+  // env: { fd, eventFd, vm, secret (undefined on a pre-attached stream), mode: 'push' | 'poll' }
   constructor(env, originals) {
     this.mode = env.mode;
     this.originals = originals;
@@ -29,10 +29,12 @@ class Session {
     this.dispatched = 0;
     this.lost = null;
     this.channel = new CallChannel(env.fd, (frame) => this.stray(frame));
+    // A stream `sidecar run` hands over is already attached to its VM: the hello then
+    // carries no VM name and no secret (PROTOCOL.md §6.4).
+    const credentials = env.secret === undefined ? {} : { vm: env.vm, secret: env.secret };
     const hello = this.channel.call('hello', {
       version: 1,
-      vm: env.vm,
-      secret: env.secret,
+      ...credentials,
       mode: this.mode,
       credit: CREDIT_WINDOW,
       capabilities: this.mode === 'push' ? CAPABILITIES : CAPABILITIES.filter((c) => c !== 'event_channel'),

@@ -2,6 +2,7 @@
 //! settings they share: the config file and the flags that add to it.
 
 pub mod run;
+pub mod sandbox;
 
 use std::path::PathBuf;
 

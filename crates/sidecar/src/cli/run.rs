@@ -1,12 +1,18 @@
-//! `sidecar run --vm NAME [...] -- CMD ARGS...`: run a command as a guest of VM `NAME`.
+//! `sidecar run --vm NAME [...] -- CMD ARGS...`: run a command as a guest of VM `NAME`,
+//! inside the network sandbox (`sandbox/`; `--no-sandbox` opts out, with a warning).
 //!
 //! Without `--connect`, an embedded sidecar is started (the VM gets a fresh random secret
 //! unless the config defines it) and serves two Unix socketpairs as the child's session:
 //! fd 3 is the primary stream (the child's blocking calls), fd 4 the event channel
 //! (PROTOCOL.md §6.3; poll mode has none). With `--connect PATH` the two streams are
-//! connections to a running sidecar's Unix listener instead. The child learns what to do
-//! from its environment (`PUSHNET_FD`, `PUSHNET_EVENT_FD`, `PUSHNET_VM`,
-//! `PUSHNET_SECRET`, `PUSHNET_MODE`), and Node gets the guest runtime through
+//! connections to a running sidecar's Unix listener instead.
+//!
+//! The child never holds a secret: its primary stream is already attached to the VM
+//! (the embedded sidecar serves it so; with `--connect`, `run` says the `bind` hello on
+//! it first), so the child's hello carries no VM secret, and its event channel attaches
+//! with the one-time token that hello returns. The child learns what to do from its
+//! environment (`PUSHNET_FD`, `PUSHNET_EVENT_FD`, `PUSHNET_VM`, `PUSHNET_MODE`; nothing
+//! there is secret), and Node gets the guest runtime through
 //! `NODE_OPTIONS=--require <repo>/guests/node/preload.cjs`.
 //!
 //! `run` exits with the child's exit code (128 + N when signal N ended it) after the
@@ -15,29 +21,45 @@
 //! does not stop `run` before its child.
 
 use std::ffi::{OsStr, OsString};
+use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::ExitStatus;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use sidecar::config::random_token;
 use sidecar::Sidecar;
+use sidecar_protocol::{encode_call, read_frame, Header, HelloParams, DEFAULT_MAX_FRAME};
 
+use super::sandbox::{Prepared, OPT_OUT};
 use super::OperatorArgs;
 
 /// The fd numbers the child finds its streams on.
 const PRIMARY_FD: RawFd = 3;
 const EVENT_FD: RawFd = 4;
 
+/// How long `run --connect` waits for the sidecar to answer its `bind` hello.
+const BIND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Variables `run` sets for the child, and the one it never passes on.
+const CHILD_VARIABLES: [&str; 4] = [
+    "PUSHNET_FD",
+    "PUSHNET_EVENT_FD",
+    "PUSHNET_VM",
+    "PUSHNET_MODE",
+];
+
 /// The Node preload in this repository (overridable with `PUSHNET_NODE_PRELOAD`).
 const PRELOAD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../guests/node/preload.cjs");
 
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// The VM the command is a guest of: NAME (a VM of --config, or else a new VM with a
-    /// fresh random secret), or NAME=SECRET / NAME=@FILE to give its secret.
+    /// The VM the command is a guest of: NAME (a VM of --config, or else a new VM of the
+    /// embedded sidecar). With --connect, its secret comes from --config, or from
+    /// NAME=@FILE or NAME=env:VAR; the command itself never sees it.
     #[arg(long = "vm", value_name = "NAME")]
     vm: String,
     #[command(flatten)]
@@ -47,9 +69,13 @@ pub struct RunArgs {
     #[arg(long)]
     poll: bool,
     /// Attach to a running sidecar's Unix socket (`serve --listen PATH`) instead of
-    /// starting one; the VM's secret comes from --vm NAME=SECRET or --config.
+    /// starting one; the VM's secret comes from --vm NAME=@FILE / NAME=env:VAR or --config.
     #[arg(long, value_name = "PATH", conflicts_with_all = ["allow", "publish", "max_frame"])]
     connect: Option<PathBuf>,
+    /// Start the command without the network sandbox: it can then reach every network
+    /// the host can, and see every process. Not for untrusted code.
+    #[arg(long)]
+    no_sandbox: bool,
     /// The command and its arguments, after `--`.
     #[arg(required = true, last = true, value_name = "CMD")]
     command: Vec<OsString>,
@@ -70,24 +96,29 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let file_secret = file.vms.get(&name).map(|vm| vm.secret.clone());
     let streams = if args.poll { 1 } else { 2 };
 
-    let (secret, sidecar, child_fds) = match &args.connect {
+    let (sidecar, child_fds) = match &args.connect {
         Some(path) => {
             let Some(secret) = given_secret.or(file_secret) else {
                 bail!(
-                    "--connect needs the secret of VM {name}: give --vm {name}=SECRET \
-                     (or NAME=@FILE), or a --config that defines it"
+                    "--connect needs the secret of VM {name}: give --vm {name}=@FILE or \
+                     --vm {name}=env:VAR, or a --config that defines it"
                 );
             };
-            let fds = (0..streams)
-                .map(|_| {
-                    UnixStream::connect(path)
-                        .map(OwnedFd::from)
-                        .with_context(|| format!("connecting to the sidecar at {}", path.display()))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            (secret, None, fds)
+            let connect = || {
+                UnixStream::connect(path)
+                    .with_context(|| format!("connecting to the sidecar at {}", path.display()))
+            };
+            let primary = connect()?;
+            bind(&primary, &name, &secret)
+                .with_context(|| format!("attaching to VM {name} at {}", path.display()))?;
+            let mut fds = vec![OwnedFd::from(primary)];
+            if streams == 2 {
+                fds.push(OwnedFd::from(connect()?));
+            }
+            (None, fds)
         }
         None => {
+            // The VM's secret (the file's, or a fresh one) stays inside this process.
             let secret = given_secret
                 .clone()
                 .or(file_secret.clone())
@@ -104,25 +135,39 @@ pub fn run(args: RunArgs) -> Result<i32> {
             }
             let sidecar = Sidecar::start(config).context("starting the sidecar")?;
             let mut child_fds = Vec::new();
-            for _ in 0..streams {
+            for stream in 0..streams {
                 let (ours, theirs) = UnixStream::pair().context("creating a socketpair")?;
-                sidecar.serve_fds(OwnedFd::from(ours), None)?;
+                if stream == 0 {
+                    sidecar.serve_fds_attached(OwnedFd::from(ours), None, &name)?;
+                } else {
+                    sidecar.serve_fds(OwnedFd::from(ours), None)?;
+                }
                 child_fds.push(OwnedFd::from(theirs));
             }
-            (secret, Some(sidecar), child_fds)
+            (Some(sidecar), child_fds)
         }
     };
 
-    let mut command = Command::new(&args.command[0]);
-    command.args(&args.command[1..]);
+    let mut prepared = if args.no_sandbox {
+        tracing::warn!(
+            "{OPT_OUT}: the command runs without the network sandbox: it can reach every \
+             network the host can, whatever the policy says"
+        );
+        Prepared::unsandboxed(&args.command[0], &args.command[1..])
+    } else {
+        Prepared::sandboxed(&args.command[0], &args.command[1..])?
+    };
+    let command = &mut prepared.command;
+    for name in CHILD_VARIABLES {
+        command.env_remove(name);
+    }
+    // An operator's own variable of that name never reaches the guest.
+    command.env_remove("PUSHNET_SECRET");
     command
         .env("PUSHNET_FD", PRIMARY_FD.to_string())
         .env("PUSHNET_VM", &name)
-        .env("PUSHNET_SECRET", &secret)
         .env("PUSHNET_MODE", if args.poll { "poll" } else { "push" });
-    if args.poll {
-        command.env_remove("PUSHNET_EVENT_FD");
-    } else {
+    if !args.poll {
         command.env("PUSHNET_EVENT_FD", EVENT_FD.to_string());
     }
     if let Some(options) = node_options() {
@@ -134,12 +179,45 @@ pub fn run(args: RunArgs) -> Result<i32> {
     unsafe {
         command.pre_exec(move || place_fds(&sources));
     }
+    // After place_fds: the sandbox's step forks, and the guest it leaves must find its
+    // fds in place.
+    prepared.install();
 
-    let status = wait_forwarding_signals(command, child_fds, &args.command[0])?;
+    let status = wait_forwarding_signals(prepared, child_fds, &args.command[0])?;
     if let Some(sidecar) = sidecar {
         sidecar.shutdown();
     }
     Ok(exit_code(status))
+}
+
+/// The operator's `bind` hello on a stream to a running sidecar: attaches it to VM `vm`
+/// before the child gets it, so that the child's own hello needs no secret.
+fn bind(stream: &UnixStream, vm: &str, secret: &str) -> Result<()> {
+    let mut frame = Vec::new();
+    encode_call(
+        1,
+        &HelloParams::bind(vm, secret),
+        false,
+        &[],
+        DEFAULT_MAX_FRAME,
+        &mut frame,
+    )?;
+    stream.set_read_timeout(Some(BIND_TIMEOUT))?;
+    (&*stream)
+        .write_all(&frame)
+        .context("sending the bind hello")?;
+    let reply = read_frame(&mut &*stream, DEFAULT_MAX_FRAME)
+        .context("reading the bind hello's reply")?
+        .context("the sidecar closed the connection before answering")?;
+    stream.set_read_timeout(None)?;
+    match reply.parse_header() {
+        Ok(Header::Reply(reply)) if reply.id == 1 => match reply.outcome {
+            Ok(_) => Ok(()),
+            Err(error) => bail!("the sidecar refused: {}: {}", error.code, error.message),
+        },
+        Ok(_) => bail!("the sidecar answered the bind hello with something else than its reply"),
+        Err(e) => bail!("the sidecar's reply to the bind hello is malformed: {e}"),
+    }
 }
 
 /// In the child: `sources[i]` becomes fd 3 + i, without close-on-exec. Every source is
@@ -208,7 +286,7 @@ fn quote_node_option(value: &OsStr) -> OsString {
 /// command's `pre_exec`) are closed here once the child has them, so the session ends
 /// with the child's last copy.
 fn wait_forwarding_signals(
-    mut command: Command,
+    mut prepared: Prepared,
     child_fds: Vec<OwnedFd>,
     program: &OsStr,
 ) -> Result<ExitStatus> {
@@ -224,9 +302,20 @@ fn wait_forwarding_signals(
             signal(SignalKind::interrupt())?,
         ))
     })?;
-    let spawned = command.spawn();
+    let spawned = prepared.command.spawn();
     drop(child_fds);
-    let mut child = spawned.with_context(|| format!("starting {}", program.to_string_lossy()))?;
+    // A sandbox that could not be set up says why, whatever spawn returned.
+    let mut child = match (spawned, prepared.spawned()) {
+        (Ok(mut child), Err(e)) => {
+            // Its setup failed: the child is exiting; reap it.
+            let _ = child.wait();
+            return Err(e);
+        }
+        (Err(_), Err(e)) => return Err(e),
+        (spawned, Ok(())) => {
+            spawned.with_context(|| format!("starting {}", program.to_string_lossy()))?
+        }
+    };
     let pid = child.id() as libc::pid_t;
     let (done, mut finished) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()

@@ -1,4 +1,5 @@
-//! A session's beginning (`hello`: attach to a VM, or attach an event channel) and end
+//! A session's beginning (`hello`: attach to a VM, or attach an event channel; or the
+//! operator's `bind`, which attaches a stream to a VM for a guest to say hello on) and end
 //! (its sockets close as a process exit closes them, its servers vanish, its parked calls
 //! are dropped).
 
@@ -30,6 +31,9 @@ pub const SUPPORTED_CAPABILITIES: &[&str] = &[
 
 /// A successful hello.
 pub enum HelloOutcome {
+    /// The operator's `bind`: the stream now belongs to this VM, and the guest's hello
+    /// (without a secret) comes next.
+    Bound(String),
     /// A new session on its primary stream.
     Session(SessionId, HelloResult),
     /// This stream is now the event channel of an existing session.
@@ -41,6 +45,7 @@ impl Core {
         &mut self,
         params: &HelloParams,
         sink: Arc<dyn FrameSink>,
+        bound: Option<&str>,
     ) -> Result<HelloOutcome, WireError> {
         let refused = |code, message: String| {
             bump(&self.metrics.refused_hellos);
@@ -55,14 +60,31 @@ impl Core {
                 ),
             );
         }
-        if !self.config.secret_matches(&params.vm, &params.secret) {
-            return refused(ErrorCode::Eacces, "unknown VM or wrong secret".into());
+        if params.bind {
+            if bound.is_some() || params.event_channel_token.is_some() {
+                return refused(
+                    ErrorCode::Einval,
+                    "bind is the first frame of a stream that has no VM yet".into(),
+                );
+            }
+            if !self.config.secret_matches(&params.vm, &params.secret) {
+                return refused(ErrorCode::Eacces, "unknown VM or wrong secret".into());
+            }
+            tracing::debug!(vm = %params.vm, "stream bound");
+            return Ok(HelloOutcome::Bound(params.vm.clone()));
         }
         if let Some(token) = &params.event_channel_token {
+            // The token alone attaches (it is one-time, unguessable, and only the
+            // session's own primary stream was told it); a secret, if given, must match.
+            if !params.secret.is_empty() && !self.config.secret_matches(&params.vm, &params.secret)
+            {
+                return refused(ErrorCode::Eacces, "unknown VM or wrong secret".into());
+            }
+            let vm_ok = |s: &Session| params.vm.is_empty() || s.vm == params.vm;
             return match self.event_tokens.remove(token) {
                 // The transport attaches `sink` once it has written this hello's reply:
                 // events queued for the channel must follow the reply, not precede it.
-                Some(sid) if self.sessions.get(&sid).is_some_and(|s| s.vm == params.vm) => Ok(
+                Some(sid) if self.sessions.get(&sid).is_some_and(vm_ok) => Ok(
                     HelloOutcome::EventChannel(sid, self.hello_result(sid, None)),
                 ),
                 _ => refused(
@@ -71,6 +93,27 @@ impl Core {
                 ),
             };
         }
+        let vm = match bound {
+            Some(vm) => {
+                if !params.secret.is_empty() || !(params.vm.is_empty() || params.vm == vm) {
+                    let message = format!(
+                        "this stream was attached to VM {vm} by the operator: say hello \
+                         without vm and secret"
+                    );
+                    return refused(ErrorCode::Einval, message);
+                }
+                if !self.config.vms.contains_key(vm) {
+                    return refused(ErrorCode::Eacces, format!("no VM named {vm} is defined"));
+                }
+                vm.to_owned()
+            }
+            None => {
+                if !self.config.secret_matches(&params.vm, &params.secret) {
+                    return refused(ErrorCode::Eacces, "unknown VM or wrong secret".into());
+                }
+                params.vm.clone()
+            }
+        };
         if params.credit == 0 {
             return refused(ErrorCode::Einval, "the credit window must be > 0".into());
         }
@@ -102,7 +145,7 @@ impl Core {
         let cwd = params.cwd.clone().unwrap_or_else(|| "/".into());
         let session = Session::new(
             sid,
-            params.vm.clone(),
+            vm.clone(),
             params.mode,
             params.credit,
             cwd,
@@ -112,7 +155,7 @@ impl Core {
         self.sessions.insert(sid, session);
         bump(&self.metrics.sessions_now);
         bump(&self.metrics.sessions_total);
-        tracing::debug!(session = sid, vm = %params.vm, "session attached");
+        tracing::debug!(session = sid, vm = %vm, "session attached");
         Ok(HelloOutcome::Session(sid, self.hello_result(sid, token)))
     }
 

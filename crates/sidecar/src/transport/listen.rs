@@ -76,7 +76,7 @@ pub async fn accept_loop(core: Rc<RefCell<Core>>, listener: UnixListener, max_fr
                 match async_fd(fd) {
                     Ok(fd) => {
                         let task =
-                            serve_fds(Rc::clone(&core), Arc::clone(&fd), fd, true, max_frame);
+                            serve_fds(Rc::clone(&core), Arc::clone(&fd), fd, true, max_frame, None);
                         tokio::task::spawn_local(task);
                     }
                     Err(e) => tracing::warn!(%e, "cannot register a connection"),
@@ -92,13 +92,15 @@ pub async fn accept_loop(core: Rc<RefCell<Core>>, listener: UnixListener, max_fr
     }
 }
 
-/// Serves one fd-based connection (a socket, or stdin + stdout).
+/// Serves one fd-based connection (a socket, or stdin + stdout); `bound` as
+/// [`serve_connection`] takes it.
 pub async fn serve_fds(
     core: Rc<RefCell<Core>>,
     read: Arc<AsyncFd<File>>,
     write: Arc<AsyncFd<File>>,
     is_socket: bool,
     max_frame: usize,
+    bound: Option<String>,
 ) {
     let sink = FdSink::new(write, is_socket);
     {
@@ -113,6 +115,7 @@ pub async fn serve_fds(
         FdSource::new(read, max_frame, is_socket),
         sink,
         max_frame,
+        bound,
     )
     .await;
 }

@@ -19,8 +19,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use sidecar_protocol::{
-    encode_reply_err, encode_reply_ok, ErrorCode, EventBody, FrameError, Header, RawFrame, Request,
-    WireError,
+    encode_reply_err, encode_reply_ok, BoundResult, ErrorCode, EventBody, FrameError, Header,
+    RawFrame, Request, WireError, PROTOCOL_VERSION,
 };
 
 use crate::calls;
@@ -59,12 +59,15 @@ enum Attach {
 /// `tcp_bulk` and `cpu_per_event` did not move (a yield is cheap next to a frame).
 const FRAMES_PER_TURN: usize = 16;
 
-/// Serves one connection until it ends; then its session (if any) ends too.
+/// Serves one connection until it ends; then its session (if any) ends too. `bound`:
+/// the VM the operator attached this stream to before a guest got it (its hello then
+/// carries no secret), or `None` for a stream that must present one.
 pub async fn serve_connection(
     core: Rc<RefCell<Core>>,
     mut source: impl FrameSource,
     sink: Arc<dyn FrameSink>,
     max_frame: usize,
+    mut bound: Option<String>,
 ) {
     let mut attach = Attach::AwaitingHello;
     let mut batch = Vec::new();
@@ -81,9 +84,13 @@ pub async fn serve_connection(
                 tokio::task::yield_now().await;
             }
             attach = match attach {
-                Attach::AwaitingHello => match hello(&core, raw, &sink, max_frame) {
-                    Some(attached) => attached,
-                    None => break 'connection,
+                Attach::AwaitingHello => match hello(&core, raw, &sink, max_frame, &bound) {
+                    HelloStep::Attached(attached) => attached,
+                    HelloStep::Bound(vm) => {
+                        bound = Some(vm);
+                        attach
+                    }
+                    HelloStep::Close => break 'connection,
                 },
                 Attach::Primary(sid) => {
                     if core.borrow().session(sid).is_none() {
@@ -118,18 +125,27 @@ pub async fn serve_connection(
     sink.close();
 }
 
-/// The first frame must be a hello. Returns how the connection attached, or `None` to
-/// close it (after an error reply).
+/// What a hello did to its stream.
+enum HelloStep {
+    Attached(Attach),
+    /// The operator's `bind`: the stream belongs to this VM now; a hello comes next.
+    Bound(String),
+    /// Refused (after an error reply): close the stream.
+    Close,
+}
+
+/// The first frame must be a hello (or the operator's `bind`, then a hello).
 fn hello(
     core: &Rc<RefCell<Core>>,
     raw: RawFrame,
     sink: &Arc<dyn FrameSink>,
     max_frame: usize,
-) -> Option<Attach> {
+    bound: &Option<String>,
+) -> HelloStep {
     let refuse = |id: u64, error: WireError| {
         bump(&core.borrow().metrics.refused_hellos);
         reply_err_direct(sink, id, &error, max_frame);
-        None
+        HelloStep::Close
     };
     let call = match raw.parse_header() {
         Ok(Header::Call(call)) => call,
@@ -150,12 +166,25 @@ fn hello(
         }
         Err(e) => return refuse(id, e.to_wire_error()),
     };
-    let outcome = core.borrow_mut().hello(&params, Arc::clone(sink));
+    let outcome = core
+        .borrow_mut()
+        .hello(&params, Arc::clone(sink), bound.as_deref());
     match outcome {
+        Ok(HelloOutcome::Bound(vm)) => {
+            let result = BoundResult {
+                version: PROTOCOL_VERSION,
+                vm: vm.clone(),
+            };
+            let mut frame = Vec::new();
+            if encode_reply_ok(id, &result, &[], max_frame, &mut frame).is_ok() {
+                let _ = sink.send(frame);
+            }
+            HelloStep::Bound(vm)
+        }
         Ok(HelloOutcome::Session(sid, result)) => {
             let out = Arc::clone(&core.borrow().sessions[&sid].out);
             out.reply_ok(id, &result, &[]);
-            Some(Attach::Primary(sid))
+            HelloStep::Attached(Attach::Primary(sid))
         }
         Ok(HelloOutcome::EventChannel(sid, result)) => {
             let mut frame = Vec::new();
@@ -165,11 +194,11 @@ fn hello(
             // Only now, after its hello reply, may events flow on this stream.
             let out = Arc::clone(&core.borrow().sessions[&sid].out);
             out.attach_event_channel(Arc::clone(sink));
-            Some(Attach::EventChannel(sid))
+            HelloStep::Attached(Attach::EventChannel(sid))
         }
         Err(error) => {
             reply_err_direct(sink, id, &error, max_frame);
-            None
+            HelloStep::Close
         }
     }
 }
