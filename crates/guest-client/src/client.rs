@@ -90,6 +90,15 @@ impl Client {
         params
     }
 
+    /// Hello params for a stream that is already attached to its VM (the primary stream
+    /// `sidecar run` hands its child on fd 3, or one an embedder attached): no VM name
+    /// and no secret; otherwise as [`Client::hello_params`].
+    pub fn hello_params_attached() -> HelloParams {
+        let mut params = HelloParams::attached();
+        params.capabilities = capability::to_owned_list(CLIENT_CAPABILITIES);
+        params
+    }
+
     /// As [`Client::hello_params`], in poll mode (the legacy baseline: no events are
     /// pushed; the guest asks with [`Client::poll`]).
     pub fn hello_params_poll(vm: impl Into<String>, secret: impl Into<String>) -> HelloParams {

@@ -24,7 +24,7 @@ use sidecar_protocol::{FrameError, RawFrame};
 
 pub use inproc::InProcTransport;
 #[cfg(unix)]
-pub use stream::connect_unix;
+pub use stream::{connect_unix, inherited_session};
 pub use stream::StreamTransport;
 
 /// Moves encoded frames to and from the sidecar. Blocking; one thread at a time.

@@ -84,6 +84,61 @@ pub fn connect_unix(
     Ok(StreamTransport::new(reader, stream))
 }
 
+/// The session `sidecar run` hands its child: the primary stream on the fd named by
+/// `PUSHNET_FD` (3), already attached to its VM, and the mode in `PUSHNET_MODE`. Say
+/// hello on it with [`crate::Client::hello_params_attached`] (in that mode):
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use guest_client::{transport, Client};
+/// let (stream, mode) = transport::inherited_session()?;
+/// let mut hello = Client::hello_params_attached();
+/// hello.mode = mode;
+/// let client = Client::connect(stream, hello)?;
+/// # Ok(()) }
+/// ```
+///
+/// Takes the fd over (call it once). `PUSHNET_EVENT_FD`, the event channel a Node guest
+/// uses, is left alone: this client reads events on the primary stream.
+#[cfg(unix)]
+pub fn inherited_session() -> io::Result<(
+    StreamTransport<std::os::unix::net::UnixStream, std::os::unix::net::UnixStream>,
+    sidecar_protocol::Mode,
+)> {
+    use std::os::fd::{FromRawFd, RawFd};
+    let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
+    let fd: RawFd = match std::env::var("PUSHNET_FD") {
+        Ok(text) => text
+            .parse()
+            .ok()
+            .filter(|fd| *fd >= 0)
+            .ok_or_else(|| invalid(format!("PUSHNET_FD={text} is not an fd")))?,
+        Err(_) => {
+            return Err(invalid(
+                "PUSHNET_FD is not set: not started by `sidecar run`".into(),
+            ))
+        }
+    };
+    let mode = match std::env::var("PUSHNET_MODE").as_deref() {
+        Ok("poll") => sidecar_protocol::Mode::Poll,
+        Ok("push") | Err(_) => sidecar_protocol::Mode::Push,
+        Ok(other) => {
+            return Err(invalid(format!(
+                "PUSHNET_MODE={other}: expected push or poll"
+            )))
+        }
+    };
+    // SAFETY: fcntl(F_GETFD) only asks whether the fd is open.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(invalid(format!("PUSHNET_FD={fd} is not an open fd")));
+    }
+    // SAFETY: `sidecar run` placed a connected socket at this open fd for this process;
+    // it is taken over once (the caller's contract) and owned from here on.
+    let stream = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+    let reader = stream.try_clone()?;
+    Ok((StreamTransport::new(reader, stream), mode))
+}
+
 impl<R: Read + Send, W: Write + Send> Transport for StreamTransport<R, W> {
     fn send(&mut self, frame: Vec<u8>) -> Result<(), TransportError> {
         self.writer.write_all(&frame)?;
