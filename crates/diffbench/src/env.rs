@@ -297,8 +297,15 @@ impl Env {
         let dir = tempfile::tempdir()?;
         let socket = dir.path().join("sidecar.sock");
         let published = PublishedPorts::pick()?;
-        let vm_args =
-            vm_names().flat_map(|vm| ["--vm".to_owned(), format!("{vm}={}", secret_of(&vm))]);
+        // The secrets reach the sidecar through its environment (`--vm NAME=env:VAR`), never
+        // its command line, which every local user can read.
+        let secret_vars: Vec<(String, String, String)> = vm_names()
+            .enumerate()
+            .map(|(i, vm)| (format!("PUSHNET_BENCH_SECRET_{i}"), secret_of(&vm), vm))
+            .collect();
+        let vm_args = secret_vars
+            .iter()
+            .flat_map(|(var, _, vm)| ["--vm".to_owned(), format!("{vm}=env:{var}")]);
         let publish_args = published
             .pairs()
             .into_iter()
@@ -308,6 +315,7 @@ impl Env {
             .args(["serve", "--listen"])
             .arg(&socket)
             .args(vm_args)
+            .envs(secret_vars.iter().map(|(var, secret, _)| (var, secret)))
             .args(["--allow", ALLOW])
             .args(publish_args);
         if pairing == Pairing::Off {

@@ -28,8 +28,9 @@ pub enum Mode {
     Poll,
 }
 
-/// Params of `hello`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Params of `hello`. Its `Debug` shows neither the secret nor the event channel token
+/// (`<redacted>`), so no log of a hello holds a credential.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HelloParams {
     /// Must equal the sidecar's [`PROTOCOL_VERSION`].
     pub version: u32,
@@ -74,6 +75,52 @@ fn default_credit() -> u64 {
     DEFAULT_CREDIT
 }
 
+/// How `Debug` shows a credential: `""` when there is none (a pre-attached stream's
+/// hello), `<redacted>` otherwise.
+struct Redacted<'a>(&'a str);
+
+impl std::fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.is_empty() {
+            true => f.write_str("\"\""),
+            false => f.write_str("<redacted>"),
+        }
+    }
+}
+
+impl std::fmt::Debug for HelloParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every field by name: a new one cannot be left out (or shown unredacted) silently.
+        let HelloParams {
+            version,
+            vm,
+            secret,
+            bind,
+            mode,
+            credit,
+            capabilities,
+            cwd,
+            event_channel_token,
+            max_frame,
+        } = self;
+        f.debug_struct("HelloParams")
+            .field("version", version)
+            .field("vm", vm)
+            .field("secret", &Redacted(secret))
+            .field("bind", bind)
+            .field("mode", mode)
+            .field("credit", credit)
+            .field("capabilities", capabilities)
+            .field("cwd", cwd)
+            .field(
+                "event_channel_token",
+                &event_channel_token.as_deref().map(Redacted),
+            )
+            .field("max_frame", max_frame)
+            .finish()
+    }
+}
+
 impl HelloParams {
     /// A push-mode hello with default credit and no capabilities.
     pub fn new(vm: impl Into<String>, secret: impl Into<String>) -> HelloParams {
@@ -116,8 +163,8 @@ pub struct BoundResult {
     pub vm: String,
 }
 
-/// Result of `hello`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Result of `hello`. Its `Debug` does not show the event channel token (`<redacted>`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HelloResult {
     /// The sidecar's protocol version (equal to the guest's, or hello would have failed).
     pub version: u32,
@@ -131,6 +178,28 @@ pub struct HelloResult {
     pub event_channel_token: Option<String>,
     /// The largest frame the sidecar accepts from this guest (bytes).
     pub max_frame: u32,
+}
+
+impl std::fmt::Debug for HelloResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let HelloResult {
+            version,
+            session,
+            capabilities,
+            event_channel_token,
+            max_frame,
+        } = self;
+        f.debug_struct("HelloResult")
+            .field("version", version)
+            .field("session", session)
+            .field("capabilities", capabilities)
+            .field(
+                "event_channel_token",
+                &event_channel_token.as_deref().map(Redacted),
+            )
+            .field("max_frame", max_frame)
+            .finish()
+    }
 }
 
 #[cfg(test)]
@@ -201,5 +270,48 @@ mod tests {
                    "event_channel_token": "b64token", "max_frame": 16777216})
         );
         assert_eq!(serde_json::from_value::<HelloResult>(v).unwrap(), r);
+    }
+
+    #[test]
+    fn debug_shows_no_credential() {
+        let mut p = HelloParams::new("dev", "hunter2-secret");
+        p.event_channel_token = Some("one-time-token".into());
+        let shown = format!("{p:?} {p:#?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("one-time"),
+            "{shown}"
+        );
+        assert!(shown.contains("secret: <redacted>"), "{shown}");
+        assert!(
+            shown.contains("event_channel_token: Some(<redacted>)"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("vm: \"dev\"") && shown.contains("credit: 262144"),
+            "{shown}"
+        );
+        let attached = format!("{:?}", HelloParams::attached());
+        assert!(
+            attached.contains("secret: \"\"") && attached.contains("event_channel_token: None")
+        );
+        // The wire still carries them, and equality still compares them.
+        assert_eq!(
+            serde_json::to_value(&p).unwrap()["secret"],
+            "hunter2-secret"
+        );
+        assert_ne!(p, HelloParams::new("dev", "other"));
+
+        let r = HelloResult {
+            version: PROTOCOL_VERSION,
+            session: 7,
+            capabilities: vec![],
+            event_channel_token: Some("one-time-token".into()),
+            max_frame: 4096,
+        };
+        let shown = format!("{r:?}");
+        assert!(
+            !shown.contains("one-time") && shown.contains("session: 7"),
+            "{shown}"
+        );
     }
 }

@@ -132,6 +132,15 @@ fn line_of(text: &str, offset: usize) -> usize {
 /// Parses a config file's text. `path` names it in errors; relative `secret_file`s are
 /// read relative to the file's directory.
 pub fn parse(text: &str, path: &Path) -> Result<SidecarConfig, ConfigError> {
+    parse_noting_literal_secrets(text, path).map(|(config, _)| config)
+}
+
+/// [`parse`], and the names of the VMs whose secret is written in the file itself
+/// (`secret`, not `secret_file`).
+fn parse_noting_literal_secrets(
+    text: &str,
+    path: &Path,
+) -> Result<(SidecarConfig, Vec<String>), ConfigError> {
     let shown = path.display().to_string();
     let invalid = |line: usize, reason: String| ConfigError::Invalid {
         path: shown.clone(),
@@ -159,6 +168,7 @@ pub fn parse(text: &str, path: &Path) -> Result<SidecarConfig, ConfigError> {
     let base = path.parent().unwrap_or(Path::new("."));
     let mut vms = BTreeMap::new();
     let mut published = std::collections::HashSet::new();
+    let mut literal = Vec::new();
     for vm in spec.vms {
         let line = line_of(text, vm.span().start);
         let vm = vm.into_inner();
@@ -166,7 +176,10 @@ pub fn parse(text: &str, path: &Path) -> Result<SidecarConfig, ConfigError> {
             return Err(invalid(line, "a [[vm]] needs a non-empty name".into()));
         }
         let secret = match (vm.secret, vm.secret_file) {
-            (Some(secret), None) => secret,
+            (Some(secret), None) => {
+                literal.push(vm.name.clone());
+                secret
+            }
             (None, Some(file)) => {
                 let file = base.join(file);
                 std::fs::read_to_string(&file)
@@ -256,16 +269,54 @@ pub fn parse(text: &str, path: &Path) -> Result<SidecarConfig, ConfigError> {
         }
     }
     config.vms = vms;
+    Ok((config, literal))
+}
+
+/// Reads and parses a config file. A file that holds a literal `secret` and that other
+/// users can read (group or others have any permission bit) gets a warning naming it and
+/// the fix; it is still loaded.
+pub fn load(path: &Path) -> Result<SidecarConfig, ConfigError> {
+    let read_error = |error| ConfigError::Read {
+        path: path.display().to_string(),
+        error,
+    };
+    let text = std::fs::read_to_string(path).map_err(read_error)?;
+    let (config, literal) = parse_noting_literal_secrets(&text, path)?;
+    if !literal.is_empty() {
+        let mode = std::fs::metadata(path).map_err(read_error)?.permissions();
+        if let Some(warning) = exposed_secrets_warning(path, mode_of(&mode), &literal) {
+            tracing::warn!("{warning}");
+        }
+    }
     Ok(config)
 }
 
-/// Reads and parses a config file.
-pub fn load(path: &Path) -> Result<SidecarConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-        path: path.display().to_string(),
-        error,
-    })?;
-    parse(&text, path)
+#[cfg(unix)]
+fn mode_of(permissions: &std::fs::Permissions) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    permissions.mode()
+}
+
+#[cfg(not(unix))]
+fn mode_of(_: &std::fs::Permissions) -> u32 {
+    0
+}
+
+/// The warning for a config file of mode `mode` that holds the literal secrets of the
+/// VMs `literal`: `None` when there are none or only the owner may read the file
+/// (`mode & 0o077 == 0`). It names the file, the VMs (never their secrets) and the fix.
+fn exposed_secrets_warning(path: &Path, mode: u32, literal: &[String]) -> Option<String> {
+    if literal.is_empty() || mode & 0o077 == 0 {
+        return None;
+    }
+    Some(format!(
+        "{}: mode {:03o} lets other users read the secret of VM {}: run `chmod 600 {}`, or \
+         move each secret to a file of its own (`secret_file`, mode 0600)",
+        path.display(),
+        mode & 0o777,
+        literal.join(", "),
+        path.display(),
+    ))
 }
 
 #[cfg(test)]
@@ -420,6 +471,50 @@ secret = "sb"
         let (line, reason) =
             refused("[[vm]]\nname = \"a\"\nsecret = \"s\"\n[vm.limits]\nsockets_per_vm = -1\n");
         assert_eq!(line, 5, "{reason}");
+    }
+
+    #[test]
+    fn a_literal_secret_readable_by_others_is_warned_about() {
+        let path = Path::new("/etc/sidecar.toml");
+        let vms = ["a".to_owned(), "b".to_owned()];
+        let warning = exposed_secrets_warning(path, 0o100644, &vms).expect("0644 warns");
+        assert!(warning.contains("/etc/sidecar.toml"), "{warning}");
+        assert!(warning.contains("VM a, b"), "{warning}");
+        assert!(
+            warning.contains("chmod 600") && warning.contains("secret_file"),
+            "{warning}"
+        );
+        assert!(
+            exposed_secrets_warning(path, 0o100640, &vms).is_some(),
+            "group-readable"
+        );
+        assert!(
+            exposed_secrets_warning(path, 0o100604, &vms).is_some(),
+            "world-readable"
+        );
+        assert!(
+            exposed_secrets_warning(path, 0o100610, &vms).is_some(),
+            "any group bit"
+        );
+        assert_eq!(exposed_secrets_warning(path, 0o100600, &vms), None);
+        assert_eq!(exposed_secrets_warning(path, 0o100400, &vms), None);
+        assert_eq!(
+            exposed_secrets_warning(path, 0o100644, &[]),
+            None,
+            "no literal secret"
+        );
+    }
+
+    #[test]
+    fn only_literal_secrets_are_noted() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b.secret"), "from-file\n").unwrap();
+        let path = dir.path().join("sidecar.toml");
+        let text = "[[vm]]\nname = \"a\"\nsecret = \"sa\"\n\
+                    [[vm]]\nname = \"b\"\nsecret_file = \"b.secret\"\n";
+        let (config, literal) = parse_noting_literal_secrets(text, &path).unwrap();
+        assert_eq!(literal, ["a"]);
+        assert!(config.secret_matches("b", "from-file"));
     }
 
     #[test]

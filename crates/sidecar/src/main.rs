@@ -39,11 +39,15 @@ struct ServeArgs {
     /// Serve sessions on a Unix socket created at PATH (mode 0600).
     #[arg(long, value_name = "PATH")]
     listen: Option<PathBuf>,
-    /// Define a VM guests may attach to: NAME=SECRET, or NAME=@FILE to read the secret
-    /// from a file (first line). Repeatable; at least one, here or in --config.
+    /// Define a VM guests may attach to: NAME=@FILE (the secret is the file's first line,
+    /// read again on SIGHUP) or NAME=env:VAR (the secret is the variable VAR of the
+    /// sidecar's environment, taken once at start and removed from it, so no child
+    /// inherits it). A literal NAME=SECRET is refused: argv is readable by every local
+    /// user and every guest through /proc/<pid>/cmdline. Repeatable; at least one, here
+    /// or in --config.
     #[arg(
         long = "vm",
-        value_name = "NAME=SECRET",
+        value_name = "NAME=@FILE|NAME=env:VAR",
         required_unless_present = "config"
     )]
     vms: Vec<String>,
@@ -51,18 +55,46 @@ struct ServeArgs {
     operator: OperatorArgs,
 }
 
+/// The `--vm` flags, parsed once at start: an `env:VAR` secret is taken then (and removed
+/// from the environment, so a reload cannot read it again), a `@FILE` is read again on
+/// every reload.
+struct FlagVms(Vec<(String, cli::SecretSource, Option<String>)>);
+
+impl FlagVms {
+    /// Parses the flags and reads every secret once (a missing file or variable fails the
+    /// start). Removes `env:` variables from the environment: call before any thread.
+    fn take(specs: &[String]) -> Result<FlagVms> {
+        let mut vms = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let (name, source) = cli::parse_vm_source(spec)?;
+            let secret = cli::read_secret(&name, &source)?;
+            let kept = matches!(source, cli::SecretSource::Env(_)).then_some(secret);
+            vms.push((name, source, kept));
+        }
+        Ok(FlagVms(vms))
+    }
+
+    /// Each VM's name and current secret.
+    fn secrets(&self) -> Result<Vec<(String, String)>> {
+        self.0
+            .iter()
+            .map(|(name, source, kept)| match kept {
+                Some(secret) => Ok((name.clone(), secret.clone())),
+                None => Ok((name.clone(), cli::read_secret(name, source)?)),
+            })
+            .collect()
+    }
+}
+
 /// The configuration: the file's (if any), plus the flags.
-fn build_config(args: &ServeArgs) -> Result<SidecarConfig> {
-    let vms = args
-        .vms
-        .iter()
-        .map(|spec| cli::parse_vm(spec))
-        .collect::<Result<Vec<_>>>()?;
-    cli::build_config(&args.operator, &vms)
+fn build_config(args: &ServeArgs, vms: &FlagVms) -> Result<SidecarConfig> {
+    cli::build_config(&args.operator, &vms.secrets()?)
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
-    let config = build_config(&args)?;
+    // First, while this is the only thread: env:VAR secrets leave the environment here.
+    let vms = FlagVms::take(&args.vms)?;
+    let config = build_config(&args, &vms)?;
     let sidecar = Sidecar::start(config).context("starting the sidecar")?;
     if args.stdio {
         let (stdin, stdout) = sidecar::runtime::stdio_fds()?;
@@ -97,7 +129,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = hup.recv() => reload(&sidecar, &args),
+                _ = hup.recv() => reload(&sidecar, &args, &vms),
             }
         }
     });
@@ -125,12 +157,12 @@ fn keep_freed_buffers() {
 fn keep_freed_buffers() {}
 
 /// SIGHUP: re-read the config file and apply it; on any error keep the running one.
-fn reload(sidecar: &Sidecar, args: &ServeArgs) {
+fn reload(sidecar: &Sidecar, args: &ServeArgs, vms: &FlagVms) {
     if args.operator.config.is_none() {
         tracing::warn!("SIGHUP without --config: nothing to reload");
         return;
     }
-    match build_config(args) {
+    match build_config(args, vms) {
         Ok(config) => match sidecar.reload(config) {
             Ok(()) => tracing::info!("config reloaded"),
             Err(e) => tracing::error!(%e, "config reload failed"),
@@ -148,6 +180,8 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
+    // No thread is started before the command runs: `serve` and `run` take `env:VAR`
+    // secrets out of the environment first (std::env::remove_var is not thread-safe).
     match Cli::parse().command {
         Command::Serve(args) => serve(args),
         Command::Run(args) => {

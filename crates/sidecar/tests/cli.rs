@@ -1,6 +1,7 @@
 //! The `sidecar` binary as an operator runs it: `serve --stdio` (one session over its
 //! stdin/stdout, logs on stderr only) and `serve --listen` (a 0600 socket, removed on
-//! SIGTERM), plus argument errors.
+//! SIGTERM), plus argument errors. No secret goes on a command line: `--vm NAME=SECRET`
+//! is refused, `NAME=@FILE` and `NAME=env:VAR` give one.
 
 mod support;
 
@@ -16,10 +17,34 @@ fn sidecar() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sidecar"))
 }
 
+/// Reads the child's log until a line containing `needle`; the line.
+fn wait_for_log(stderr: &mut impl BufRead, needle: &str) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "the sidecar exited before logging {needle:?}"
+        );
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
+/// A file holding `secret` (mode 0600), for `--vm NAME=@FILE`.
+fn secret_file(dir: &std::path::Path, name: &str, secret: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{secret}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
 #[test]
 fn serve_stdio_runs_one_session_and_exits_when_it_ends() {
     let mut child = sidecar()
-        .args(["serve", "--stdio", "--vm", "a=sa"])
+        .args(["serve", "--stdio", "--vm", "a=env:PUSHNET_TEST_SECRET_A"])
+        .env("PUSHNET_TEST_SECRET_A", "sa")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -55,8 +80,10 @@ fn serve_stdio_runs_one_session_and_exits_when_it_ends() {
 fn serve_listen_creates_a_private_socket_and_removes_it_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.sock");
+    let secret = secret_file(dir.path(), "a.secret", "sa");
+    let vm = format!("a=@{}", secret.display());
     let mut child = sidecar()
-        .args(["serve", "--listen", path.to_str().unwrap(), "--vm", "a=sa"])
+        .args(["serve", "--listen", path.to_str().unwrap(), "--vm", &vm])
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()
@@ -88,8 +115,16 @@ fn bad_arguments_are_refused_with_a_message() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("NAME=SECRET"));
-    let out = sidecar().args(["serve", "--vm", "a=b"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("NAME=@FILE") && stderr.contains("NAME=env:VAR"),
+        "{stderr}"
+    );
+    let out = sidecar()
+        .args(["serve", "--vm", "a=env:PUSHNET_TEST_SECRET_A"])
+        .env("PUSHNET_TEST_SECRET_A", "sa")
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "neither --stdio nor --listen");
     let help = sidecar().arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("serve"));
@@ -152,4 +187,208 @@ fn run_refuses_what_it_cannot_do() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/program"));
+}
+
+/// `--vm NAME=SECRET` puts the secret where every local user (and every guest) can read
+/// it, /proc/<pid>/cmdline: `serve` and `run` refuse it, saying why and what to give,
+/// without repeating it.
+#[test]
+fn a_literal_secret_on_the_command_line_is_refused() {
+    let secret = "hunter2-literal";
+    let attempts: [&[&str]; 3] = [
+        &["serve", "--stdio", "--vm", "a=hunter2-literal"],
+        &[
+            "serve",
+            "--listen",
+            "/nonexistent/s.sock",
+            "--vm",
+            "ok=env:PUSHNET_TEST_OK",
+            "--vm",
+            "a=hunter2-literal",
+        ],
+        &["run", "--vm", "a=hunter2-literal", "--", "true"],
+    ];
+    for args in attempts {
+        let out = sidecar()
+            .args(args)
+            .env("PUSHNET_TEST_OK", "fine")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        for needed in ["/proc/<pid>/cmdline", "NAME=@FILE", "NAME=env:VAR"] {
+            assert!(
+                stderr.contains(needed),
+                "{args:?}: no {needed:?} in\n{stderr}"
+            );
+        }
+        assert!(
+            !stderr.contains(secret),
+            "{args:?}: the refusal repeats the secret\n{stderr}"
+        );
+    }
+}
+
+/// `--vm NAME=env:VAR`: the secret is VAR of the sidecar's environment (a guest attaches
+/// with it), and VAR is gone from what the sidecar's children inherit.
+#[test]
+fn an_env_var_secret_attaches_and_no_child_inherits_it() {
+    let mut child = sidecar()
+        .args(["serve", "--stdio", "--vm", "a=env:PUSHNET_TEST_SECRET_A"])
+        .env("PUSHNET_TEST_SECRET_A", "from-the-env")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let wire = Wire::Child(child.stdin.take().unwrap(), child.stdout.take().unwrap());
+    let mut g = RawGuest::attach(wire, "a", "from-the-env");
+    g.call("net.listen", json!({"port": 0}), b"").unwrap();
+    drop(g);
+    assert!(child.wait().unwrap().success());
+
+    // `run` (embedded sidecar): the child's environment has no PUSHNET_TEST_SECRET_A.
+    let check =
+        r#"[ -z "${PUSHNET_TEST_SECRET_A+set}" ] && ! env | grep -q from-the-env && exit 7"#;
+    let status = sidecar()
+        .args([
+            "run",
+            "--vm",
+            "a=env:PUSHNET_TEST_SECRET_A",
+            "--",
+            "sh",
+            "-c",
+            check,
+        ])
+        .env("PUSHNET_TEST_SECRET_A", "from-the-env")
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(7), "the child inherited the variable");
+}
+
+/// `run --connect` with `--vm NAME=env:VAR` attaches with that secret (and a wrong one
+/// is refused), against a `serve --listen` that took its secret from a file; a `serve`
+/// given `env:VAR` secrets keeps them across a SIGHUP reload, though VAR left its
+/// environment at start.
+#[test]
+fn env_and_file_secrets_attach_run_connect_and_survive_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sock");
+    let config = dir.path().join("sidecar.toml");
+    std::fs::write(&config, "[limits]\nsockets_per_vm = 100\n").unwrap();
+    let a_file = secret_file(dir.path(), "a.secret", "from-a-file");
+    let mut child = sidecar()
+        .args(["serve", "--listen", path.to_str().unwrap(), "--config"])
+        .arg(&config)
+        .arg("--vm")
+        .arg(format!("a=@{}", a_file.display()))
+        .args(["--vm", "b=env:PUSHNET_TEST_SECRET_B"])
+        .env("PUSHNET_TEST_SECRET_B", "from-the-env")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    wait_for_log(&mut stderr, "listening");
+    let run_as = |vm: &str, secret: &str| {
+        sidecar()
+            .args(["run", "--vm", &format!("{vm}=env:PUSHNET_TEST_RUN_SECRET")])
+            .args(["--connect", path.to_str().unwrap(), "--"])
+            .args([
+                "sh",
+                "-c",
+                r#"[ -S /dev/fd/3 ] && [ -z "${PUSHNET_TEST_RUN_SECRET+set}" ] && exit 9"#,
+            ])
+            .env("PUSHNET_TEST_RUN_SECRET", secret)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(run_as("a", "from-a-file").status.code(), Some(9));
+    assert_eq!(run_as("b", "from-the-env").status.code(), Some(9));
+    let wrong = run_as("b", "wrong");
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("EACCES"));
+
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    wait_for_log(&mut stderr, "config reloaded");
+    let attach = |vm, secret| {
+        let mut g = RawGuest::attach(Wire::Unix(UnixStream::connect(&path).unwrap()), vm, secret);
+        g.call("net.listen", json!({"port": 0}), b"").unwrap();
+    };
+    attach("a", "from-a-file");
+    attach("b", "from-the-env");
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn a_missing_secret_source_is_refused_naming_it() {
+    let cases: [(&str, Option<&str>, &[&str]); 4] = [
+        (
+            "a=env:PUSHNET_TEST_UNSET",
+            None,
+            &["PUSHNET_TEST_UNSET", "not set"],
+        ),
+        (
+            "a=env:PUSHNET_TEST_UNSET",
+            Some(""),
+            &["PUSHNET_TEST_UNSET", "empty"],
+        ),
+        ("a=env:", None, &["name of an environment variable"]),
+        ("a=@/nonexistent/a.secret", None, &["/nonexistent/a.secret"]),
+    ];
+    for (vm, value, needed) in cases {
+        let mut command = sidecar();
+        command.args(["serve", "--stdio", "--vm", vm]);
+        match value {
+            Some(value) => command.env("PUSHNET_TEST_UNSET", value),
+            None => command.env_remove("PUSHNET_TEST_UNSET"),
+        };
+        let out = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--vm {vm} was accepted");
+        for needed in needed {
+            assert!(
+                stderr.contains(needed),
+                "--vm {vm}: no {needed:?} in\n{stderr}"
+            );
+        }
+    }
+}
+
+/// A config file that holds a literal secret and that other users can read is loaded,
+/// with a warning naming it and the fix; at mode 0600 there is none.
+#[test]
+fn a_readable_config_with_a_literal_secret_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sidecar.toml");
+    std::fs::write(&config, "[[vm]]\nname = \"a\"\nsecret = \"sa\"\n").unwrap();
+    let log_of_a_session = |mode: u32| {
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(mode)).unwrap();
+        let mut child = sidecar()
+            .args(["serve", "--stdio", "--config"])
+            .arg(&config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let wire = Wire::Child(child.stdin.take().unwrap(), child.stdout.take().unwrap());
+        drop(RawGuest::attach(wire, "a", "sa"));
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let log = log_of_a_session(0o644);
+    assert!(log.contains("WARN"), "{log}");
+    assert!(log.contains(config.to_str().unwrap()), "{log}");
+    assert!(
+        log.contains("chmod 600") && log.contains("secret_file"),
+        "{log}"
+    );
+    assert!(!log.contains("\"sa\""), "{log}");
+    let log = log_of_a_session(0o600);
+    assert!(!log.contains("WARN"), "{log}");
 }

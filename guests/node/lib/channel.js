@@ -18,7 +18,7 @@
 const fs = require('fs');
 const { encodeFrame, encodeHead, headRoom, callJson, FrameDecoder } = require('./wire');
 const { sysError } = require('./errors');
-const { debug, enabled: debugging } = require('./debug');
+const { debug, enabled: debugging, redact } = require('./debug');
 
 const JOIN_PAYLOAD = 4 * 1024;
 const SCRATCH = 16 * 1024;
@@ -73,7 +73,7 @@ class CallChannel {
   // Writes one call frame; `json` is its header's JSON text (wire.callJson).
   write(method, json, payload) {
     this.checkUsable();
-    if (debugging) debug(`fd ${this.fd} →`, json, payload ? payload.length : 0);
+    if (debugging) debug(`fd ${this.fd} →`, redact(json), payload ? payload.length : 0);
     const payloadLength = payload ? payload.length : 0;
     const joined = payloadLength <= JOIN_PAYLOAD;
     let head;
@@ -110,7 +110,7 @@ class CallChannel {
       let frame;
       while ((frame = this.decoder.next()) !== null) {
         if (frame.header.type === 'reply' && frame.header.id === id) {
-          if (debugging) debug(`fd ${this.fd} ←`, JSON.stringify(frame.header));
+          if (debugging) debug(`fd ${this.fd} ←`, redact(JSON.stringify(frame.header)));
           return frame;
         }
         this.onStray(frame);

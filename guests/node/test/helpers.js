@@ -41,17 +41,26 @@ function run(argv, { timeoutMs = 30000, env = {}, onStdout } = {}) {
 }
 
 // `node -r report.cjs <app> args...` as `lane`: 'plain' (no sidecar), 'push' or 'poll'
-// (a guest of VM `vm` of an embedded sidecar), or { connect: path, vm: 'NAME=SECRET' }.
+// (a guest of VM `vm` of an embedded sidecar), or { connect: path, vm: NAME, secret:
+// SECRET[, poll: true] } (a guest of a running sidecar). The secret never goes on a
+// command line: `--vm NAME=env:LANE_SECRET_VAR`, the variable set in run's environment
+// (laneEnv) and taken out of it by run before it starts the guest.
+const LANE_SECRET_VAR = 'PUSHNET_TEST_LANE_SECRET';
 function appArgv(app, lane, args = []) {
   const node = [NODE, '-r', REPORT, path.join(APPS, app), ...args];
   if (lane === 'plain') return node;
   if (lane === 'push') return [SIDECAR, 'run', '--vm', 't', '--', ...node];
   if (lane === 'poll') return [SIDECAR, 'run', '--vm', 't', '--poll', '--', ...node];
-  return [SIDECAR, 'run', '--vm', lane.vm, '--connect', lane.connect, ...(lane.poll ? ['--poll'] : []), '--', ...node];
+  return [SIDECAR, 'run', '--vm', `${lane.vm}=env:${LANE_SECRET_VAR}`, '--connect', lane.connect, ...(lane.poll ? ['--poll'] : []), '--', ...node];
+}
+
+// What `lane` adds to the environment of the command appArgv makes.
+function laneEnv(lane) {
+  return typeof lane === 'object' && lane.secret !== undefined ? { [LANE_SECRET_VAR]: lane.secret } : {};
 }
 
 function runApp(app, lane, options = {}) {
-  return run(appArgv(app, lane, options.args), options);
+  return run(appArgv(app, lane, options.args), { ...options, env: { ...laneEnv(lane), ...options.env } });
 }
 
 function report(result) {
@@ -91,6 +100,7 @@ function startApp(app, lane, options = {}) {
   const matched = new Promise((resolve) => (found = resolve));
   const exited = run(appArgv(app, lane, options.args), {
     ...options,
+    env: { ...laneEnv(lane), ...options.env },
     onStdout: (stdout, child) => {
       const m = stdout.match(options.ready);
       if (m) found({ match: m, child });
@@ -100,4 +110,4 @@ function startApp(app, lane, options = {}) {
   return { ready: matched, exited };
 }
 
-module.exports = { SIDECAR, NODE, APPS, run, runApp, appArgv, report, describe, assertRan, startApp };
+module.exports = { SIDECAR, NODE, APPS, LANE_SECRET_VAR, run, runApp, appArgv, laneEnv, report, describe, assertRan, startApp };

@@ -1,12 +1,15 @@
 'use strict';
 // Guests attached to a running sidecar (`sidecar run --connect`): two guests of one VM
-// talk over node:http, another VM cannot reach them, a wrong secret is refused, and a
-// guest's port is its VM's own even when a host process holds the same port.
+// talk over node:http, another VM cannot reach them, a wrong secret is refused, a
+// guest's port is its VM's own even when a host process holds the same port, and
+// PUSHNET_DEBUG output shows no secret. No secret is ever on a command line: the sidecar
+// takes them with `--vm NAME=env:VAR`, and so does each `run --connect` (helpers.js).
 
 const { test, before, after } = require('node:test');
 const assert = require('assert');
 const fs = require('fs');
 const net = require('net');
+const crypto = require('crypto');
 const os = require('os');
 const path = require('path');
 const { spawn } = require('child_process');
@@ -15,23 +18,28 @@ const { SIDECAR, runApp, startApp, describe, assertRan } = require('./helpers');
 let dir;
 let sidecar;
 let socketPath;
+// The sidecar's log (RUST_LOG=debug), read to the end: it must never hold a secret.
+let sidecarLog = '';
+// Unguessable, so finding one in some output cannot be a coincidence.
+const secretA = `secret-a-${crypto.randomBytes(12).toString('hex')}`;
+const secretB = `secret-b-${crypto.randomBytes(12).toString('hex')}`;
 
 before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pushnet-vm-test-'));
   socketPath = path.join(dir, 'sidecar.sock');
-  sidecar = spawn(SIDECAR, ['serve', '--listen', socketPath, '--vm', 'a=secret-a', '--vm', 'b=secret-b'], {
-    env: { ...process.env, RUST_LOG: 'info' },
+  const vms = ['--vm', 'a=env:PUSHNET_TEST_SECRET_A', '--vm', 'b=env:PUSHNET_TEST_SECRET_B'];
+  sidecar = spawn(SIDECAR, ['serve', '--listen', socketPath, ...vms], {
+    env: { ...process.env, RUST_LOG: 'info,sidecar=debug', PUSHNET_TEST_SECRET_A: secretA, PUSHNET_TEST_SECRET_B: secretB },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   // Ready when it logs "listening" (no sleeping, no polling for the file).
   await new Promise((resolve, reject) => {
-    let log = '';
     sidecar.stderr.setEncoding('utf8');
     sidecar.stderr.on('data', (text) => {
-      log += text;
-      if (log.includes('listening')) resolve();
+      sidecarLog += text;
+      if (sidecarLog.includes('listening')) resolve();
     });
-    sidecar.on('exit', (code) => reject(new Error(`the sidecar exited (${code}) before listening:\n${log}`)));
+    sidecar.on('exit', (code) => reject(new Error(`the sidecar exited (${code}) before listening:\n${sidecarLog}`)));
   });
 });
 
@@ -44,8 +52,8 @@ after(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-const laneA = () => ({ connect: socketPath, vm: 'a=secret-a' });
-const laneB = () => ({ connect: socketPath, vm: 'b=secret-b' });
+const laneA = () => ({ connect: socketPath, vm: 'a', secret: secretA });
+const laneB = () => ({ connect: socketPath, vm: 'b', secret: secretB });
 
 test('http server and client in two guests of one VM; another VM cannot reach them', { timeout: 60000 }, async () => {
   const server = startApp('http_server.js', laneA(), { ready: /listening (\d+)/ });
@@ -67,7 +75,7 @@ test('http server and client in two guests of one VM; another VM cannot reach th
 });
 
 test('a wrong secret is refused with EACCES', { timeout: 30000 }, async () => {
-  const result = await runApp('tcp_echo.js', { connect: socketPath, vm: 'a=wrong' });
+  const result = await runApp('tcp_echo.js', { connect: socketPath, vm: 'a', secret: 'wrong' });
   assert.notStrictEqual(result.code, 0, describe(result));
   assert.match(result.stderr, /EACCES/);
 });
@@ -86,4 +94,22 @@ test("a guest listens on a port a host process holds: the VM's port is its own",
 test('poll-mode guests attach over --connect too', { timeout: 30000 }, async () => {
   const lane = { ...laneA(), poll: true };
   assertRan(await runApp('tcp_echo.js', lane), lane, { output: /tcp echo ok/, methods: ['net.poll'] });
+});
+
+test('PUSHNET_DEBUG prints every frame but no secret; the sidecar logs none either', { timeout: 30000 }, async () => {
+  for (const lane of [laneA(), { ...laneA(), poll: true }]) {
+    const result = await runApp('tcp_echo.js', lane, { env: { PUSHNET_DEBUG: '1' } });
+    assertRan(result, lane, { output: /tcp echo ok/ });
+    // The debug output is there (the calls this guest made), and no secret is in it.
+    assert.match(result.stderr, /pushnet: fd \d+ → \{"type":"call"/, describe(result));
+    assert.match(result.stderr, /"method":"net.connect"/, describe(result));
+    for (const secret of [secretA, secretB]) {
+      assert.ok(!result.stdout.includes(secret) && !result.stderr.includes(secret), `a secret was printed\n${describe(result)}`);
+    }
+    // A hello the guest made itself shows its credentials redacted.
+    for (const line of result.stderr.split('\n').filter((l) => l.includes('"secret"'))) {
+      assert.match(line, /"secret":"<redacted>"/, line);
+    }
+  }
+  assert.ok(!sidecarLog.includes(secretA) && !sidecarLog.includes(secretB), `the sidecar logged a secret:\n${sidecarLog}`);
 });

@@ -53,27 +53,98 @@ fn parse_publish(spec: &str) -> Result<(String, std::net::SocketAddr, u16, Proto
     Ok((name.to_owned(), host, port, proto))
 }
 
-/// `NAME=SECRET` or `NAME=@FILE` (the secret being the file's first line).
-pub fn parse_vm(spec: &str) -> Result<(String, String)> {
-    let Some((name, secret)) = spec.split_once('=') else {
-        bail!("--vm {spec:?}: expected NAME=SECRET or NAME=@FILE");
+/// Why `--vm NAME=SECRET` is refused, and what to give instead.
+const LITERAL_SECRET_REFUSED: &str = "a secret on the command line is readable by every \
+    local user and every guest (argv is world-readable in /proc/<pid>/cmdline); give \
+    NAME=@FILE (the secret is the file's first line; keep the file mode 0600) or \
+    NAME=env:VAR (read from this process's environment, then removed from it)";
+
+/// Where a `--vm` flag's secret comes from: `NAME=@FILE` or `NAME=env:VAR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// The first line of a file, read again on every `SIGHUP` reload.
+    File(PathBuf),
+    /// A variable of the sidecar's own environment, taken once.
+    Env(String),
+}
+
+/// Splits `NAME=@FILE` / `NAME=env:VAR` into the VM name and where its secret comes from.
+/// A literal `NAME=SECRET` is refused (argv is readable by every local user, and by
+/// every guest, through `/proc/<pid>/cmdline`); the error never repeats the secret.
+pub fn parse_vm_source(spec: &str) -> Result<(String, SecretSource)> {
+    let Some((name, source)) = spec.split_once('=') else {
+        bail!("--vm {spec:?}: expected NAME=@FILE or NAME=env:VAR");
     };
     if name.is_empty() {
-        bail!("--vm {spec:?}: the VM name is empty");
+        bail!("--vm: the VM name is empty (expected NAME=@FILE or NAME=env:VAR)");
     }
-    let secret = match secret.strip_prefix('@') {
-        Some(file) => std::fs::read_to_string(file)
-            .with_context(|| format!("reading the secret of VM {name} from {file}"))?
+    if let Some(file) = source.strip_prefix('@') {
+        if file.is_empty() {
+            bail!("--vm {name}=@: the file name is empty");
+        }
+        return Ok((name.to_owned(), SecretSource::File(PathBuf::from(file))));
+    }
+    if let Some(var) = source.strip_prefix("env:") {
+        if var.is_empty() || var.contains('=') || var.contains('\0') {
+            bail!("--vm {name}=env:{var}: expected the name of an environment variable");
+        }
+        return Ok((name.to_owned(), SecretSource::Env(var.to_owned())));
+    }
+    bail!("--vm {name}=...: refused: {LITERAL_SECRET_REFUSED}")
+}
+
+/// Reads a secret from where it comes from. `env:VAR` is removed from this process's
+/// environment once read, so no child the sidecar starts (`sidecar run`'s command)
+/// inherits it. That cannot scrub what the kernel shows as `/proc/<pid>/environ` (the
+/// environment the process was started with, readable by the same user only); an
+/// operator who needs that gone passes `@FILE`.
+///
+/// Call it before any thread is started: `std::env::remove_var` is not thread-safe (it
+/// races with any other thread reading the environment, e.g. `getaddrinfo`).
+pub fn read_secret(name: &str, source: &SecretSource) -> Result<String> {
+    let secret = match source {
+        SecretSource::File(file) => std::fs::read_to_string(file)
+            .with_context(|| {
+                format!(
+                    "reading the secret of VM {name} from {} (--vm {name}=@FILE)",
+                    file.display()
+                )
+            })?
             .lines()
             .next()
             .unwrap_or_default()
             .to_owned(),
-        None => secret.to_owned(),
+        SecretSource::Env(var) => {
+            let value = std::env::var_os(var);
+            std::env::remove_var(var);
+            match value.map(|v| v.into_string()) {
+                None => bail!(
+                    "--vm {name}=env:{var}: the environment variable {var} is not set \
+                     (set it in the sidecar's environment, or give --vm {name}=@FILE)"
+                ),
+                Some(Err(_)) => bail!("--vm {name}=env:{var}: {var} is not valid UTF-8"),
+                Some(Ok(value)) => value,
+            }
+        }
     };
     if secret.is_empty() {
-        bail!("--vm {name}: the secret is empty");
+        let from = match source {
+            SecretSource::File(file) => format!("the first line of {}", file.display()),
+            SecretSource::Env(var) => format!("the environment variable {var}"),
+        };
+        bail!("--vm {name}: the secret is empty ({from})");
     }
-    Ok((name.to_owned(), secret))
+    Ok(secret)
+}
+
+/// `NAME=@FILE` (the secret being the file's first line) or `NAME=env:VAR` (the secret
+/// being `VAR` of this process's environment, removed from it once read): the VM name and
+/// its secret. A literal `NAME=SECRET` is refused. Call it before any thread is started
+/// (see [`read_secret`]).
+pub fn parse_vm(spec: &str) -> Result<(String, String)> {
+    let (name, source) = parse_vm_source(spec)?;
+    let secret = read_secret(&name, &source)?;
+    Ok((name, secret))
 }
 
 /// The config file's configuration alone (empty without `--config`).
@@ -102,7 +173,7 @@ pub fn build_config(args: &OperatorArgs, vms: &[(String, String)]) -> Result<Sid
         config = config.with_publish_proto(&vm, host, port, proto);
     }
     if config.vms.is_empty() {
-        bail!("no VM is defined: give --vm NAME=SECRET or [[vm]] in --config");
+        bail!("no VM is defined: give --vm NAME=@FILE, --vm NAME=env:VAR or [[vm]] in --config");
     }
     Ok(config)
 }
