@@ -64,10 +64,18 @@ impl FlagVms {
     /// Parses the flags and reads every secret once (a missing file or variable fails the
     /// start). Removes `env:` variables from the environment: call before any thread.
     fn take(specs: &[String]) -> Result<FlagVms> {
-        let mut vms = Vec::with_capacity(specs.len());
+        let mut vms: Vec<(String, cli::SecretSource, Option<String>)> = Vec::new();
         for spec in specs {
             let (name, source) = cli::parse_vm_source(spec)?;
-            let secret = cli::read_secret(&name, &source)?;
+            // A variable named twice was removed by its first read: reuse that value.
+            let taken = vms
+                .iter()
+                .find(|(_, s, _)| *s == source)
+                .and_then(|(.., k)| k.clone());
+            let secret = match taken {
+                Some(secret) => secret,
+                None => cli::read_secret(&name, &source)?,
+            };
             let kept = matches!(source, cli::SecretSource::Env(_)).then_some(secret);
             vms.push((name, source, kept));
         }

@@ -177,3 +177,29 @@ pub fn build_config(args: &OperatorArgs, vms: &[(String, String)]) -> Result<Sid
     }
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_flags_name_a_file_or_a_variable_never_a_literal() {
+        let file = parse_vm_source("web=@/etc/sidecar/web.secret").unwrap();
+        assert_eq!(
+            file,
+            (
+                "web".into(),
+                SecretSource::File("/etc/sidecar/web.secret".into())
+            )
+        );
+        let env = parse_vm_source("web=env:WEB_SECRET").unwrap();
+        assert_eq!(env, ("web".into(), SecretSource::Env("WEB_SECRET".into())));
+        let refused = parse_vm_source("web=hunter2").unwrap_err().to_string();
+        assert!(!refused.contains("hunter2"), "{refused}");
+        assert!(refused.contains("/proc/<pid>/cmdline"), "{refused}");
+        assert!(refused.contains("NAME=@FILE") && refused.contains("NAME=env:VAR"));
+        for bad in ["web", "=env:X", "web=@", "web=env:", "web=env:A=B"] {
+            assert!(parse_vm_source(bad).is_err(), "{bad} accepted");
+        }
+    }
+}
