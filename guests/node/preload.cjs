@@ -13,4 +13,7 @@ if (process.env.PUSHNET_FD !== undefined) {
     process.stderr.write(`pushnet: cannot start the Node guest runtime: ${e && e.stack ? e.stack : e}\n`);
     process.exit(70);
   }
+} else if (!require('worker_threads').isMainThread && require('./lib/workers').isGuestWorker()) {
+  // A worker thread of a guest: no session, no network (see lib/workers.js).
+  require('./lib/workers').installInWorker();
 }

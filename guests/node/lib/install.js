@@ -70,6 +70,7 @@ function install() {
   Object.assign(net, { Socket, Stream: Socket, Server, createServer, connect, createConnection: connect });
   Object.assign(dgram, { Socket: guestDgram.Socket, createSocket: guestDgram.createSocket });
   require('./tls').install(originals, { Socket, Server });
+  require('./closed_routes').install(originals, { Socket });
   dns.lookup = guestDns.lookup;
   dns.promises.lookup = guestDns.lookupPromise;
   require('module').syncBuiltinESMExports();

@@ -54,6 +54,8 @@ const APPS = [
   { app: 'unref.js', output: /unref ok/, methods: ['net.listen', 'dgram.bind'] },
   { app: 'child_fds.js', output: /child fds ok/ },
   { app: 'tls_https.js', output: /tls ok/, methods: ['net.listen', 'net.connect', 'net.write', 'net.shutdown'], skip: missingOpenssl() },
+  // As a guest, `new tls.TLSSocket(null).connect()` connects a guest socket (lib/tls_socket.js).
+  { app: 'tls_socket_null.js', output: /tls socket null ok/, methods: ['net.listen', 'net.connect'], skip: missingOpenssl() },
 ];
 
 for (const lane of ['plain', 'push', 'poll']) {
