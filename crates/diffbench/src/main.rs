@@ -18,7 +18,7 @@ use diffbench::result::RowResult;
 use diffbench::rows::echo::{self, Kind};
 use diffbench::rows::{
     accept, bulk, bulk_ext, cpu, ext, http, idle, isolation, node, paired, pipe, published,
-    run_latency, scale, Budget, HopFloor, Lane,
+    run_latency, scale, startup, Budget, HopFloor, Lane,
 };
 use diffbench::{fdlimit, table};
 
@@ -276,6 +276,11 @@ fn main() -> Result<()> {
     if wanted(isolation::ROW) {
         eprintln!("running {}", isolation::ROW);
         results.extend(isolation::measure(&env.connector, budget, &mut failures));
+    }
+    if wanted(startup::ROW) && !args.no_node {
+        eprintln!("running {}", startup::ROW);
+        let lanes = startup::lanes(budget, &mut failures);
+        results.extend(run_latency(startup::ROW, lanes, budget, 0, None));
     }
     if wanted("idle_wakeups") {
         eprintln!("running idle_wakeups");

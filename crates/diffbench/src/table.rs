@@ -60,6 +60,9 @@ pub fn hop_floor_ratio(rows: &[RowResult], row: &str) -> Option<f64> {
 
 /// [`hop_floor_ratio`] within a lane family.
 pub fn hop_floor_ratio_in(rows: &[RowResult], row: &str, family: Family) -> Option<f64> {
+    if NO_HOP_FLOOR.contains(&row) {
+        return None;
+    }
     let push = find(rows, row, family.push)?;
     let k = push.guest_endpoints? as f64;
     let floor = p50(rows, row, family.host)? + k * floor_pipe_rtt(rows, push)?;
@@ -73,7 +76,21 @@ fn floor_pipe_rtt(rows: &[RowResult], lane: &RowResult) -> Option<f64> {
 }
 
 /// Latency rows with no hop floor: their yardstick is in the row itself.
-const NO_HOP_FLOOR: [&str; 3] = ["scale_10k", "paired_echo", "isolation_p99"];
+/// (`sandbox_startup` times whole processes: no hop to floor it by.)
+const NO_HOP_FLOOR: [&str; 4] = [
+    "scale_10k",
+    "paired_echo",
+    "isolation_p99",
+    "sandbox_startup",
+];
+
+/// `sandbox_startup`: what the sandbox adds to a guest's start-up (p50, µs).
+pub fn sandbox_cost(rows: &[RowResult]) -> Option<f64> {
+    Some(
+        p50(rows, "sandbox_startup", "node-guest-push")?
+            - p50(rows, "sandbox_startup", "node-unsandboxed")?,
+    )
+}
 
 /// `paired_echo`: kernel-path p50 / paired p50.
 pub fn pairing_gain(rows: &[RowResult]) -> Option<f64> {
@@ -129,6 +146,10 @@ pub fn print(rows: &[RowResult]) {
                 .then(|| isolation(rows))
                 .flatten()
                 .map(|(noisy, alone)| format!("p99 {:.2}× alone", noisy / alone)),
+            (r.row == "sandbox_startup" && is_push)
+                .then(|| sandbox_cost(rows))
+                .flatten()
+                .map(|cost| format!("the sandbox adds {:.2} ms (p50)", cost / 1000.0)),
             (is_push && r.row != "pipe_rtt")
                 .then_some(r.pipe_rtt_p50_us)
                 .flatten()
@@ -297,7 +318,7 @@ fn node_gates(rows: &[RowResult]) -> Vec<Gate> {
     let mut gates = Vec::new();
     let mut node_rows: Vec<&str> = rows
         .iter()
-        .filter(|r| r.lane == NODE.push)
+        .filter(|r| r.lane == NODE.push && !NO_HOP_FLOOR.contains(&r.row.as_str()))
         .map(|r| r.row.as_str())
         .collect();
     node_rows.dedup();
@@ -374,6 +395,20 @@ mod tests {
 
     fn gate<'a>(gates: &'a [Gate], name: &str) -> Option<&'a Gate> {
         gates.iter().find(|g| g.name == name)
+    }
+
+    #[test]
+    fn sandbox_startup_shows_the_sandbox_cost_and_gets_no_hop_floor() {
+        let rows = vec![
+            row("pipe_rtt", "host", 50.0, 90.0, None),
+            row("sandbox_startup", "node-host", 60_000.0, 70_000.0, None),
+            row("sandbox_startup", "node-unsandboxed", 70_000.0, 80_000.0, Some(0)),
+            row("sandbox_startup", "node-guest-push", 72_500.0, 90_000.0, Some(0)),
+        ];
+        assert_eq!(sandbox_cost(&rows), Some(2_500.0));
+        assert_eq!(hop_floor_ratio_in(&rows, "sandbox_startup", NODE), None);
+        let gates = gates(&rows, Some(0), &[]);
+        assert!(gates.iter().all(|g| !g.name.contains("sandbox_startup")));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod paired;
 pub mod pipe;
 pub mod published;
 pub mod scale;
+pub mod startup;
 
 use hdrhistogram::Histogram;
 
