@@ -295,6 +295,11 @@ fn tls_socket_without_a_socket() {
 }
 
 #[test]
+fn node_tls_socket_from_tls_wrap() {
+    check_route("tls-wrap", false, ClosedBy::Runtime, &[]);
+}
+
+#[test]
 fn node_socket_through_the_prototype() {
     check_route("proto-socket", false, ClosedBy::Runtime, &[]);
 }

@@ -23,7 +23,7 @@ const USE_GUEST = 'would open a native socket outside the sidecar';
 // In the main thread of a guest, once node:net and node:tls are patched.
 function install(originals, guest) {
   nativeNet.install(originals.Socket, originals.Server, {
-    socket: `pushnet: connect() on Node's own net.Socket (reached past the runtime's net.Socket, e.g. through a prototype) ${USE_GUEST}; use net.connect() or new net.Socket()`,
+    socket: `pushnet: connect() on Node's own net.Socket class (reached past the runtime's net.Socket: through a prototype, or a require('_tls_wrap').TLSSocket made without a socket) ${USE_GUEST}; use net.connect(), new net.Socket() or tls.connect()`,
     server: `pushnet: listen() on Node's own net.Server (reached past the runtime's net.Server) ${USE_GUEST}; use net.createServer()`,
     binding: `${USE_GUEST} (a deprecated API); use node:net, node:dgram and dns.lookup`,
   });

@@ -34,7 +34,8 @@ function isGuestWorker() {
 function withPreload(nodeOptions) {
   const text = nodeOptions || '';
   if (text.includes(PRELOAD)) return text;
-  return `${text} --require ${JSON.stringify(PRELOAD)}`.trim();
+  // First, so that the runtime is in place before any other preload of the program's.
+  return `--require ${JSON.stringify(PRELOAD)} ${text}`.trim();
 }
 
 // Worker, wrapped: the same class (prototype, statics, instanceof), whose workers
@@ -45,13 +46,13 @@ function wrapWorker() {
     if (!new.target) throw nodeError('ERR_CONSTRUCT_CALL_REQUIRED', "Class constructor Worker cannot be invoked without 'new'", TypeError);
     const opts = options !== null && typeof options === 'object' ? { ...options } : {};
     if (Array.isArray(opts.execArgv)) {
-      opts.execArgv = [...opts.execArgv, '--require', PRELOAD];
+      opts.execArgv = ['--require', PRELOAD, ...opts.execArgv];
     } else if (opts.env === workerThreads.SHARE_ENV) {
       // The worker reads the main thread's own environment: its NODE_OPTIONS decides.
       // If that no longer requires the preload, the worker gets it on its command line
       // (Node refuses, ERR_WORKER_INVALID_EXEC_ARGV, if the main thread's execArgv has
       // flags a worker may not take).
-      if (!(process.env.NODE_OPTIONS || '').includes(PRELOAD)) opts.execArgv = [...process.execArgv, '--require', PRELOAD];
+      if (!(process.env.NODE_OPTIONS || '').includes(PRELOAD)) opts.execArgv = ['--require', PRELOAD, ...process.execArgv];
     } else if (opts.env === undefined || (opts.env !== null && typeof opts.env === 'object')) {
       // Node copies process.env when `env` is not given; so does this.
       const env = { ...(opts.env === undefined ? process.env : opts.env) };

@@ -15,6 +15,7 @@
 //   net-connect    the patched net.connect
 //   fetch          fetch() (undici over node:net)
 //   tls-socket     new tls.TLSSocket(null).connect(PORT, '127.0.0.1')
+//   tls-wrap       Node's own TLSSocket, require('_tls_wrap').TLSSocket, the same
 //   proto-socket   Node's own net.Socket: Object.getPrototypeOf(tls.TLSSocket.prototype).constructor
 //   proto-class    Node's own net.Socket: Object.getPrototypeOf(tls.TLSSocket)
 //   tcp-wrap       process.binding('tcp_wrap'): a TCP handle's connect
@@ -121,6 +122,7 @@ const ROUTES = {
     fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(LIMIT_MS - 1000) }).then(reached, refused);
   },
   'tls-socket': () => socketRoute(new tls.TLSSocket(null)),
+  'tls-wrap': () => socketRoute(new (require('_tls_wrap').TLSSocket)(null)),
   'proto-socket': () => socketRoute(new (Object.getPrototypeOf(tls.TLSSocket.prototype).constructor)()),
   'proto-class': () => socketRoute(new (Object.getPrototypeOf(tls.TLSSocket))()),
   'tcp-wrap': () => {
