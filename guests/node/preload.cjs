@@ -4,7 +4,8 @@
 //
 // With PUSHNET_FD set it attaches to the sidecar and patches node:net, node:dgram,
 // node:dns and node:tls (see lib/install.js); without it (a plain `node`, or a child process of a
-// guest) it does nothing.
+// guest) it does nothing, except in a worker thread of a guest, which it leaves with no
+// network (lib/workers.js).
 
 if (process.env.PUSHNET_FD !== undefined) {
   try {
