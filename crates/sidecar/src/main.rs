@@ -164,6 +164,25 @@ fn keep_freed_buffers() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_freed_buffers() {}
 
+/// `sidecar __sandbox-reaper PID`: becomes the sandbox's reaper for guest PID; returns
+/// only when this is not that invocation.
+#[cfg(target_os = "linux")]
+fn reaper_image() {
+    let mut args = std::env::args_os().skip(1);
+    let reaper = cli::sandbox::linux::REAPER_ARG.to_str().ok();
+    if args.next().as_deref().and_then(|a| a.to_str()) != reaper {
+        return;
+    }
+    let guest = args.next().and_then(|pid| pid.to_str()?.parse().ok());
+    match guest {
+        Some(pid) if pid > 0 => cli::sandbox::linux::reaper_main(pid),
+        _ => {
+            eprintln!("sidecar __sandbox-reaper: expected the guest's pid");
+            std::process::exit(2)
+        }
+    }
+}
+
 /// SIGHUP: re-read the config file and apply it; on any error keep the running one.
 fn reload(sidecar: &Sidecar, args: &ServeArgs, vms: &FlagVms) {
     if args.operator.config.is_none() {
@@ -180,6 +199,10 @@ fn reload(sidecar: &Sidecar, args: &ServeArgs, vms: &FlagVms) {
 }
 
 fn main() -> Result<()> {
+    // The sandbox's reaper re-executes this binary as its clean image (cli/sandbox):
+    // before anything else, so that image holds nothing but the reaper.
+    #[cfg(target_os = "linux")]
+    reaper_image();
     keep_freed_buffers();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

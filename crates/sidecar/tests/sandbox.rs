@@ -157,3 +157,19 @@ fn no_sandbox_runs_in_the_host_namespaces_and_says_so() {
         "no warning: {log}"
     );
 }
+
+#[test]
+fn the_sandboxs_init_holds_nothing_of_run() {
+    // `run`'s environment holds a marker; the reaper (PID 1, the one process of the
+    // sandbox that is not the guest's) was a fork of `run` and re-executed itself clean.
+    let out = run_sh(
+        &[],
+        "tr '\\0' ' ' < /proc/1/cmdline; echo; wc -c < /proc/1/environ",
+        |command| {
+            command.env("RUN_ONLY_MARKER", "do-not-leak");
+        },
+    );
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert_eq!(lines, ["pushnet-sandbox __sandbox-reaper 2", "0"], "{text}");
+}

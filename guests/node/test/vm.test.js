@@ -113,3 +113,26 @@ test('PUSHNET_DEBUG prints every frame but no secret; the sidecar logs none eith
   }
   assert.ok(!sidecarLog.includes(secretA) && !sidecarLog.includes(secretB), `the sidecar logged a secret:\n${sidecarLog}`);
 });
+
+test("a guest that knows the listener's path finds no secret and cannot attach to another VM", { timeout: 60000 }, async () => {
+  const stolen = (result) => {
+    const line = result.stdout.split('\n').find((l) => l.startsWith('harvest '));
+    assert.ok(line, describe(result));
+    const harvest = JSON.parse(line.slice('harvest '.length));
+    return [secretA, secretB].filter((secret) => harvest.includes(secret));
+  };
+  // The route is real: unsandboxed, the sidecar's /proc/<pid>/environ (the environment
+  // it was started with, secrets included) is readable, and VM b is taken over.
+  const open = await runApp('steal_secrets.js', 'plain', { args: [socketPath, 'b'] });
+  assert.strictEqual(open.code, 0, describe(open));
+  assert.deepStrictEqual(stolen(open), [secretA, secretB], describe(open));
+  assert.match(open.stdout, /^attached$/m, describe(open));
+  // A sandboxed guest of VM a sees only its own processes, holds no secret itself, and
+  // every hello it tries as VM b is refused.
+  for (const lane of [laneA(), { ...laneA(), poll: true }]) {
+    const guest = await runApp('steal_secrets.js', lane, { args: [socketPath, 'b'] });
+    assert.strictEqual(guest.code, 0, describe(guest));
+    assert.deepStrictEqual(stolen(guest), [], describe(guest));
+    assert.match(guest.stdout, /^refused \d+$/m, describe(guest));
+  }
+});

@@ -23,9 +23,9 @@ use std::time::Instant;
 use sidecar_protocol::{FrameError, RawFrame};
 
 pub use inproc::InProcTransport;
+pub use stream::StreamTransport;
 #[cfg(unix)]
 pub use stream::{connect_unix, inherited_session};
-pub use stream::StreamTransport;
 
 /// Moves encoded frames to and from the sidecar. Blocking; one thread at a time.
 pub trait Transport: Send {

@@ -14,6 +14,12 @@
 //! ends, the reaper exits and the kernel kills whatever the guest left behind in the
 //! namespace: nothing of a sandboxed program outlives it.
 //!
+//! The reaper is the one process of the namespace besides the guest's own, and a fork
+//! of `run`: a copy of its memory (the config, a VM's secret for `--connect`) that a
+//! same-user guest could read through `/proc/1/mem` or `/proc/1/environ`. So once it
+//! has forked the guest it execs a clean image of this binary (`__sandbox-reaper`,
+//! [`reaper_main`]) with an empty environment: nothing of `run` is left inside.
+//!
 //! The guest keeps no capability: with a user namespace the command runs as the
 //! caller's own uid mapped to itself, and `execve` of a non-zero uid drops every
 //! capability, so it cannot unmount the private `/proc` to uncover the host's. (Run as
@@ -37,6 +43,7 @@ pub const STAGES: &[&str] = &[
     "fork",
     "mount-private",
     "mount-proc",
+    "exec-reaper",
 ];
 
 const STAGE_UNSHARE: usize = 0;
@@ -46,6 +53,7 @@ const STAGE_GID_MAP: usize = 3;
 const STAGE_FORK: usize = 4;
 const STAGE_MOUNT_PRIVATE: usize = 5;
 const STAGE_MOUNT_PROC: usize = 6;
+const STAGE_EXEC_REAPER: usize = 7;
 
 /// The process the forwarding handler passes signals to (0: none yet).
 static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
@@ -143,8 +151,38 @@ unsafe fn reaper(report: RawFd) -> io::Result<()> {
             FORWARD_TO.store(0, Ordering::SeqCst);
             return Ok(());
         }
-        FORWARD_TO.store(guest, Ordering::SeqCst);
-        close_range(3, RawFd::MAX);
+        // Now become a clean image: this process is a copy of `run`'s memory (its
+        // config, a VM's secret) and the guest can read a same-user process's
+        // /proc/1/environ and /proc/1/mem. Signals stay blocked across exec until the
+        // new image has its handlers, so none is lost meanwhile.
+        block_forwarded(libc::SIG_BLOCK);
+        close_from(3, report);
+        let mut pid_text = [0u8; 24];
+        let length = format_decimal(guest as u64, &mut pid_text);
+        pid_text[length] = 0;
+        let argv = [
+            c"pushnet-sandbox".as_ptr(),
+            REAPER_ARG.as_ptr(),
+            pid_text.as_ptr().cast(),
+            std::ptr::null(),
+        ];
+        let envp = [std::ptr::null()];
+        libc::execve(c"/proc/self/exe".as_ptr(), argv.as_ptr(), envp.as_ptr());
+        // Fail closed: no guest runs beside a reaper that holds `run`'s memory.
+        libc::kill(guest, libc::SIGKILL);
+        fail_exit(report, STAGE_EXEC_REAPER);
+    }
+}
+
+/// The reaper's clean image (`sidecar __sandbox-reaper PID`, exec'd by [`reaper`] with an
+/// empty environment): forwards signals to the guest, reaps every process of the
+/// namespace, and exits with the guest's status (which ends the namespace).
+pub fn reaper_main(guest: libc::pid_t) -> ! {
+    FORWARD_TO.store(guest, Ordering::SeqCst);
+    // SAFETY: signal dispositions and waits of our own children; `_exit` ends us.
+    unsafe {
+        forward_signals();
+        block_forwarded(libc::SIG_UNBLOCK);
         loop {
             let mut status = 0;
             let pid = libc::waitpid(-1, &mut status, 0);
@@ -154,6 +192,37 @@ unsafe fn reaper(report: RawFd) -> io::Result<()> {
             if pid == -1 && *libc::__errno_location() != libc::EINTR {
                 libc::_exit(1);
             }
+        }
+    }
+}
+
+/// `argv[1]` of the reaper's clean image.
+pub const REAPER_ARG: &std::ffi::CStr = c"__sandbox-reaper";
+
+/// Blocks (or unblocks) the forwarded and swallowed signals.
+unsafe fn block_forwarded(how: libc::c_int) {
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in FORWARDED.iter().chain(SWALLOWED.iter()) {
+            libc::sigaddset(&mut set, *signal);
+        }
+        libc::sigprocmask(how, &set, std::ptr::null_mut());
+    }
+}
+
+/// Closes every fd from `first` up, except `keep`.
+unsafe fn close_from(first: RawFd, keep: RawFd) {
+    unsafe {
+        if keep < first {
+            close_range(first, RawFd::MAX);
+            return;
+        }
+        if keep > first {
+            close_range(first, keep - 1);
+        }
+        if keep < RawFd::MAX {
+            close_range(keep + 1, RawFd::MAX);
         }
     }
 }
