@@ -173,3 +173,26 @@ fn the_sandboxs_init_holds_nothing_of_run() {
     let lines: Vec<&str> = text.lines().map(str::trim).collect();
     assert_eq!(lines, ["pushnet-sandbox __sandbox-reaper 2", "0"], "{text}");
 }
+
+#[test]
+fn the_guest_cannot_uncover_the_hosts_proc() {
+    // Even as root: no CAP_SYS_ADMIN (bit 21) in its bounding set, so no umount (and no
+    // setns); /proc stays the sandbox's own.
+    let out = run_sh(
+        &[],
+        "grep CapBnd /proc/self/status; umount /proc 2>/dev/null; echo umount $?; \
+         ls /proc | grep -c '^[0-9]'",
+        |_| {},
+    );
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    let bounding = lines[0].split_whitespace().nth(1).expect("CapBnd's value");
+    let bounding = u64::from_str_radix(bounding, 16).expect("hex");
+    assert_eq!(bounding & (1 << 21), 0, "CAP_SYS_ADMIN is left: {text}");
+    assert_ne!(
+        lines[1], "umount 0",
+        "the guest unmounted its /proc: {text}"
+    );
+    let processes: u32 = lines[2].parse().expect("a count");
+    assert!(processes < 10, "the host's processes are visible: {text}");
+}

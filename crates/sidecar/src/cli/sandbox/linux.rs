@@ -22,10 +22,11 @@
 //!
 //! The guest keeps no capability: with a user namespace the command runs as the
 //! caller's own uid mapped to itself, and `execve` of a non-zero uid drops every
-//! capability, so it cannot unmount the private `/proc` to uncover the host's. (Run as
-//! root, there is no user namespace and the child stays root: the network namespace
-//! still has no way out, but root can undo the rest. Untrusted code should not be run
-//! as root; the README says so.)
+//! capability, so it cannot unmount the private `/proc` to uncover the host's. Run as
+//! root, there is no user namespace and the child stays root, but with its bounding set
+//! cut to a container's defaults ([`KEPT_CAPABILITIES`]: no `CAP_SYS_ADMIN`, so no
+//! umount or setns; no ptrace, modules, device nodes). Root still reads and writes the
+//! host's files, so untrusted code should not run as root; the README says so.
 //!
 //! Setup failures are written to a report pipe as `stage\0errno` before the process
 //! fails, so `run` can say which step the kernel refused.
@@ -149,6 +150,7 @@ unsafe fn reaper(report: RawFd) -> io::Result<()> {
             // forwarding one) reset to the default at exec.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             FORWARD_TO.store(0, Ordering::SeqCst);
+            drop_capabilities();
             return Ok(());
         }
         // Now become a clean image: this process is a copy of `run`'s memory (its
@@ -192,6 +194,25 @@ pub fn reaper_main(guest: libc::pid_t) -> ! {
             if pid == -1 && *libc::__errno_location() != libc::EINTR {
                 libc::_exit(1);
             }
+        }
+    }
+}
+
+/// Capabilities a guest keeps in its bounding set: those a container runtime leaves an
+/// unprivileged container (files, ids, signals, low ports, raw sockets, chroot), minus
+/// `CAP_MKNOD` (no device cgroup here would stop a device node). Every other one (among
+/// them `CAP_SYS_ADMIN`: mount, umount, setns; `CAP_SYS_PTRACE`; `CAP_SYS_MODULE`;
+/// `CAP_DAC_READ_SEARCH`; `CAP_NET_ADMIN`) is dropped before exec, so that a guest run as
+/// root cannot unmount its `/proc` to uncover the host's, or enter another namespace.
+const KEPT_CAPABILITIES: [libc::c_int; 12] = [0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 29];
+
+/// Drops every capability but [`KEPT_CAPABILITIES`] from the bounding set (numbers the
+/// kernel does not know fail with EINVAL, which is fine).
+unsafe fn drop_capabilities() {
+    for capability in 0..64 {
+        if !KEPT_CAPABILITIES.contains(&capability) {
+            // SAFETY: prctl(2) on this process's own bounding set.
+            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, capability, 0, 0, 0) };
         }
     }
 }
