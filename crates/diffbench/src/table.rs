@@ -402,8 +402,20 @@ mod tests {
         let rows = vec![
             row("pipe_rtt", "host", 50.0, 90.0, None),
             row("sandbox_startup", "node-host", 60_000.0, 70_000.0, None),
-            row("sandbox_startup", "node-unsandboxed", 70_000.0, 80_000.0, Some(0)),
-            row("sandbox_startup", "node-guest-push", 72_500.0, 90_000.0, Some(0)),
+            row(
+                "sandbox_startup",
+                "node-unsandboxed",
+                70_000.0,
+                80_000.0,
+                Some(0),
+            ),
+            row(
+                "sandbox_startup",
+                "node-guest-push",
+                72_500.0,
+                90_000.0,
+                Some(0),
+            ),
         ];
         assert_eq!(sandbox_cost(&rows), Some(2_500.0));
         assert_eq!(hop_floor_ratio_in(&rows, "sandbox_startup", NODE), None);
