@@ -1,6 +1,6 @@
 'use strict';
 // The routes to the network that do not go through the patched exports of node:net,
-// node:dgram, node:dns and node:tls, closed in a guest (issue 19, part 3). The sandbox
+// node:dgram, node:dns and node:tls, closed in a guest. The sandbox
 // `sidecar run` starts the program in is the boundary; the runtime still must not hand
 // a program a native socket by accident. Each route is one module:
 //

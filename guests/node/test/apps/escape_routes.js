@@ -1,5 +1,5 @@
 'use strict';
-// One escape route of issue 19: a hostile program trying to reach a server on the host's
+// One escape route: a hostile program trying to reach a server on the host's
 // 127.0.0.1 that no --allow rule permits, by ROUTE:
 //
 //   node escape_routes.js ROUTE PORT [ARG]

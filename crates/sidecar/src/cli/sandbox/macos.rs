@@ -33,3 +33,27 @@ pub fn command(program: &OsString, args: &[OsString]) -> Result<Command> {
     command.arg("-p").arg(PROFILE).arg(program).args(args);
     Ok(command)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_profile_denies_the_network_and_the_command_runs_under_it() {
+        assert!(PROFILE.contains("(deny network*)"));
+        let program = OsString::from("node");
+        let args = [OsString::from("app.js")];
+        match command(&program, &args) {
+            Ok(command) => {
+                assert_eq!(command.get_program(), SANDBOX_EXEC);
+                let argv: Vec<_> = command.get_args().collect();
+                assert_eq!(argv, ["-p", PROFILE, "node", "app.js"]);
+            }
+            // No sandbox-exec here (not macOS): the refusal names it and the opt-out.
+            Err(e) => {
+                let text = e.to_string();
+                assert!(text.contains(SANDBOX_EXEC) && text.contains(OPT_OUT), "{text}");
+            }
+        }
+    }
+}
