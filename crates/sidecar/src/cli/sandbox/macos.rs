@@ -52,7 +52,10 @@ mod tests {
             // No sandbox-exec here (not macOS): the refusal names it and the opt-out.
             Err(e) => {
                 let text = e.to_string();
-                assert!(text.contains(SANDBOX_EXEC) && text.contains(OPT_OUT), "{text}");
+                assert!(
+                    text.contains(SANDBOX_EXEC) && text.contains(OPT_OUT),
+                    "{text}"
+                );
             }
         }
     }
