@@ -40,17 +40,27 @@ fn secret_file(dir: &std::path::Path, name: &str, secret: &str) -> std::path::Pa
     path
 }
 
-#[test]
-fn serve_stdio_runs_one_session_and_exits_when_it_ends() {
+/// `sidecar serve --stdio ARGS` (with `env` set) as a child, and the wire to its session.
+fn serve_stdio(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, Wire) {
     let mut child = sidecar()
-        .args(["serve", "--stdio", "--vm", "a=env:PUSHNET_TEST_SECRET_A"])
-        .env("PUSHNET_TEST_SECRET_A", "sa")
+        .args(["serve", "--stdio"])
+        .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let wire = Wire::Child(child.stdin.take().unwrap(), child.stdout.take().unwrap());
+    (child, wire)
+}
+
+#[test]
+fn serve_stdio_runs_one_session_and_exits_when_it_ends() {
+    let (mut child, wire) = serve_stdio(
+        &["--vm", "a=env:PUSHNET_TEST_SECRET_A"],
+        &[("PUSHNET_TEST_SECRET_A", "sa")],
+    );
     let mut g = RawGuest::attach(wire, "a", "sa");
     let listened = g.call("net.listen", json!({"port": 0}), b"").unwrap();
     let connected = g
@@ -234,16 +244,15 @@ fn a_literal_secret_on_the_command_line_is_refused() {
 #[test]
 fn an_env_var_secret_attaches_and_no_child_inherits_it() {
     // (Two VMs may share a variable: it is read once.)
-    let mut child = sidecar()
-        .args(["serve", "--stdio", "--vm", "a=env:PUSHNET_TEST_SECRET_A"])
-        .args(["--vm", "b=env:PUSHNET_TEST_SECRET_A"])
-        .env("PUSHNET_TEST_SECRET_A", "from-the-env")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let wire = Wire::Child(child.stdin.take().unwrap(), child.stdout.take().unwrap());
+    let (mut child, wire) = serve_stdio(
+        &[
+            "--vm",
+            "a=env:PUSHNET_TEST_SECRET_A",
+            "--vm",
+            "b=env:PUSHNET_TEST_SECRET_A",
+        ],
+        &[("PUSHNET_TEST_SECRET_A", "from-the-env")],
+    );
     let mut g = RawGuest::attach(wire, "a", "from-the-env");
     g.call("net.listen", json!({"port": 0}), b"").unwrap();
     drop(g);
@@ -369,15 +378,7 @@ fn a_readable_config_with_a_literal_secret_is_warned_about() {
     std::fs::write(&config, "[[vm]]\nname = \"a\"\nsecret = \"sa\"\n").unwrap();
     let log_of_a_session = |mode: u32| {
         std::fs::set_permissions(&config, std::fs::Permissions::from_mode(mode)).unwrap();
-        let mut child = sidecar()
-            .args(["serve", "--stdio", "--config"])
-            .arg(&config)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let wire = Wire::Child(child.stdin.take().unwrap(), child.stdout.take().unwrap());
+        let (child, wire) = serve_stdio(&["--config", config.to_str().unwrap()], &[]);
         drop(RawGuest::attach(wire, "a", "sa"));
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success());

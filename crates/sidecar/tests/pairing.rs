@@ -5,19 +5,11 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::*;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// VM a publishes `host` to its port 8080; VM b may reach `host`.
 fn harness(host: SocketAddr, pairing_wait: Duration) -> Harness {

@@ -12,14 +12,6 @@ use serde_json::json;
 use support::*;
 
 /// A loopback port free right now (bound, read, released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn published_harness(host: SocketAddr, port: u16) -> Harness {
     let config = sidecar::SidecarConfig::default()
         .with_vm("a", "sa")

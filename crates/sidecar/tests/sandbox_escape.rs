@@ -25,12 +25,16 @@
 //! Node must be on PATH, as for `node_guest.rs` (`PUSHNET_SKIP_NODE=1` skips); a route
 //! needing python3, curl or cc says it is skipped, and why, when the tool is missing.
 
+mod support;
+
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+use support::free_port;
 
 /// A run ends by itself well before this (the app's own watchdog is 4 s).
 const RUN_LIMIT: Duration = Duration::from_secs(30);
@@ -380,15 +384,6 @@ fn process_dlopen() {
         ClosedBy::SandboxOnly,
         &[lib.display().to_string()],
     );
-}
-
-/// A free port on 127.0.0.1 for the guest's inspector (bound and released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts `inspector` listening in `lane`; whether the host could connect to it, and

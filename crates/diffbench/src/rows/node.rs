@@ -69,6 +69,17 @@ pub fn lanes(row: &str, budget: Budget, failures: &mut Vec<String>) -> Vec<Lane>
     lanes
 }
 
+/// `sidecar run --vm bench FLAGS -- node`: Node as a guest of the bench's VM, as users
+/// run it (inside the network sandbox unless `FLAGS` say `--no-sandbox`).
+pub fn node_guest(flags: &[&str]) -> Result<Command> {
+    let mut command = Command::new(sidecar_binary()?);
+    command
+        .args(["run", "--vm", "bench"])
+        .args(flags)
+        .args(["--", "node"]);
+    Ok(command)
+}
+
 /// A lane's child process and its pipes.
 struct NodeLane {
     child: Child,
@@ -81,15 +92,8 @@ impl NodeLane {
         let program = program();
         let mut command = match lane {
             HOST => Command::new("node"),
-            _ => {
-                let mut command = Command::new(sidecar_binary()?);
-                command.args(["run", "--vm", "bench"]);
-                if lane == POLL {
-                    command.arg("--poll");
-                }
-                command.args(["--", "node"]);
-                command
-            }
+            POLL => node_guest(&["--poll"])?,
+            _ => node_guest(&[])?,
         };
         command
             .arg(&program)

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use super::node::node_guest;
 use super::{Budget, Lane, Runner};
-use crate::env::sidecar_binary;
 
 pub const ROW: &str = "sandbox_startup";
 
@@ -33,15 +33,8 @@ fn per_block(budget: Budget) -> usize {
 fn command(lane: &str) -> Result<Command> {
     let mut command = match lane {
         HOST => Command::new("node"),
-        _ => {
-            let mut command = Command::new(sidecar_binary()?);
-            command.args(["run", "--vm", "bench"]);
-            if lane == NO_SANDBOX {
-                command.arg("--no-sandbox");
-            }
-            command.args(["--", "node"]);
-            command
-        }
+        NO_SANDBOX => node_guest(&["--no-sandbox"])?,
+        _ => node_guest(&[])?,
     };
     command
         .args(["-e", "0"])

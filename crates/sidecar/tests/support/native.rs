@@ -53,6 +53,15 @@ pub fn native_echo() -> (u16, std::thread::JoinHandle<usize>) {
     (port, server)
 }
 
+/// A free port on 127.0.0.1 (bound and released): for a listener a test starts later.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A TCP port of the host's loopback where nothing listens (bound, then released).
 pub fn dead_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
