@@ -9,27 +9,11 @@
 // - tls.connect to a port nobody listens on fails with ECONNREFUSED.
 const assert = require('assert');
 const crypto = require('crypto');
-const fs = require('fs');
 const https = require('https');
 const net = require('net');
-const os = require('os');
-const path = require('path');
 const tls = require('tls');
-const { execFileSync } = require('child_process');
 
-function makeCertificate() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pushnet-tls-'));
-  try {
-    const key = path.join(dir, 'key.pem');
-    const cert = path.join(dir, 'cert.pem');
-    // prettier-ignore
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost',
-      '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-days', '1', '-keyout', key, '-out', cert], { stdio: ['ignore', 'ignore', 'pipe'] });
-    return { key: fs.readFileSync(key), cert: fs.readFileSync(cert) };
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-}
+const { makeCertificate } = require('../support/certificate');
 
 const { key, cert } = makeCertificate();
 const sha = (buf) => crypto.createHash('sha256').update(buf).digest('hex');
