@@ -15,7 +15,8 @@
 //! - [`outbound`]: a session's push side, never blocking the pusher.
 //! - [`transport`]: in-process pipe, fd streams, the Unix listener.
 //! - [`addr`]: address matching inside a VM; [`policy`]: what is reachable outside it;
-//!   [`config`] and its [`limits`], [`metrics`], [`stats`].
+//!   [`config`] and its [`limits`], [`metrics`], [`stats`]; [`ratelog`]: log lines a peer
+//!   can cause, at most one per second per site.
 
 pub mod addr;
 pub mod calls;
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod parked;
 pub mod policy;
+pub mod ratelog;
 pub mod runtime;
 pub mod shutdown;
 pub mod stats;
