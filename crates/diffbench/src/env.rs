@@ -63,7 +63,8 @@ pub fn scale_vm(i: usize) -> String {
     format!("scale-{i:03}")
 }
 
-fn secret_of(vm: &str) -> String {
+/// The secret of `vm` in every sidecar the bench starts.
+pub fn secret_of(vm: &str) -> String {
     format!("{SECRET}-{vm}")
 }
 
@@ -148,6 +149,12 @@ impl Connector {
             .call(&listen)
             .expect("control listener");
         connector
+    }
+
+    /// Guests of the `sidecar serve --listen` process at `socket`, which must have [`VM`]
+    /// (the control listener's VM) with the bench's secrets ([`secret_of`]).
+    pub fn unix(socket: PathBuf) -> Connector {
+        Connector::new(ConnectorKind::Unix(socket))
     }
 
     fn control_client(&self) -> std::sync::MutexGuard<'_, Client> {

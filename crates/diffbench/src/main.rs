@@ -17,8 +17,8 @@ use diffbench::ext_server::{self, ExtServer};
 use diffbench::result::RowResult;
 use diffbench::rows::echo::{self, Kind};
 use diffbench::rows::{
-    accept, bulk, bulk_ext, cpu, ext, http, idle, isolation, node, paired, pipe, published,
-    run_latency, scale, startup, Budget, HopFloor, Lane,
+    accept, bulk, bulk_ext, cpu, ext, hostile, http, idle, isolation, node, paired, pipe,
+    published, run_latency, scale, startup, Budget, HopFloor, Lane,
 };
 use diffbench::{fdlimit, table};
 
@@ -281,6 +281,13 @@ fn main() -> Result<()> {
         eprintln!("running {}", startup::ROW);
         let lanes = startup::lanes(budget, &mut failures);
         results.extend(run_latency(startup::ROW, lanes, budget, 0, None));
+    }
+    if wanted(hostile::ROW) {
+        eprintln!(
+            "running {} (its own sidecar process, attacked)",
+            hostile::ROW
+        );
+        results.extend(hostile::measure(budget, &mut failures));
     }
     if wanted("idle_wakeups") {
         eprintln!("running idle_wakeups");

@@ -45,3 +45,10 @@ impl PublishedPorts {
         ]
     }
 }
+
+/// A free host TCP port on `127.0.0.1` (bound, then released for a sidecar to bind).
+pub fn free_tcp_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}

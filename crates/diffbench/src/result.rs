@@ -32,6 +32,30 @@ pub struct RowResult {
     /// hop floor's per-hop figure for this row (`table.rs`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pipe_rtt_p50_us: Option<f64>,
+    /// `hostile_p99`: the sidecar's peak resident set under the lane's attack, KiB, and
+    /// what it may be (64 MiB plus the configured limits' worth).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_kib: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_budget_kib: Option<u64>,
+    /// `hostile_p99`: the sidecar's peak fd count under the attack, and its fd limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_fds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd_cap: Option<u64>,
+    /// `hostile_p99`: the sidecar's CPU over a second of idleness after the attack (% of
+    /// one CPU).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_cpu_pct: Option<f64>,
+    /// `hostile_p99`: whether a new session of the bystander's VM attached during the attack.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bystander_attached: Option<bool>,
+    /// `hostile_p99`: lines the sidecar logged over the whole row (its `alone` lane).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_lines: Option<u64>,
+    /// `hostile_p99`: what the attack did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The three lanes, in table order.

@@ -77,12 +77,27 @@ fn floor_pipe_rtt(rows: &[RowResult], lane: &RowResult) -> Option<f64> {
 
 /// Latency rows with no hop floor: their yardstick is in the row itself.
 /// (`sandbox_startup` times whole processes: no hop to floor it by.)
-const NO_HOP_FLOOR: [&str; 4] = [
+const NO_HOP_FLOOR: [&str; 5] = [
     "scale_10k",
+    "hostile_p99",
     "paired_echo",
     "isolation_p99",
     "sandbox_startup",
 ];
+
+/// `hostile_p99`: an attack lane's p99 against the alone lane's, and what the sidecar held.
+fn hostile_figures(rows: &[RowResult], r: &RowResult) -> Option<String> {
+    use crate::rows::hostile::{ALONE, ROW};
+    if r.row != ROW || r.lane == ALONE {
+        return None;
+    }
+    let alone = find(rows, ROW, ALONE)?.p99_us?;
+    let mut figures = vec![format!("p99 {:.2}× alone", r.p99_us? / alone)];
+    figures.extend(r.peak_rss_kib.map(|k| format!("peak RSS {} MiB", k >> 10)));
+    figures.extend(r.peak_fds.map(|n| format!("{n} fds")));
+    figures.extend(r.idle_cpu_pct.map(|c| format!("idle CPU {c:.1} %")));
+    Some(figures.join(", "))
+}
 
 /// `sandbox_startup`: what the sandbox adds to a guest's start-up (p50, µs).
 pub fn sandbox_cost(rows: &[RowResult]) -> Option<f64> {
@@ -146,6 +161,7 @@ pub fn print(rows: &[RowResult]) {
                 .then(|| isolation(rows))
                 .flatten()
                 .map(|(noisy, alone)| format!("p99 {:.2}× alone", noisy / alone)),
+            hostile_figures(rows, r),
             (r.row == "sandbox_startup" && is_push)
                 .then(|| sandbox_cost(rows))
                 .flatten()
@@ -295,6 +311,7 @@ pub fn gates(
         }),
         passed: iso.map(|(noisy, alone)| noisy <= 2.0 * alone),
     });
+    gates.extend(crate::rows::hostile::gates(rows));
     gates
 }
 

@@ -7,6 +7,7 @@ pub mod bulk_ext;
 pub mod cpu;
 pub mod echo;
 pub mod ext;
+pub mod hostile;
 pub mod http;
 pub mod idle;
 pub mod isolation;
@@ -117,7 +118,7 @@ pub fn run_latency(
         .collect()
 }
 
-fn summary(row: &str, lane: &str, hist: &Histogram<u64>, k: Option<u32>) -> RowResult {
+pub(crate) fn summary(row: &str, lane: &str, hist: &Histogram<u64>, k: Option<u32>) -> RowResult {
     RowResult {
         row: row.into(),
         lane: lane.into(),
