@@ -185,11 +185,7 @@ fn fd_exhaustion(target: &Target, stop: &Flag, ready: &mpsc::Sender<()>) -> Resu
     let _ = ready.send(());
     hold(stop);
     // How many the sidecar shed (closed) while they were held.
-    let closed = held
-        .iter_mut()
-        .map(|s| closed_by_peer(s))
-        .filter(|c| *c)
-        .count();
+    let closed = held.iter_mut().map(closed_by_peer).filter(|c| *c).count();
     Ok(format!(
         "{} connections opened ({failed} connects failed), {closed} closed by the sidecar",
         held.len()
