@@ -57,6 +57,8 @@ pub struct Target {
     pub socket: PathBuf,
     pub published: u16,
     pub quick: bool,
+    /// The sidecar's process.
+    pub pid: u32,
 }
 
 type Body = Box<dyn FnOnce(&Target, &Flag, &mpsc::Sender<()>) -> Result<String, String> + Send>;
@@ -122,6 +124,22 @@ impl Attack {
 }
 
 impl Running {
+    /// Stops the attack by itself if the bystander's echoes are not done within `limit`
+    /// (an attack the sidecar does not withstand would otherwise hang the run):
+    /// [`Watchdog::done`] says whether it had to.
+    pub fn watchdog(&self, limit: Duration) -> Watchdog {
+        let (done, wait) = mpsc::channel::<()>();
+        let stop = self.stop.clone();
+        let thread = thread::spawn(move || match wait.recv_timeout(limit) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                stop.0.store(true, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        });
+        Watchdog { done, thread }
+    }
+
     /// Ends the attack; what it did, or why it failed.
     pub fn stop(mut self) -> Result<String, String> {
         self.end()
@@ -143,11 +161,38 @@ impl Running {
     }
 }
 
+/// See [`Running::watchdog`].
+pub struct Watchdog {
+    done: mpsc::Sender<()>,
+    thread: JoinHandle<bool>,
+}
+
+impl Watchdog {
+    /// The echoes are done: whether the watchdog had stopped the attack first.
+    pub fn done(self) -> bool {
+        let _ = self.done.send(());
+        self.thread.join().unwrap_or(true)
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         if self.thread.is_some() {
             let _ = self.end();
         }
+    }
+}
+
+/// Waits until the fd count of `pid` is the same in three samples 100 ms apart (at
+/// most 10 s; at once where `/proc` is absent).
+pub fn settle_fds(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut last, mut same) = (super::process::probe::fds(pid), 0);
+    while last.is_some() && same < 2 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+        let now = super::process::probe::fds(pid);
+        same = if now == last { same + 1 } else { 0 };
+        last = now;
     }
 }
 
@@ -172,7 +217,9 @@ fn fd_exhaustion(target: &Target, stop: &Flag, ready: &mpsc::Sender<()>) -> Resu
     // The published port leads to a listener whose guest never accepts: every connection
     // the sidecar takes stays pending, holding one of its fds.
     let lp = frozen_guest(target)?;
-    let _listener = TcpListener::bind(&lp, "0.0.0.0", PUBLISHED_PORT).map_err(text)?;
+    // A deep backlog, so the sidecar keeps taking connections until its fds run out.
+    let _listener = TcpListener::bind_with_backlog(&lp, "0.0.0.0", PUBLISHED_PORT, Some(65_535))
+        .map_err(text)?;
     let host: SocketAddr = ([127, 0, 0, 1], target.published).into();
     let wanted = super::process::FD_LIMIT as usize + 200;
     let (mut held, mut failed) = (Vec::with_capacity(wanted), 0u32);
@@ -182,6 +229,8 @@ fn fd_exhaustion(target: &Target, stop: &Flag, ready: &mpsc::Sender<()>) -> Resu
             Err(_) => failed += 1,
         }
     }
+    // Established once the sidecar has taken what it will: its fd count holds still.
+    settle_fds(target.pid);
     let _ = ready.send(());
     hold(stop);
     // How many the sidecar shed (closed) while they were held.

@@ -42,6 +42,11 @@ pub fn rss_budget_kib() -> u64 {
     ((64 << 20) + CONFIGURED.buffered_bytes_per_vm + 4 * CONFIGURED.session_outbound_bytes) >> 10
 }
 
+/// How long the bystander's echoes may take under an attack before the attack is
+/// stopped and the lane reported as a failure (they take well under a second when the
+/// sidecar withstands it).
+const STALL_LIMIT: Duration = Duration::from_secs(20);
+
 /// CPU the sidecar may use while idle after an attack, in percent of one CPU.
 const IDLE_CPU_MAX_PCT: f64 = 2.0;
 
@@ -59,6 +64,7 @@ pub fn measure(budget: Budget, failures: &mut Vec<String>) -> Vec<RowResult> {
         socket: sidecar.socket().to_owned(),
         published: sidecar.published,
         quick: budget.quick,
+        pid: sidecar.pid(),
     };
     let echoes = if budget.quick { 600 } else { 4000 };
     let mut bystander = echo::guest_stream(&target.connector, false, Kind::Unix, 64, "hostile");
@@ -100,8 +106,16 @@ fn under(
     let running = attack.start(target)?;
     let attached = attach_bystander(target);
     let mut hist = histogram();
+    let watchdog = running.watchdog(STALL_LIMIT);
     bystander(echoes, &mut hist);
+    let stalled = watchdog.done();
     let note = running.stop()?;
+    if stalled {
+        return Err(format!(
+            "the bystander's {echoes} echoes did not finish within {STALL_LIMIT:?} under the \
+             attack (stopped then): {note}"
+        ));
+    }
     let peak_fds = fds.stop();
     let peak_rss_kib = probe::peak_rss_kib(pid);
     let idle_cpu_pct = idle_cpu(pid);
@@ -117,29 +131,26 @@ fn under(
     })
 }
 
-/// Whether a new session of the bystander's VM attaches (and answers a call) now.
+/// Whether a new session of the bystander's VM attaches (and answers a call) within
+/// [`STALL_LIMIT`] now. On its own thread: a sidecar that does not withstand the attack
+/// never answers the hello, and that thread is then left behind.
 fn attach_bystander(target: &Target) -> bool {
-    let hello = Client::hello_params(VM, secret_of(VM));
-    connect_unix(&target.socket)
-        .ok()
-        .and_then(|transport| Client::connect(transport, hello).ok())
-        .is_some_and(|mut client| client.call(&sidecar_protocol::StatsParams {}).is_ok())
+    let (socket, (tx, rx)) = (target.socket.clone(), std::sync::mpsc::channel());
+    thread::spawn(move || {
+        let hello = Client::hello_params(VM, secret_of(VM));
+        let attached = connect_unix(&socket)
+            .ok()
+            .and_then(|transport| Client::connect(transport, hello).ok())
+            .is_some_and(|mut client| client.call(&sidecar_protocol::StatsParams {}).is_ok());
+        let _ = tx.send(attached);
+    });
+    rx.recv_timeout(STALL_LIMIT).unwrap_or(false)
 }
 
 /// The sidecar's CPU while idle after an attack: once its fds have come back down (what
 /// the attack held is released), CPU time over one second, in percent of one CPU.
 fn idle_cpu(pid: u32) -> Option<f64> {
-    let settle = Instant::now() + Duration::from_secs(5);
-    let mut last = probe::fds(pid)?;
-    // Settled when two samples 100 ms apart agree (or after 5 s).
-    while Instant::now() < settle {
-        thread::sleep(Duration::from_millis(100));
-        let now = probe::fds(pid)?;
-        if now == last {
-            break;
-        }
-        last = now;
-    }
+    attacks::settle_fds(pid);
     let (before, started) = (probe::cpu_ns(pid)?, Instant::now());
     thread::sleep(Duration::from_secs(1));
     let used = probe::cpu_ns(pid)?.saturating_sub(before) as f64;
