@@ -61,6 +61,32 @@ struct LimitsSpec {
     write_hard_limit: Option<usize>,
     udp_receive_buffer: Option<usize>,
     pairing_wait_ms: Option<u64>,
+    // Before hello, headers, names, sessions: sessions_per_vm is per VM, the rest
+    // sidecar wide.
+    sessions_per_vm: Option<usize>,
+    hello_timeout_ms: Option<u64>,
+    unattached_connections: Option<usize>,
+    hello_max_frame: Option<usize>,
+    refused_hello_delay_ms: Option<u64>,
+    max_credit: Option<u64>,
+    max_header: Option<usize>,
+}
+
+impl LimitsSpec {
+    /// The first sidecar-wide key this spec sets (refused in `[vm.limits]`).
+    fn sidecar_wide_key(&self) -> Option<&'static str> {
+        [
+            (self.pairing_wait_ms.is_some(), "pairing_wait_ms"),
+            (self.hello_timeout_ms.is_some(), "hello_timeout_ms"),
+            (self.unattached_connections.is_some(), "unattached_connections"),
+            (self.hello_max_frame.is_some(), "hello_max_frame"),
+            (self.refused_hello_delay_ms.is_some(), "refused_hello_delay_ms"),
+            (self.max_credit.is_some(), "max_credit"),
+            (self.max_header.is_some(), "max_header"),
+        ]
+        .into_iter()
+        .find_map(|(set, key)| set.then_some(key))
+    }
 }
 
 impl From<&LimitsSpec> for LimitOverrides {
@@ -74,6 +100,7 @@ impl From<&LimitsSpec> for LimitOverrides {
             write_hard_limit: spec.write_hard_limit,
             udp_receive_buffer: spec.udp_receive_buffer,
             event_queue_bytes: spec.event_queue_bytes,
+            sessions_per_vm: spec.sessions_per_vm,
         }
     }
 }
@@ -159,6 +186,21 @@ fn parse_noting_literal_secrets(
             .limits
             .pairing_wait_ms
             .map_or(defaults.pairing_wait, Duration::from_millis),
+        hello_timeout: spec
+            .limits
+            .hello_timeout_ms
+            .map_or(defaults.hello_timeout, Duration::from_millis),
+        unattached_connections: spec
+            .limits
+            .unattached_connections
+            .unwrap_or(defaults.unattached_connections),
+        hello_max_frame: spec.limits.hello_max_frame.unwrap_or(defaults.hello_max_frame),
+        refused_hello_delay: spec
+            .limits
+            .refused_hello_delay_ms
+            .map_or(defaults.refused_hello_delay, Duration::from_millis),
+        max_credit: spec.limits.max_credit.unwrap_or(defaults.max_credit),
+        max_header: spec.limits.max_header.unwrap_or(defaults.max_header),
         ..LimitOverrides::from(&spec.limits).over(&defaults)
     };
     if let Err(e) = config.limits.validate() {
@@ -247,8 +289,8 @@ fn parse_noting_literal_secrets(
             Some(spec) => {
                 let own = LimitOverrides::from(spec.get_ref());
                 let line = line_of(text, spec.span().start);
-                if spec.get_ref().pairing_wait_ms.is_some() {
-                    let e = "pairing_wait_ms is sidecar-wide (set it in [limits])";
+                if let Some(key) = spec.get_ref().sidecar_wide_key() {
+                    let e = format!("{key} is sidecar-wide (set it in [limits])");
                     return Err(invalid(line, format!("VM {}: [vm.limits]: {e}", vm.name)));
                 }
                 if let Err(e) = own.over(&config.limits).validate() {
