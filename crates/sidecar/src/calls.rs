@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use sidecar_protocol::{
-    capability, clamp_wait, parse_call, Address, ConnectResult, CreateSocketResult, Empty,
+    capability, check_header_len, clamp_wait, parse_call, parse_header_derived, Address, ConnectResult, CreateSocketResult, Empty,
     Endpoint, ErrorCode, EventBody, Family, Header, LookupAddress, LookupResult, RawFrame, Request,
     SendResult, SocketId, WireError,
 };
@@ -86,11 +86,24 @@ pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) 
         return;
     };
     let out = Arc::clone(&session.out);
+    // A header over the limit is refused before any parse (the session goes on).
+    if let Err(e) = check_header_len(&raw.header, core.config.limits.max_header) {
+        bump(&core.metrics.headers_too_large);
+        crate::warn_limited!(bytes = raw.header.len(), "refused a header over max_header");
+        match e.id {
+            Some(id) => out.reply_err(id, &e.to_wire_error()),
+            None => {
+                out.deliver(EventBody::request_error(0, None, e.to_wire_error()), &[]);
+            }
+        }
+        return;
+    }
     // The canonical shape with valid params is read straight into its typed request;
-    // anything else takes the general parser, which decides and reports.
+    // anything else takes the general parser, which decides and reports. Each parser
+    // reads the header once: no input is parsed more than twice.
     let (id, noreply, request) = match parse_call(&raw.header) {
         Some(call) => (call.id, call.noreply, Ok(call.request)),
-        None => match raw.parse_header() {
+        None => match parse_header_derived(&raw.header) {
             Ok(Header::Call(call)) => (call.id, call.noreply, call.into_request()),
             Ok(_) => {
                 bump(&core.metrics.bad_frames);
