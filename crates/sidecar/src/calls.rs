@@ -152,7 +152,7 @@ pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) 
     if !raw.payload.is_empty() && !method.has_payload() {
         return responder.err(WireError::invalid(format!("{method} takes no payload")));
     }
-    if let Err(e) = check_capability(&core, sid, &request) {
+    if let Err(e) = check_capability(&core, sid, &request).and_then(|()| check_names(&request)) {
         return responder.err(e);
     }
     responder.socket = named_socket(&request);
@@ -323,6 +323,30 @@ fn check_capability(core: &Core, sid: SessionId, request: &Request) -> Result<()
             ErrorCode::Enotsup,
             format!("the {needed:?} capability was not negotiated in hello"),
         )),
+    }
+}
+
+/// Longest Unix socket path: `sun_path` is 108 bytes on Linux, its NUL included (libuv
+/// refuses a longer one the same way). A virtual path is kept per listener, so this also
+/// bounds what 1024 listeners hold.
+pub const MAX_UNIX_PATH: usize = 107;
+
+/// Names a guest gives: a Unix path longer than [`MAX_UNIX_PATH`] is `ENAMETOOLONG`.
+fn check_names(request: &Request) -> Result<(), WireError> {
+    let endpoint = match request {
+        Request::Connect(p) => &p.endpoint,
+        Request::Listen(p) => &p.endpoint,
+        _ => return Ok(()),
+    };
+    match endpoint {
+        Endpoint::Unix { path } if path.len() > MAX_UNIX_PATH => Err(WireError::new(
+            ErrorCode::Enametoolong,
+            format!(
+                "a Unix path of {} bytes is longer than {MAX_UNIX_PATH}",
+                path.len()
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
