@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use sidecar_protocol::{
-    capability, check_header_len, clamp_wait, parse_call, parse_header_derived, Address, ConnectResult, CreateSocketResult, Empty,
-    Endpoint, ErrorCode, EventBody, Family, Header, LookupAddress, LookupResult, RawFrame, Request,
-    SendResult, SocketId, WireError,
+    capability, check_header_len, clamp_wait, parse_call, parse_header_derived, Address,
+    ConnectResult, CreateSocketResult, Empty, Endpoint, ErrorCode, EventBody, Family, Header,
+    LookupAddress, LookupResult, RawFrame, Request, SendResult, SocketId, WireError,
 };
 use stage_trace::Stage;
 

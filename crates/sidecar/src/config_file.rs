@@ -78,9 +78,15 @@ impl LimitsSpec {
         [
             (self.pairing_wait_ms.is_some(), "pairing_wait_ms"),
             (self.hello_timeout_ms.is_some(), "hello_timeout_ms"),
-            (self.unattached_connections.is_some(), "unattached_connections"),
+            (
+                self.unattached_connections.is_some(),
+                "unattached_connections",
+            ),
             (self.hello_max_frame.is_some(), "hello_max_frame"),
-            (self.refused_hello_delay_ms.is_some(), "refused_hello_delay_ms"),
+            (
+                self.refused_hello_delay_ms.is_some(),
+                "refused_hello_delay_ms",
+            ),
             (self.max_credit.is_some(), "max_credit"),
             (self.max_header.is_some(), "max_header"),
         ]
@@ -194,7 +200,10 @@ fn parse_noting_literal_secrets(
             .limits
             .unattached_connections
             .unwrap_or(defaults.unattached_connections),
-        hello_max_frame: spec.limits.hello_max_frame.unwrap_or(defaults.hello_max_frame),
+        hello_max_frame: spec
+            .limits
+            .hello_max_frame
+            .unwrap_or(defaults.hello_max_frame),
         refused_hello_delay: spec
             .limits
             .refused_hello_delay_ms
@@ -430,6 +439,26 @@ secret = "sb"
         assert!(config.allowing("a", dns, Proto::Udp).is_some());
         assert!(config.allowing("a", dns, Proto::Tcp).is_none());
         assert!(config.allowing("b", dns, Proto::Udp).is_none());
+    }
+
+    #[test]
+    fn the_hello_gate_limits_are_read_and_sessions_per_vm_is_per_vm() {
+        let text = "[limits]\nhello_timeout_ms = 300\nunattached_connections = 7\n\
+                    hello_max_frame = 4096\nrefused_hello_delay_ms = 0\nmax_credit = 65536\n\
+                    max_header = 1024\nsessions_per_vm = 9\n\
+                    [[vm]]\nname = \"a\"\nsecret = \"s\"\n[vm.limits]\nsessions_per_vm = 2\n";
+        let config = parse_str(text).unwrap();
+        let limits = &config.limits;
+        assert_eq!(limits.hello_timeout, Duration::from_millis(300));
+        assert_eq!(limits.unattached_connections, 7);
+        assert_eq!(limits.hello_max_frame, 4096);
+        assert_eq!(limits.refused_hello_delay, Duration::ZERO);
+        assert_eq!((limits.max_credit, limits.max_header), (65536, 1024));
+        assert_eq!(limits.sessions_per_vm, 9);
+        assert_eq!(config.limits_for("a").sessions_per_vm, 2);
+        let (_, reason) =
+            refused("[[vm]]\nname = \"a\"\nsecret = \"s\"\n[vm.limits]\nmax_header = 9\n");
+        assert!(reason.contains("max_header is sidecar-wide"), "{reason}");
     }
 
     #[test]

@@ -41,13 +41,19 @@ fn a_unix_path_longer_than_sun_path_is_enametoolong() {
 #[test]
 fn a_cwd_longer_than_path_max_is_enametoolong() {
     let h = Harness::new();
-    let params = |cwd: String| {
-        json!({"version": 1, "vm": "a", "secret": "sa", "capabilities": ALL_CAPS, "cwd": cwd})
-    };
+    let params = |cwd: String| json!({"version": 1, "vm": "a", "secret": "sa", "capabilities": ALL_CAPS, "cwd": cwd});
     // Within hello_max_frame (a larger hello is refused from its prefix, EMSGSIZE).
-    let (_, outcome) = hello_with(&h, Transport::Unix, params(format!("/{}", "d".repeat(8000))));
+    let (_, outcome) = hello_with(
+        &h,
+        Transport::Unix,
+        params(format!("/{}", "d".repeat(8000))),
+    );
     assert_eq!(code(outcome), "ENAMETOOLONG");
-    let (_, outcome) = hello_with(&h, Transport::Unix, params(format!("/{}", "d".repeat(4095))));
+    let (_, outcome) = hello_with(
+        &h,
+        Transport::Unix,
+        params(format!("/{}", "d".repeat(4095))),
+    );
     assert!(outcome.is_ok(), "{outcome:?}");
     echoes(&h, Transport::Unix, "b", 5);
 }

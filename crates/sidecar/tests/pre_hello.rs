@@ -27,7 +27,9 @@ fn unix_guest(h: &Harness) -> RawGuest {
 }
 
 fn stat(stats: &Value, key: &str) -> u64 {
-    stats[key].as_u64().unwrap_or_else(|| panic!("{key} in {stats}"))
+    stats[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} in {stats}"))
 }
 
 /// 200 connections that never say hello, with the cap at 50 and a 300 ms deadline: 50
@@ -75,7 +77,9 @@ fn a_connection_beyond_the_cap_gets_eagain_while_the_others_wait() {
     let frames = frames_until_eof(&mut extra);
     assert_eq!(first_error_code(&frames).as_deref(), Some("EAGAIN"));
     drop(waiting);
-    settle(&h, "the places are free", |s| s["unattached_connections"] == 0);
+    settle(&h, "the places are free", |s| {
+        s["unattached_connections"] == 0
+    });
     echoes(&h, Transport::Unix, "b", 5);
 }
 
@@ -186,7 +190,10 @@ fn a_vm_at_its_session_limit_refuses_one_more_and_others_attach() {
     let (_, outcome) = hello_with(&h, Transport::InProcess, params.clone());
     let error = outcome.expect_err("a sixth session of a");
     assert_eq!(error["code"], "EMFILE", "{error}");
-    assert!(error["message"].as_str().unwrap().contains("sessions_per_vm"));
+    assert!(error["message"]
+        .as_str()
+        .unwrap()
+        .contains("sessions_per_vm"));
     let stats = held[0].stats();
     assert_eq!(stats["vm"]["sessions"], 5);
     assert_eq!(stats["vm"]["sessions_per_vm"], 5);
@@ -230,7 +237,11 @@ fn a_huge_credit_window_is_clamped() {
         .unwrap();
     let port = listened["local"]["port"].clone();
     let connected = client
-        .call("net.connect", json!({"host": "127.0.0.1", "port": port}), b"")
+        .call(
+            "net.connect",
+            json!({"host": "127.0.0.1", "port": port}),
+            b"",
+        )
         .unwrap();
     let client_sock = connected["socket"].as_u64().unwrap();
     let (accept, _, _) = server.event_of("accept");
@@ -242,10 +253,21 @@ fn a_huge_credit_window_is_clamped() {
         let _ = client.call("net.write", json!({"socket": client_sock}), &chunk);
     }
     let id = server.send_call("stats", json!({}), b"", false);
-    assert_eq!(data_before_reply(&mut server, sock, id), max_credit as usize);
+    assert_eq!(
+        data_before_reply(&mut server, sock, id),
+        max_credit as usize
+    );
     // A grant of 2^63 opens the window by max_credit only.
-    server.send_call("net.credit", json!({"socket": sock, "bytes": 1u64 << 63}), b"", true);
+    server.send_call(
+        "net.credit",
+        json!({"socket": sock, "bytes": 1u64 << 63}),
+        b"",
+        true,
+    );
     let id = server.send_call("stats", json!({}), b"", false);
-    assert_eq!(data_before_reply(&mut server, sock, id), max_credit as usize);
+    assert_eq!(
+        data_before_reply(&mut server, sock, id),
+        max_credit as usize
+    );
     echoes(&h, Transport::Unix, "b", 5);
 }

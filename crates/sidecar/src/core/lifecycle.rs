@@ -158,15 +158,7 @@ impl Core {
             token
         });
         let cwd = params.cwd.clone().unwrap_or_else(|| "/".into());
-        let session = Session::new(
-            sid,
-            vm.clone(),
-            params.mode,
-            credit,
-            cwd,
-            capabilities,
-            out,
-        );
+        let session = Session::new(sid, vm.clone(), params.mode, credit, cwd, capabilities, out);
         self.sessions.insert(sid, session);
         if let Some(v) = self.vms.get_mut(&vm) {
             v.sessions += 1;

@@ -19,8 +19,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use sidecar_protocol::{
-    encode_reply_ok, BoundResult, ErrorCode, Header, RawFrame, Request, WireError,
-    PROTOCOL_VERSION,
+    encode_reply_ok, BoundResult, ErrorCode, Header, RawFrame, Request, WireError, PROTOCOL_VERSION,
 };
 
 use super::{reply_err_direct, Attach};
@@ -41,7 +40,10 @@ impl Gate {
         let cap = c.config.limits.unattached_connections;
         if get(&c.metrics.unattached_now) >= cap as u64 {
             bump(&c.metrics.unattached_refused);
-            crate::warn_limited!(cap, "refused a connection: too many connections not attached");
+            crate::warn_limited!(
+                cap,
+                "refused a connection: too many connections not attached"
+            );
             let message = format!(
                 "the sidecar has {cap} connections not attached yet (unattached_connections); \
                  try again later"

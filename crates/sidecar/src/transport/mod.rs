@@ -19,7 +19,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use sidecar_protocol::{encode_reply_err, ErrorCode, EventBody, FrameError, Header, RawFrame, WireError};
+use sidecar_protocol::{
+    encode_reply_err, ErrorCode, EventBody, FrameError, Header, RawFrame, WireError,
+};
 
 use crate::calls;
 use crate::core::{Core, SessionId};
@@ -118,24 +120,26 @@ pub async fn serve_connection(
                 tokio::task::yield_now().await;
             }
             attach = match attach {
-                Attach::AwaitingHello => match hello_gate::hello(&core, raw, &sink, max_frame, &bound) {
-                    HelloStep::Attached(attached) => {
-                        gate = None;
-                        source.set_max_frame(max_frame, false);
-                        attached
+                Attach::AwaitingHello => {
+                    match hello_gate::hello(&core, raw, &sink, max_frame, &bound) {
+                        HelloStep::Attached(attached) => {
+                            gate = None;
+                            source.set_max_frame(max_frame, false);
+                            attached
+                        }
+                        HelloStep::Bound(vm) => {
+                            bound = Some(vm);
+                            attach
+                        }
+                        HelloStep::Refused(id, error) => {
+                            hello_gate::log_refusal(&error);
+                            // A timer on this connection's task: the loop serves the others.
+                            tokio::time::sleep(refused_delay).await;
+                            reply_err_direct(&sink, id, &error, max_frame);
+                            break 'connection;
+                        }
                     }
-                    HelloStep::Bound(vm) => {
-                        bound = Some(vm);
-                        attach
-                    }
-                    HelloStep::Refused(id, error) => {
-                        hello_gate::log_refusal(&error);
-                        // A timer on this connection's task: the loop serves the others.
-                        tokio::time::sleep(refused_delay).await;
-                        reply_err_direct(&sink, id, &error, max_frame);
-                        break 'connection;
-                    }
-                },
+                }
                 Attach::Primary(sid) => {
                     if core.borrow().session(sid).is_none() {
                         break 'connection;
@@ -183,7 +187,12 @@ fn raw_id(raw: &RawFrame, max_header: usize) -> u64 {
     }
 }
 
-pub(super) fn reply_err_direct(sink: &Arc<dyn FrameSink>, id: u64, error: &WireError, max_frame: usize) {
+pub(super) fn reply_err_direct(
+    sink: &Arc<dyn FrameSink>,
+    id: u64,
+    error: &WireError,
+    max_frame: usize,
+) {
     let mut frame = Vec::new();
     if encode_reply_err(id, error, max_frame, &mut frame).is_ok() {
         let _ = sink.send(frame);

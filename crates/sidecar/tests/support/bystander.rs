@@ -16,7 +16,11 @@ pub fn echoes(h: &Harness, transport: Transport, vm: &str, rounds: usize) {
         .expect("bystander listen");
     let port = listened["local"]["port"].clone();
     let connected = client
-        .call("net.connect", json!({"host": "127.0.0.1", "port": port}), b"")
+        .call(
+            "net.connect",
+            json!({"host": "127.0.0.1", "port": port}),
+            b"",
+        )
         .expect("bystander connect");
     let client_sock = connected["socket"].as_u64().unwrap();
     let (accept, _, _) = server.event_of("accept");
