@@ -24,12 +24,12 @@ use sidecar_protocol::{
 
 use super::{reply_err_direct, Attach};
 use crate::core::{Core, HelloOutcome};
-use crate::metrics::{bump, drop_one, get};
+use crate::metrics::{bump, drop_one, get, Metrics};
 use crate::outbound::FrameSink;
 
 /// A connection's place among the unattached ones; dropping it frees the place.
 pub(super) struct Gate {
-    core: Rc<RefCell<Core>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Gate {
@@ -54,14 +54,14 @@ impl Gate {
         }
         bump(&c.metrics.unattached_now);
         Some(Gate {
-            core: Rc::clone(core),
+            metrics: Arc::clone(&c.metrics),
         })
     }
 }
 
 impl Drop for Gate {
     fn drop(&mut self) {
-        drop_one(&self.core.borrow().metrics.unattached_now);
+        drop_one(&self.metrics.unattached_now);
     }
 }
 
