@@ -124,6 +124,14 @@ impl FrameDecoder {
         }
     }
 
+    /// Changes the limit for the frames not decoded yet: a transport keeps it small until
+    /// its session is attached (a hello is small), then raises it. A frame whose prefix is
+    /// buffered already is measured against the new limit when it is next looked at, and
+    /// its payload is never allocated for a claim beyond the limit in force.
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.max_frame = max_frame;
+    }
+
     /// The limit in force.
     pub fn max_frame(&self) -> usize {
         self.max_frame

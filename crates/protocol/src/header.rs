@@ -187,14 +187,16 @@ impl<'de> Deserialize<'de> for Reply {
 pub struct HeaderError {
     /// The request id, when one could be recovered from the broken header.
     pub id: Option<u64>,
+    /// The code to report: `EPROTO`, or `EMSGSIZE` for a header over the limit.
+    pub code: ErrorCode,
     /// What was wrong.
     pub message: String,
 }
 
 impl HeaderError {
-    /// The error to report: `EPROTO`.
+    /// The error to report (`EPROTO`, or `EMSGSIZE` for a header over the limit).
     pub fn to_wire_error(&self) -> WireError {
-        WireError::new(ErrorCode::Eproto, self.to_string())
+        WireError::new(self.code.clone(), self.to_string())
     }
 
     /// The error reply to send, when the id is known. Without an id the sidecar reports
@@ -202,6 +204,31 @@ impl HeaderError {
     pub fn to_reply(&self) -> Option<Reply> {
         self.id.map(|id| Reply::err(id, self.to_wire_error()))
     }
+}
+
+/// Default largest JSON header: 64 KiB, far below the frame limit (a header names a
+/// call and its small params; bulk bytes ride in the payload).
+pub const DEFAULT_MAX_HEADER: usize = 64 * 1024;
+
+/// Bytes at the start of an oversized header searched for its request id.
+const ID_SCAN: usize = 4096;
+
+/// Refuses a header longer than `max` before any parse: `EMSGSIZE`, with the request id
+/// if it is among the first 4 KiB (canonical encoders write it second). Parsing is
+/// linear, but serde's derived parser buffers a tagged object whole (see
+/// `header_fast.rs`): a bound on the input is what bounds the work and the memory.
+pub fn check_header_len(json: &[u8], max: usize) -> Result<(), HeaderError> {
+    if json.len() <= max {
+        return Ok(());
+    }
+    Err(HeaderError {
+        id: scan_top_level_id(&json[..ID_SCAN.min(json.len())]),
+        code: ErrorCode::Emsgsize,
+        message: format!(
+            "header of {} bytes exceeds the limit of {max} bytes",
+            json.len()
+        ),
+    })
 }
 
 /// Parses a header. On failure, recovers the request id if it can.
@@ -213,18 +240,23 @@ pub fn parse_header(json: &[u8]) -> Result<Header, HeaderError> {
     if let Some(header) = crate::header_fast::parse(json) {
         return Ok(header);
     }
+    parse_header_derived(json)
+}
+
+/// [`parse_header`] without its one-pass attempt, for a caller that already tried the
+/// canonical shape (`parse_call`): the input is parsed once more, never twice more.
+pub fn parse_header_derived(json: &[u8]) -> Result<Header, HeaderError> {
     serde_json::from_slice(json).map_err(|e| HeaderError {
         id: recover_id(json),
+        code: ErrorCode::Eproto,
         message: e.to_string(),
     })
 }
 
-/// Best-effort request id of a header that failed to parse.
+/// Best-effort request id of a header that failed to parse: a byte scan, not another
+/// parse (an invalid header is parsed once, by the derived parser, and no more).
 fn recover_id(json: &[u8]) -> Option<u64> {
-    match serde_json::from_slice::<Value>(json) {
-        Ok(value) => value.get("id").and_then(Value::as_u64),
-        Err(_) => scan_top_level_id(json),
-    }
+    scan_top_level_id(json)
 }
 
 /// Finds `"id": <unsigned integer>` at nesting depth 1 of possibly broken JSON (truncated,
@@ -456,5 +488,23 @@ mod tests {
             assert_eq!(err.to_wire_error().code, ErrorCode::Eproto);
             assert_eq!(err.to_reply().map(|r| r.id), *id);
         }
+    }
+
+    /// A header over the limit is refused unparsed, `EMSGSIZE`, with the id found near
+    /// its start; one at the limit passes.
+    #[test]
+    fn a_header_over_the_limit_is_refused_with_its_id() {
+        let mut json = br#"{"type":"call","id":7,"method":"stats","params":{"pad":""#.to_vec();
+        json.resize(100_000, b'x');
+        json.extend_from_slice(br#""}}"#);
+        let err = check_header_len(&json, DEFAULT_MAX_HEADER).unwrap_err();
+        assert_eq!(err.id, Some(7));
+        assert_eq!(err.to_wire_error().code, ErrorCode::Emsgsize);
+        assert!(check_header_len(&json, json.len()).is_ok());
+        // The id is looked for only near the start: an id past it is not recovered.
+        let mut late = br#"{"type":"call","params":{"pad":""#.to_vec();
+        late.resize(100_000, b'x');
+        late.extend_from_slice(br#""},"id":8}"#);
+        assert_eq!(check_header_len(&late, 1024).unwrap_err().id, None);
     }
 }

@@ -72,7 +72,10 @@ pub use frame::{
     encode_frame, encode_raw_frame, read_frame, write_frame, Frame, FrameError, RawFrame,
     DEFAULT_MAX_FRAME, HEAD_GUESS, PREFIX_LEN,
 };
-pub use header::{parse_header, Call, Header, HeaderError, Reply};
+pub use header::{
+    check_header_len, parse_header, parse_header_derived, Call, Header, HeaderError, Reply,
+    DEFAULT_MAX_HEADER,
+};
 pub use header_fast::{parse_call, ParsedCall};
 pub use hello::{BoundResult, HelloParams, HelloResult, Mode, DEFAULT_CREDIT, PROTOCOL_VERSION};
 pub use method::{CallParams, Method, Request, RequestError, UnknownMethod};

@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use sidecar_protocol::{
-    capability, clamp_wait, parse_call, Address, ConnectResult, CreateSocketResult, Empty,
-    Endpoint, ErrorCode, EventBody, Family, Header, LookupAddress, LookupResult, RawFrame, Request,
-    SendResult, SocketId, WireError,
+    capability, check_header_len, clamp_wait, parse_call, parse_header_derived, Address,
+    ConnectResult, CreateSocketResult, Empty, Endpoint, ErrorCode, EventBody, Family, Header,
+    LookupAddress, LookupResult, RawFrame, Request, SendResult, SocketId, WireError,
 };
 use stage_trace::Stage;
 
@@ -86,11 +86,24 @@ pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) 
         return;
     };
     let out = Arc::clone(&session.out);
+    // A header over the limit is refused before any parse (the session goes on).
+    if let Err(e) = check_header_len(&raw.header, core.config.limits.max_header) {
+        bump(&core.metrics.headers_too_large);
+        crate::warn_limited!(bytes = raw.header.len(), "refused a header over max_header");
+        match e.id {
+            Some(id) => out.reply_err(id, &e.to_wire_error()),
+            None => {
+                out.deliver(EventBody::request_error(0, None, e.to_wire_error()), &[]);
+            }
+        }
+        return;
+    }
     // The canonical shape with valid params is read straight into its typed request;
-    // anything else takes the general parser, which decides and reports.
+    // anything else takes the general parser, which decides and reports. Each parser
+    // reads the header once: no input is parsed more than twice.
     let (id, noreply, request) = match parse_call(&raw.header) {
         Some(call) => (call.id, call.noreply, Ok(call.request)),
-        None => match raw.parse_header() {
+        None => match parse_header_derived(&raw.header) {
             Ok(Header::Call(call)) => (call.id, call.noreply, call.into_request()),
             Ok(_) => {
                 bump(&core.metrics.bad_frames);
@@ -139,7 +152,7 @@ pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) 
     if !raw.payload.is_empty() && !method.has_payload() {
         return responder.err(WireError::invalid(format!("{method} takes no payload")));
     }
-    if let Err(e) = check_capability(&core, sid, &request) {
+    if let Err(e) = check_capability(&core, sid, &request).and_then(|()| check_names(&request)) {
         return responder.err(e);
     }
     responder.socket = named_socket(&request);
@@ -310,6 +323,30 @@ fn check_capability(core: &Core, sid: SessionId, request: &Request) -> Result<()
             ErrorCode::Enotsup,
             format!("the {needed:?} capability was not negotiated in hello"),
         )),
+    }
+}
+
+/// Longest Unix socket path: `sun_path` is 108 bytes on Linux, its NUL included (libuv
+/// refuses a longer one the same way). A virtual path is kept per listener, so this also
+/// bounds what 1024 listeners hold.
+pub const MAX_UNIX_PATH: usize = 107;
+
+/// Names a guest gives: a Unix path longer than [`MAX_UNIX_PATH`] is `ENAMETOOLONG`.
+fn check_names(request: &Request) -> Result<(), WireError> {
+    let endpoint = match request {
+        Request::Connect(p) => &p.endpoint,
+        Request::Listen(p) => &p.endpoint,
+        _ => return Ok(()),
+    };
+    match endpoint {
+        Endpoint::Unix { path } if path.len() > MAX_UNIX_PATH => Err(WireError::new(
+            ErrorCode::Enametoolong,
+            format!(
+                "a Unix path of {} bytes is longer than {MAX_UNIX_PATH}",
+                path.len()
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 

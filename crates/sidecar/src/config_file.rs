@@ -61,6 +61,38 @@ struct LimitsSpec {
     write_hard_limit: Option<usize>,
     udp_receive_buffer: Option<usize>,
     pairing_wait_ms: Option<u64>,
+    // Before hello, headers, names, sessions: sessions_per_vm is per VM, the rest
+    // sidecar wide.
+    sessions_per_vm: Option<usize>,
+    hello_timeout_ms: Option<u64>,
+    unattached_connections: Option<usize>,
+    hello_max_frame: Option<usize>,
+    refused_hello_delay_ms: Option<u64>,
+    max_credit: Option<u64>,
+    max_header: Option<usize>,
+}
+
+impl LimitsSpec {
+    /// The first sidecar-wide key this spec sets (refused in `[vm.limits]`).
+    fn sidecar_wide_key(&self) -> Option<&'static str> {
+        [
+            (self.pairing_wait_ms.is_some(), "pairing_wait_ms"),
+            (self.hello_timeout_ms.is_some(), "hello_timeout_ms"),
+            (
+                self.unattached_connections.is_some(),
+                "unattached_connections",
+            ),
+            (self.hello_max_frame.is_some(), "hello_max_frame"),
+            (
+                self.refused_hello_delay_ms.is_some(),
+                "refused_hello_delay_ms",
+            ),
+            (self.max_credit.is_some(), "max_credit"),
+            (self.max_header.is_some(), "max_header"),
+        ]
+        .into_iter()
+        .find_map(|(set, key)| set.then_some(key))
+    }
 }
 
 impl From<&LimitsSpec> for LimitOverrides {
@@ -74,6 +106,7 @@ impl From<&LimitsSpec> for LimitOverrides {
             write_hard_limit: spec.write_hard_limit,
             udp_receive_buffer: spec.udp_receive_buffer,
             event_queue_bytes: spec.event_queue_bytes,
+            sessions_per_vm: spec.sessions_per_vm,
         }
     }
 }
@@ -159,6 +192,24 @@ fn parse_noting_literal_secrets(
             .limits
             .pairing_wait_ms
             .map_or(defaults.pairing_wait, Duration::from_millis),
+        hello_timeout: spec
+            .limits
+            .hello_timeout_ms
+            .map_or(defaults.hello_timeout, Duration::from_millis),
+        unattached_connections: spec
+            .limits
+            .unattached_connections
+            .unwrap_or(defaults.unattached_connections),
+        hello_max_frame: spec
+            .limits
+            .hello_max_frame
+            .unwrap_or(defaults.hello_max_frame),
+        refused_hello_delay: spec
+            .limits
+            .refused_hello_delay_ms
+            .map_or(defaults.refused_hello_delay, Duration::from_millis),
+        max_credit: spec.limits.max_credit.unwrap_or(defaults.max_credit),
+        max_header: spec.limits.max_header.unwrap_or(defaults.max_header),
         ..LimitOverrides::from(&spec.limits).over(&defaults)
     };
     if let Err(e) = config.limits.validate() {
@@ -247,8 +298,8 @@ fn parse_noting_literal_secrets(
             Some(spec) => {
                 let own = LimitOverrides::from(spec.get_ref());
                 let line = line_of(text, spec.span().start);
-                if spec.get_ref().pairing_wait_ms.is_some() {
-                    let e = "pairing_wait_ms is sidecar-wide (set it in [limits])";
+                if let Some(key) = spec.get_ref().sidecar_wide_key() {
+                    let e = format!("{key} is sidecar-wide (set it in [limits])");
                     return Err(invalid(line, format!("VM {}: [vm.limits]: {e}", vm.name)));
                 }
                 if let Err(e) = own.over(&config.limits).validate() {
@@ -388,6 +439,26 @@ secret = "sb"
         assert!(config.allowing("a", dns, Proto::Udp).is_some());
         assert!(config.allowing("a", dns, Proto::Tcp).is_none());
         assert!(config.allowing("b", dns, Proto::Udp).is_none());
+    }
+
+    #[test]
+    fn the_hello_gate_limits_are_read_and_sessions_per_vm_is_per_vm() {
+        let text = "[limits]\nhello_timeout_ms = 300\nunattached_connections = 7\n\
+                    hello_max_frame = 4096\nrefused_hello_delay_ms = 0\nmax_credit = 65536\n\
+                    max_header = 1024\nsessions_per_vm = 9\n\
+                    [[vm]]\nname = \"a\"\nsecret = \"s\"\n[vm.limits]\nsessions_per_vm = 2\n";
+        let config = parse_str(text).unwrap();
+        let limits = &config.limits;
+        assert_eq!(limits.hello_timeout, Duration::from_millis(300));
+        assert_eq!(limits.unattached_connections, 7);
+        assert_eq!(limits.hello_max_frame, 4096);
+        assert_eq!(limits.refused_hello_delay, Duration::ZERO);
+        assert_eq!((limits.max_credit, limits.max_header), (65536, 1024));
+        assert_eq!(limits.sessions_per_vm, 9);
+        assert_eq!(config.limits_for("a").sessions_per_vm, 2);
+        let (_, reason) =
+            refused("[[vm]]\nname = \"a\"\nsecret = \"s\"\n[vm.limits]\nmax_header = 9\n");
+        assert!(reason.contains("max_header is sidecar-wide"), "{reason}");
     }
 
     #[test]

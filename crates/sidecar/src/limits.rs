@@ -51,6 +51,28 @@ pub struct Limits {
     /// Period of the counted fallback re-check of parked waits (they are woken by
     /// notifications; the fallback only guards against a lost one). Sidecar wide.
     pub parked_fallback: Duration,
+    // --- Before hello, headers, names, sessions (PROTOCOL.md §13) ---
+    /// How long a connection may take to attach (its hello, after the operator's `bind`
+    /// if any). Past it the connection gets an `ETIMEDOUT` error reply and is closed.
+    /// Sidecar wide.
+    pub hello_timeout: Duration,
+    /// Connections not attached yet, sidecar wide. One beyond it gets an `EAGAIN` error
+    /// reply and is closed at once.
+    pub unattached_connections: usize,
+    /// Largest frame accepted before attach (a hello is small). A bigger announced frame
+    /// is refused (`EMSGSIZE`, closed) before any of it is read. Sidecar wide.
+    pub hello_max_frame: usize,
+    /// How long a refused hello (wrong secret, unknown VM…) waits before its error reply
+    /// and the close: one connection guesses a few times a second at most. Sidecar wide.
+    pub refused_hello_delay: Duration,
+    /// Sessions attached to one VM at once; a hello beyond it fails `EMFILE`.
+    pub sessions_per_vm: usize,
+    /// Largest credit window (hello) and `net.credit` grant: a larger figure is clamped
+    /// to it. Sidecar wide.
+    pub max_credit: u64,
+    /// Largest JSON header of a frame; a bigger one gets an `EMSGSIZE` error (the session
+    /// goes on) and is never parsed. Sidecar wide.
+    pub max_header: usize,
 }
 
 impl Default for Limits {
@@ -67,6 +89,13 @@ impl Default for Limits {
             event_queue_bytes: 8 * 1024 * 1024,
             parked_fallback: Duration::from_secs(1),
             pairing_wait: Duration::from_secs(1),
+            hello_timeout: Duration::from_secs(5),
+            unattached_connections: 128,
+            hello_max_frame: 16 * 1024,
+            refused_hello_delay: Duration::from_millis(250),
+            sessions_per_vm: 1024,
+            max_credit: 16 * 1024 * 1024,
+            max_header: 64 * 1024,
         }
     }
 }
@@ -83,6 +112,7 @@ pub struct LimitOverrides {
     pub write_hard_limit: Option<usize>,
     pub udp_receive_buffer: Option<usize>,
     pub event_queue_bytes: Option<usize>,
+    pub sessions_per_vm: Option<usize>,
 }
 
 /// Effective limits that cannot work together.
@@ -108,6 +138,7 @@ impl LimitOverrides {
             write_hard_limit: self.write_hard_limit.unwrap_or(base.write_hard_limit),
             udp_receive_buffer: self.udp_receive_buffer.unwrap_or(base.udp_receive_buffer),
             event_queue_bytes: self.event_queue_bytes.unwrap_or(base.event_queue_bytes),
+            sessions_per_vm: self.sessions_per_vm.unwrap_or(base.sessions_per_vm),
             ..base.clone()
         }
     }

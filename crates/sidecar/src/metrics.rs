@@ -109,6 +109,13 @@ pub struct Metrics {
     /// Sessions whose queued events were not all written within the shutdown's grace
     /// period (their guests were not reading); what was left was dropped.
     pub shutdown_unflushed_sessions: AtomicU64,
+    // Before hello (the hello gate): connections not attached now; those refused because
+    // `unattached_connections` were waiting; those closed at their `hello_timeout`.
+    pub unattached_now: AtomicU64,
+    pub unattached_refused: AtomicU64,
+    pub hello_timeouts: AtomicU64,
+    /// Frames whose JSON header was over `max_header` (refused unparsed, `EMSGSIZE`).
+    pub headers_too_large: AtomicU64,
 }
 
 pub fn bump(counter: &AtomicU64) {
@@ -143,6 +150,10 @@ impl Metrics {
             "pairs_made": get(&self.pairs_made),
             "pairs_missed": get(&self.pairs_missed),
             "shutdown_unflushed_sessions": get(&self.shutdown_unflushed_sessions),
+            "unattached_connections": get(&self.unattached_now),
+            "unattached_refused": get(&self.unattached_refused),
+            "hello_timeouts": get(&self.hello_timeouts),
+            "headers_too_large": get(&self.headers_too_large),
         })
     }
 }

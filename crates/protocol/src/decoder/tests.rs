@@ -305,3 +305,34 @@ fn big_idle_buffer_is_released() {
     assert_eq!(d.next_frame().unwrap().unwrap().payload.len(), 1 << 20);
     assert_eq!(d.capacity(), 0);
 }
+
+/// Before attach a transport lowers the limit: a 16 MiB announcement is refused from its
+/// prefix, with nothing of it read or allocated; raised after attach, the same frame
+/// decodes.
+#[test]
+fn a_lowered_limit_refuses_a_big_announcement_before_reading_it() {
+    let mut hello = Vec::new();
+    encode_raw_frame(br#"{"type":"call"}"#, b"", 1 << 20, &mut hello).unwrap();
+    let mut big = Vec::new();
+    encode_raw_frame(b"{}", &vec![1u8; 100_000], 1 << 20, &mut big).unwrap();
+    let mut d = FrameDecoder::new(1 << 20);
+    d.set_max_frame(16 * 1024);
+    assert_eq!(d.max_frame(), 16 * 1024);
+    // A small frame passes the lowered limit; then the limit is raised and a big one decodes.
+    d.push(&hello);
+    assert!(d.next_frame().unwrap().is_some());
+    d.set_max_frame(1 << 20);
+    d.push(&big);
+    assert_eq!(d.next_frame().unwrap().unwrap().payload.len(), 100_000);
+    // Lowered again: the announcement of 16 MiB fails from its first 4 bytes.
+    let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME);
+    d.set_max_frame(16 * 1024);
+    let claim = (16u32 << 20).to_be_bytes();
+    let mut reader = &[&claim[..], &[0, 0, 0, 2], &[7u8; 4096][..]].concat()[..];
+    assert!(d.read_from(&mut reader).is_ok());
+    assert!(matches!(
+        d.next_frame(),
+        Err(FrameError::TooLarge { max: 16384, .. })
+    ));
+    assert!(d.capacity() < 64 * 1024, "capacity {}", d.capacity());
+}

@@ -88,15 +88,17 @@ impl Core {
         socket: SocketId,
         bytes: u64,
     ) -> Result<(), WireError> {
+        // A window never exceeds `max_credit`, however many grants (PROTOCOL.md §13).
+        let max_credit = self.config.limits.max_credit;
         if let Some(host) = self.host_of(sid, socket) {
-            host.credit(bytes);
+            host.credit(bytes, max_credit);
             return Ok(());
         }
         match self.stream_of(sid, socket) {
             Ok(key) => {
                 self.touch(key);
                 if let Some(window) = self.streams.get_mut(&key).and_then(|e| e.window.as_mut()) {
-                    *window = window.saturating_add(bytes);
+                    *window = window.saturating_add(bytes).min(max_credit);
                 }
                 self.pump(key);
                 Ok(())

@@ -15,6 +15,9 @@ use crate::config::random_token;
 use crate::metrics::{bump, drop_one};
 use crate::outbound::{FrameSink, Outbound};
 
+/// Longest `cwd` a guest may set in hello (PATH_MAX): longer is `ENAMETOOLONG`.
+pub const MAX_CWD: usize = 4096;
+
 /// What this sidecar offers in hello (the reply carries the intersection).
 pub const SUPPORTED_CAPABILITIES: &[&str] = &[
     capability::PUSH,
@@ -117,6 +120,18 @@ impl Core {
         if params.credit == 0 {
             return refused(ErrorCode::Einval, "the credit window must be > 0".into());
         }
+        if let Some(cwd) = params.cwd.as_deref().filter(|cwd| cwd.len() > MAX_CWD) {
+            let message = format!("cwd of {} bytes is longer than {MAX_CWD}", cwd.len());
+            return refused(ErrorCode::Enametoolong, message);
+        }
+        let limit = self.vm_limits(&vm).sessions_per_vm;
+        if self.vms.get(&vm).is_some_and(|v| v.sessions >= limit) {
+            crate::warn_limited!(vm = %vm, limit, "refused a session: sessions_per_vm");
+            let message = format!("VM {vm} has {limit} sessions attached (sessions_per_vm)");
+            return refused(ErrorCode::Emfile, message);
+        }
+        // A window beyond `max_credit` is clamped to it (PROTOCOL.md §13).
+        let credit = params.credit.min(self.config.limits.max_credit);
         let capabilities = capability::intersect(SUPPORTED_CAPABILITIES, &params.capabilities);
         let guest_max_frame = params
             .max_frame
@@ -143,16 +158,11 @@ impl Core {
             token
         });
         let cwd = params.cwd.clone().unwrap_or_else(|| "/".into());
-        let session = Session::new(
-            sid,
-            vm.clone(),
-            params.mode,
-            params.credit,
-            cwd,
-            capabilities,
-            out,
-        );
+        let session = Session::new(sid, vm.clone(), params.mode, credit, cwd, capabilities, out);
         self.sessions.insert(sid, session);
+        if let Some(v) = self.vms.get_mut(&vm) {
+            v.sessions += 1;
+        }
         bump(&self.metrics.sessions_now);
         bump(&self.metrics.sessions_total);
         tracing::debug!(session = sid, vm = %vm, "session attached");
@@ -191,6 +201,9 @@ impl Core {
         self.event_tokens.retain(|_, owner| *owner != sid);
         if let Some(session) = self.sessions.remove(&sid) {
             session.out.close();
+            if let Some(v) = self.vms.get_mut(&session.vm) {
+                v.sessions = v.sessions.saturating_sub(1);
+            }
             drop_one(&self.metrics.sessions_now);
             tracing::debug!(session = sid, vm = %session.vm, "session ended");
         }

@@ -38,6 +38,8 @@ pub struct Vm {
     /// Shared with the VM's published UDP ports, whose datagrams the readiness thread
     /// delivers (see [`crate::host::publish_udp`]).
     pub udp_drops: Arc<UdpDrops>,
+    /// Sessions attached to this VM now (the count `sessions_per_vm` bounds).
+    pub sessions: usize,
 }
 
 /// A VM's dropped-datagram counts (atomic: the readiness thread counts too).
@@ -65,6 +67,7 @@ impl Vm {
             udp_ephemeral: EphemeralPorts::default(),
             open: 0,
             udp_drops: Arc::default(),
+            sessions: 0,
         }
     }
 

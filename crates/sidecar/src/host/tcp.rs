@@ -401,10 +401,10 @@ impl HostTcp {
     }
 
     /// `net.credit`: the guest consumed `bytes`; reading resumes if it had stopped.
-    pub fn credit(&self, bytes: u64) {
+    pub fn credit(&self, bytes: u64, max: u64) {
         let mut st = self.shared.state.lock();
         if let Some(w) = st.window.as_mut() {
-            *w = w.saturating_add(bytes);
+            *w = w.saturating_add(bytes).min(max);
         }
         self.rearm(st);
     }

@@ -1,5 +1,7 @@
 //! The in-process transport: the sidecar end of an [`inproc_pipe`] duplex pipe.
 
+use std::collections::VecDeque;
+
 use inproc_pipe::{Receiver, Sender};
 use sidecar_protocol::{read_frame, split_frame, RawFrame, Split};
 use stage_trace::Stage;
@@ -12,6 +14,10 @@ pub struct PipeSource {
     rx: Receiver,
     max_frame: usize,
     encoded: Vec<Vec<u8>>,
+    /// Messages (or the rest of one) received but not served yet: before attach a batch
+    /// holds one frame (see [`FrameSource::set_max_frame`]).
+    held: VecDeque<Vec<u8>>,
+    one_per_batch: bool,
 }
 
 impl PipeSource {
@@ -20,18 +26,23 @@ impl PipeSource {
             rx,
             max_frame,
             encoded: Vec::new(),
+            held: VecDeque::new(),
+            one_per_batch: false,
         }
     }
 }
 
 impl FrameSource for PipeSource {
     async fn next_batch(&mut self, out: &mut Vec<RawFrame>) -> Result<(), SourceEnd> {
-        self.encoded.clear();
-        if self.rx.recv_all(&mut self.encoded).await.is_err() {
-            return Err(SourceEnd::Closed);
+        if self.held.is_empty() {
+            self.encoded.clear();
+            if self.rx.recv_all(&mut self.encoded).await.is_err() {
+                return Err(SourceEnd::Closed);
+            }
+            stage_trace::mark(Stage::LoopWoken);
+            self.held.extend(self.encoded.drain(..));
         }
-        stage_trace::mark(Stage::LoopWoken);
-        for bytes in self.encoded.drain(..) {
+        while let Some(bytes) = self.held.pop_front() {
             // Normally one frame per message: its buffer becomes the payload. Several back
             // to back are fine too, and an empty message is no frame at all.
             if bytes.is_empty() {
@@ -40,6 +51,9 @@ impl FrameSource for PipeSource {
             let bytes = match split_frame(bytes, self.max_frame) {
                 Ok(Split::One(frame)) => {
                     out.push(frame);
+                    if self.one_per_batch {
+                        return Ok(());
+                    }
                     continue;
                 }
                 Ok(Split::Several(bytes)) => bytes,
@@ -52,9 +66,18 @@ impl FrameSource for PipeSource {
                     Ok(None) => break,
                     Err(e) => return Err(SourceEnd::Framing(e)),
                 }
+                if self.one_per_batch && !reader.is_empty() {
+                    self.held.push_front(reader.to_vec());
+                    return Ok(());
+                }
             }
         }
         Ok(())
+    }
+
+    fn set_max_frame(&mut self, max_frame: usize, one_per_batch: bool) {
+        self.max_frame = max_frame;
+        self.one_per_batch = one_per_batch;
     }
 }
 

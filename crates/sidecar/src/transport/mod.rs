@@ -10,6 +10,7 @@
 //!   (`serve --listen`), or stdin/stdout (`serve --stdio`). The RPC loop reads it through
 //!   tokio's reactor, so a guest's call wakes exactly one sidecar thread.
 
+mod hello_gate;
 pub mod inproc;
 pub mod listen;
 pub mod stream;
@@ -19,14 +20,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use sidecar_protocol::{
-    encode_reply_err, encode_reply_ok, BoundResult, ErrorCode, EventBody, FrameError, Header,
-    RawFrame, Request, WireError, PROTOCOL_VERSION,
+    encode_reply_err, ErrorCode, EventBody, FrameError, Header, RawFrame, WireError,
 };
 
 use crate::calls;
-use crate::core::{Core, HelloOutcome, SessionId};
+use crate::core::{Core, SessionId};
 use crate::metrics::bump;
 use crate::outbound::FrameSink;
+use hello_gate::{Gate, HelloStep};
 
 /// Why a connection's frames stopped.
 #[derive(Debug)]
@@ -43,11 +44,16 @@ pub enum SourceEnd {
 pub trait FrameSource {
     /// Waits for at least one frame and appends every complete frame available.
     async fn next_batch(&mut self, out: &mut Vec<RawFrame>) -> Result<(), SourceEnd>;
+
+    /// Sets the largest frame accepted from now on, refused from its prefix before any of
+    /// it is read. `one_per_batch`: a batch holds at most one frame, so a frame that
+    /// follows a hello is measured against the limit that hello's attach sets.
+    fn set_max_frame(&mut self, max_frame: usize, one_per_batch: bool);
 }
 
 /// What a connection is, once its hello is done.
 #[derive(Debug, Clone, Copy)]
-enum Attach {
+pub(super) enum Attach {
     AwaitingHello,
     Primary(SessionId),
     EventChannel(SessionId),
@@ -61,7 +67,10 @@ const FRAMES_PER_TURN: usize = 16;
 
 /// Serves one connection until it ends; then its session (if any) ends too. `bound`:
 /// the VM the operator attached this stream to before a guest got it (its hello then
-/// carries no secret), or `None` for a stream that must present one.
+/// carries no secret), or `None` for a stream that must present one. Until it attaches,
+/// the connection is under the hello gate ([`hello_gate`]): a place among the unattached,
+/// a deadline, a small frame limit, and a delayed answer to a refused hello. A stream the
+/// operator bound is under it too: its guest must still say hello in time.
 pub async fn serve_connection(
     core: Rc<RefCell<Core>>,
     mut source: impl FrameSource,
@@ -69,6 +78,21 @@ pub async fn serve_connection(
     max_frame: usize,
     mut bound: Option<String>,
 ) {
+    let Some(gate) = Gate::enter(&core, &sink) else {
+        sink.close();
+        return;
+    };
+    let mut gate = Some(gate);
+    let (hello_timeout, hello_max_frame, refused_delay) = {
+        let limits = &core.borrow().config.limits;
+        (
+            limits.hello_timeout,
+            limits.hello_max_frame,
+            limits.refused_hello_delay,
+        )
+    };
+    source.set_max_frame(hello_max_frame.min(max_frame), true);
+    let deadline = tokio::time::Instant::now() + hello_timeout;
     let mut attach = Attach::AwaitingHello;
     let mut batch = Vec::new();
     'connection: loop {
@@ -76,7 +100,19 @@ pub async fn serve_connection(
         // A source may return frames it decoded whole before a framing error in the same
         // read: they are served first (the stream was in sync up to the bad frame), then
         // the error ends the connection below.
-        let ended = source.next_batch(&mut batch).await;
+        let ended = if gate.is_some() {
+            // The deadline is a timer on this connection's task (no poll). A batch cut
+            // short by it is dropped with the connection.
+            match tokio::time::timeout_at(deadline, source.next_batch(&mut batch)).await {
+                Ok(ended) => ended,
+                Err(_) => {
+                    hello_gate::timed_out(&core, &sink);
+                    break 'connection;
+                }
+            }
+        } else {
+            source.next_batch(&mut batch).await
+        };
         for (served, raw) in batch.drain(..).enumerate() {
             if served > 0 && served % FRAMES_PER_TURN == 0 {
                 // A guest that floods must not hold the loop: every other session gets
@@ -84,14 +120,26 @@ pub async fn serve_connection(
                 tokio::task::yield_now().await;
             }
             attach = match attach {
-                Attach::AwaitingHello => match hello(&core, raw, &sink, max_frame, &bound) {
-                    HelloStep::Attached(attached) => attached,
-                    HelloStep::Bound(vm) => {
-                        bound = Some(vm);
-                        attach
+                Attach::AwaitingHello => {
+                    match hello_gate::hello(&core, raw, &sink, max_frame, &bound) {
+                        HelloStep::Attached(attached) => {
+                            gate = None;
+                            source.set_max_frame(max_frame, false);
+                            attached
+                        }
+                        HelloStep::Bound(vm) => {
+                            bound = Some(vm);
+                            attach
+                        }
+                        HelloStep::Refused(id, error) => {
+                            hello_gate::log_refusal(&error);
+                            // A timer on this connection's task: the loop serves the others.
+                            tokio::time::sleep(refused_delay).await;
+                            reply_err_direct(&sink, id, &error, max_frame);
+                            break 'connection;
+                        }
                     }
-                    HelloStep::Close => break 'connection,
-                },
+                }
                 Attach::Primary(sid) => {
                     if core.borrow().session(sid).is_none() {
                         break 'connection;
@@ -101,7 +149,8 @@ pub async fn serve_connection(
                 }
                 Attach::EventChannel(sid) => {
                     let error = WireError::invalid("the event channel carries no calls");
-                    reply_err_direct(&sink, raw_id(&raw), &error, max_frame);
+                    let max_header = core.borrow().config.limits.max_header;
+                    reply_err_direct(&sink, raw_id(&raw, max_header), &error, max_frame);
                     if core.borrow().session(sid).is_none() {
                         break 'connection;
                     }
@@ -118,6 +167,7 @@ pub async fn serve_connection(
             }
         }
     }
+    drop(gate);
     match attach {
         Attach::Primary(sid) | Attach::EventChannel(sid) => core.borrow_mut().end_session(sid),
         Attach::AwaitingHello => {}
@@ -125,85 +175,11 @@ pub async fn serve_connection(
     sink.close();
 }
 
-/// What a hello did to its stream.
-enum HelloStep {
-    Attached(Attach),
-    /// The operator's `bind`: the stream belongs to this VM now; a hello comes next.
-    Bound(String),
-    /// Refused (after an error reply): close the stream.
-    Close,
-}
-
-/// The first frame must be a hello (or the operator's `bind`, then a hello).
-fn hello(
-    core: &Rc<RefCell<Core>>,
-    raw: RawFrame,
-    sink: &Arc<dyn FrameSink>,
-    max_frame: usize,
-    bound: &Option<String>,
-) -> HelloStep {
-    let refuse = |id: u64, error: WireError| {
-        bump(&core.borrow().metrics.refused_hellos);
-        reply_err_direct(sink, id, &error, max_frame);
-        HelloStep::Close
-    };
-    let call = match raw.parse_header() {
-        Ok(Header::Call(call)) => call,
-        Ok(_) => {
-            return refuse(
-                0,
-                WireError::new(ErrorCode::Eproto, "expected a hello call"),
-            )
-        }
-        Err(e) => return refuse(e.id.unwrap_or(0), e.to_wire_error()),
-    };
-    let id = call.id;
-    let params = match call.into_request() {
-        Ok(Request::Hello(params)) => params,
-        Ok(other) => {
-            let message = format!("{} before hello: call hello first", other.method());
-            return refuse(id, WireError::new(ErrorCode::Eproto, message));
-        }
-        Err(e) => return refuse(id, e.to_wire_error()),
-    };
-    let outcome = core
-        .borrow_mut()
-        .hello(&params, Arc::clone(sink), bound.as_deref());
-    match outcome {
-        Ok(HelloOutcome::Bound(vm)) => {
-            let result = BoundResult {
-                version: PROTOCOL_VERSION,
-                vm: vm.clone(),
-            };
-            let mut frame = Vec::new();
-            if encode_reply_ok(id, &result, &[], max_frame, &mut frame).is_ok() {
-                let _ = sink.send(frame);
-            }
-            HelloStep::Bound(vm)
-        }
-        Ok(HelloOutcome::Session(sid, result)) => {
-            let out = Arc::clone(&core.borrow().sessions[&sid].out);
-            out.reply_ok(id, &result, &[]);
-            HelloStep::Attached(Attach::Primary(sid))
-        }
-        Ok(HelloOutcome::EventChannel(sid, result)) => {
-            let mut frame = Vec::new();
-            if encode_reply_ok(id, &result, &[], max_frame, &mut frame).is_ok() {
-                let _ = sink.send(frame);
-            }
-            // Only now, after its hello reply, may events flow on this stream.
-            let out = Arc::clone(&core.borrow().sessions[&sid].out);
-            out.attach_event_channel(Arc::clone(sink));
-            HelloStep::Attached(Attach::EventChannel(sid))
-        }
-        Err(error) => {
-            reply_err_direct(sink, id, &error, max_frame);
-            HelloStep::Close
-        }
+/// The id of a frame's call, for an error reply; a header over `max_header` is not parsed.
+fn raw_id(raw: &RawFrame, max_header: usize) -> u64 {
+    if let Err(e) = sidecar_protocol::check_header_len(&raw.header, max_header) {
+        return e.id.unwrap_or(0);
     }
-}
-
-fn raw_id(raw: &RawFrame) -> u64 {
     match raw.parse_header() {
         Ok(Header::Call(call)) => call.id,
         Ok(_) => 0,
@@ -211,7 +187,12 @@ fn raw_id(raw: &RawFrame) -> u64 {
     }
 }
 
-fn reply_err_direct(sink: &Arc<dyn FrameSink>, id: u64, error: &WireError, max_frame: usize) {
+pub(super) fn reply_err_direct(
+    sink: &Arc<dyn FrameSink>,
+    id: u64,
+    error: &WireError,
+    max_frame: usize,
+) {
     let mut frame = Vec::new();
     if encode_reply_err(id, error, max_frame, &mut frame).is_ok() {
         let _ = sink.send(frame);

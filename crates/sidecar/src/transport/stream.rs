@@ -62,6 +62,8 @@ pub struct FdSource {
     /// The fd is a stream socket: a read that returns fewer bytes than asked for has
     /// taken everything the kernel held (see [`FdSource::next_batch`]).
     is_socket: bool,
+    /// At most one frame per batch (before attach; see [`FrameSource::set_max_frame`]).
+    one_per_batch: bool,
 }
 
 impl FdSource {
@@ -70,6 +72,7 @@ impl FdSource {
             fd,
             decoder: FrameDecoder::new(max_frame),
             is_socket,
+            one_per_batch: false,
         }
     }
 }
@@ -94,7 +97,12 @@ impl FrameSource for FdSource {
         loop {
             loop {
                 match self.decoder.next_frame() {
-                    Ok(Some(frame)) => out.push(frame),
+                    Ok(Some(frame)) => {
+                        out.push(frame);
+                        if self.one_per_batch {
+                            return Ok(());
+                        }
+                    }
                     Ok(None) => break,
                     Err(e) => return Err(SourceEnd::Framing(e)),
                 }
@@ -129,6 +137,11 @@ impl FrameSource for FdSource {
                 Err(_) => return Err(SourceEnd::Closed),
             }
         }
+    }
+
+    fn set_max_frame(&mut self, max_frame: usize, one_per_batch: bool) {
+        self.decoder.set_max_frame(max_frame);
+        self.one_per_batch = one_per_batch;
     }
 }
 

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 pub use sidecar_protocol::Mode;
 use sidecar_protocol::{read_frame, Header, DEFAULT_MAX_FRAME};
 
+pub mod bystander;
 mod native;
 #[allow(unused_imports)] // not every test binary uses the native peers
 pub use native::*;
