@@ -61,6 +61,9 @@ struct LimitsSpec {
     write_hard_limit: Option<usize>,
     udp_receive_buffer: Option<usize>,
     pairing_wait_ms: Option<u64>,
+    session_outbound_bytes: Option<usize>,
+    buffered_bytes_per_vm: Option<usize>,
+    bytes_per_turn: Option<usize>,
 }
 
 impl From<&LimitsSpec> for LimitOverrides {
@@ -74,6 +77,8 @@ impl From<&LimitsSpec> for LimitOverrides {
             write_hard_limit: spec.write_hard_limit,
             udp_receive_buffer: spec.udp_receive_buffer,
             event_queue_bytes: spec.event_queue_bytes,
+            session_outbound_bytes: spec.session_outbound_bytes,
+            buffered_bytes_per_vm: spec.buffered_bytes_per_vm,
         }
     }
 }
@@ -159,6 +164,7 @@ fn parse_noting_literal_secrets(
             .limits
             .pairing_wait_ms
             .map_or(defaults.pairing_wait, Duration::from_millis),
+        bytes_per_turn: spec.limits.bytes_per_turn.unwrap_or(defaults.bytes_per_turn),
         ..LimitOverrides::from(&spec.limits).over(&defaults)
     };
     if let Err(e) = config.limits.validate() {
@@ -249,6 +255,10 @@ fn parse_noting_literal_secrets(
                 let line = line_of(text, spec.span().start);
                 if spec.get_ref().pairing_wait_ms.is_some() {
                     let e = "pairing_wait_ms is sidecar-wide (set it in [limits])";
+                    return Err(invalid(line, format!("VM {}: [vm.limits]: {e}", vm.name)));
+                }
+                if spec.get_ref().bytes_per_turn.is_some() {
+                    let e = "bytes_per_turn is sidecar-wide (set it in [limits])";
                     return Err(invalid(line, format!("VM {}: [vm.limits]: {e}", vm.name)));
                 }
                 if let Err(e) = own.over(&config.limits).validate() {

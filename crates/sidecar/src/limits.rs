@@ -51,6 +51,19 @@ pub struct Limits {
     /// Period of the counted fallback re-check of parked waits (they are woken by
     /// notifications; the fallback only guards against a lost one). Sidecar wide.
     pub parked_fallback: Duration,
+    // Memory held per session/VM and the loop's fairness (see `outbound`, `transport::turn`).
+    /// Bytes of replies and events queued for a session's guest that its transport has
+    /// not taken (both streams, and events waiting for the event channel). Past it the
+    /// sidecar stops reading that session's calls and stops pushing its in-VM stream data
+    /// (the writers' buffers fill: `need_drain`, then `ENOBUFS`) until the guest reads;
+    /// nothing is dropped. At most one frame past it.
+    pub session_outbound_bytes: usize,
+    /// Bytes buffered across all of a VM's in-VM stream sockets (for writes by its
+    /// guests); a write that would pass it fails `ENOBUFS`, naming this limit.
+    pub buffered_bytes_per_vm: usize,
+    /// Bytes of calls (headers + payloads) one session has served in one turn of the RPC
+    /// loop before the others get theirs (with `FRAMES_PER_TURN`). Sidecar wide.
+    pub bytes_per_turn: usize,
 }
 
 impl Default for Limits {
@@ -67,6 +80,9 @@ impl Default for Limits {
             event_queue_bytes: 8 * 1024 * 1024,
             parked_fallback: Duration::from_secs(1),
             pairing_wait: Duration::from_secs(1),
+            session_outbound_bytes: 16 * 1024 * 1024,
+            buffered_bytes_per_vm: 256 * 1024 * 1024,
+            bytes_per_turn: 256 * 1024,
         }
     }
 }
@@ -83,6 +99,8 @@ pub struct LimitOverrides {
     pub write_hard_limit: Option<usize>,
     pub udp_receive_buffer: Option<usize>,
     pub event_queue_bytes: Option<usize>,
+    pub session_outbound_bytes: Option<usize>,
+    pub buffered_bytes_per_vm: Option<usize>,
 }
 
 /// Effective limits that cannot work together.
@@ -108,6 +126,12 @@ impl LimitOverrides {
             write_hard_limit: self.write_hard_limit.unwrap_or(base.write_hard_limit),
             udp_receive_buffer: self.udp_receive_buffer.unwrap_or(base.udp_receive_buffer),
             event_queue_bytes: self.event_queue_bytes.unwrap_or(base.event_queue_bytes),
+            session_outbound_bytes: self
+                .session_outbound_bytes
+                .unwrap_or(base.session_outbound_bytes),
+            buffered_bytes_per_vm: self
+                .buffered_bytes_per_vm
+                .unwrap_or(base.buffered_bytes_per_vm),
             ..base.clone()
         }
     }

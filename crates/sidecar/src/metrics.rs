@@ -109,6 +109,17 @@ pub struct Metrics {
     /// Sessions whose queued events were not all written within the shutdown's grace
     /// period (their guests were not reading); what was left was dropped.
     pub shutdown_unflushed_sessions: AtomicU64,
+    // Memory held per session and the loop's fairness (`outbound::room`, `transport::turn`).
+    /// Times a session's calls or in-VM stream data were held back because what was
+    /// queued for its guest reached `session_outbound_bytes`.
+    pub outbound_held_back: AtomicU64,
+    /// Fallback re-checks of those waits, and the ones that found room (must stay 0).
+    pub outbound_fallback_fired: AtomicU64,
+    pub outbound_fallback_found_work: AtomicU64,
+    /// Writes refused because their VM's stream buffers reached `buffered_bytes_per_vm`.
+    pub vm_buffer_refused: AtomicU64,
+    /// Times freed heap memory was handed back to the OS (`memory`).
+    pub memory_trims: AtomicU64,
 }
 
 pub fn bump(counter: &AtomicU64) {
@@ -143,6 +154,11 @@ impl Metrics {
             "pairs_made": get(&self.pairs_made),
             "pairs_missed": get(&self.pairs_missed),
             "shutdown_unflushed_sessions": get(&self.shutdown_unflushed_sessions),
+            "outbound_held_back": get(&self.outbound_held_back),
+            "outbound_fallback_fired": get(&self.outbound_fallback_fired),
+            "outbound_fallback_found_work": get(&self.outbound_fallback_found_work),
+            "vm_buffer_refused": get(&self.vm_buffer_refused),
+            "memory_trims": get(&self.memory_trims),
         })
     }
 }

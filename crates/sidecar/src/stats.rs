@@ -6,9 +6,10 @@
 //! {
 //!   "session": {"id", "vm", "mode", "last_seq", "events_pushed": {kind: n},
 //!               "events_undeliverable", "calls": {method: n}, "open_handles",
-//!               "parked_calls", "queued_bytes"},
+//!               "parked_calls", "queued_bytes", "outbound_bytes", "outbound_cap"},
 //!   "vm":      {"name", "sockets", "listeners", "pending_connections",
-//!               "udp_dropped_no_receiver", "udp_dropped_no_room"},
+//!               "udp_dropped_no_receiver", "udp_dropped_no_room",
+//!               "buffered_bytes", "buffered_bytes_limit"},
 //!   "health":  {"fallback_fired", "fallback_found_work", "timer_origin_wakes"}
 //! }
 //! ```
@@ -39,6 +40,8 @@ fn vm_json(core: &Core, name: &str) -> Value {
             "pending_connections": vm.pending_connections(),
             "udp_dropped_no_receiver": get(&vm.udp_drops.no_receiver),
             "udp_dropped_no_room": get(&vm.udp_drops.no_room),
+            "buffered_bytes": vm.buffered,
+            "buffered_bytes_limit": vm.limits.buffered_bytes_per_vm,
         }),
         None => json!({"name": name}),
     }
@@ -61,6 +64,8 @@ pub fn session_stats(core: &Core, sid: SessionId) -> Value {
             "open_handles": session.open_handles(),
             "parked_calls": session.parked_count(),
             "queued_bytes": session.out.queued_bytes(),
+            "outbound_bytes": session.out.outbound_bytes(),
+            "outbound_cap": session.out.room.cap(),
         },
         "vm": vm_json(core, &session.vm),
         "health": health(core),
@@ -83,5 +88,18 @@ pub fn sidecar_stats(core: &Core) -> Value {
     all["streams"] = core.streams.len().into();
     all["host_connections"] = core.hosts.len().into();
     all["servers"] = core.servers.len().into();
+    // What each session holds queued for its guest, by session id (the largest first).
+    let mut outbound: Vec<(u64, usize)> = core
+        .sessions
+        .iter()
+        .map(|(sid, s)| (*sid, s.out.outbound_bytes()))
+        .collect();
+    outbound.sort_by(|a, b| b.1.cmp(&a.1));
+    all["session_outbound_bytes"] = outbound
+        .iter()
+        .take(16)
+        .map(|(sid, bytes)| (sid.to_string(), Value::from(*bytes)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
     all
 }

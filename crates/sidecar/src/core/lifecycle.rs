@@ -132,6 +132,7 @@ impl Core {
             sid,
             self.fabric.clone(),
             capability::has(&capabilities, capability::PRESSURE),
+            self.vm_limits(&vm).session_outbound_bytes,
         ));
         // The event channel exists for push mode; a poll-mode session never gets a token.
         let wants_channel =
@@ -191,6 +192,7 @@ impl Core {
         self.event_tokens.retain(|_, owner| *owner != sid);
         if let Some(session) = self.sessions.remove(&sid) {
             session.out.close();
+            crate::memory::freed(&self.metrics);
             drop_one(&self.metrics.sessions_now);
             tracing::debug!(session = sid, vm = %session.vm, "session ended");
         }

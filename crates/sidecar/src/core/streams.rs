@@ -42,6 +42,8 @@ pub struct StreamEnd {
     /// writer's hard limit), and their count.
     pub inbox: VecDeque<Vec<u8>>,
     pub inbox_bytes: usize,
+    /// The VM whose buffer cap the inbox counts against: the peer's (the writer's).
+    pub writer_vm: String,
     /// Receive window left (credit); `None` when credit was not negotiated.
     pub window: Option<u64>,
     /// `end` has been delivered to this end's guest.
@@ -241,11 +243,17 @@ impl Core {
         };
         let (client_window, server_window) =
             (window_of(self, client_sid), window_of(self, server_sid));
-        let end =
-            |session, id, vm: &str, peer, local: &Address, remote: &Address, window| StreamEnd {
-                session,
-                id,
-                vm: vm.to_owned(),
+        let end = |session,
+                   id,
+                   (vm, writer_vm): (&str, &str),
+                   peer,
+                   local: &Address,
+                   remote: &Address,
+                   window| StreamEnd {
+            session,
+            id,
+            vm: vm.to_owned(),
+            writer_vm: writer_vm.to_owned(),
                 peer: Some(peer),
                 local: local.clone(),
                 remote: remote.clone(),
@@ -265,7 +273,7 @@ impl Core {
         let mut client_end = end(
             client_sid,
             client_id,
-            &client_vm,
+            (&client_vm, &server_vm),
             server_end_key,
             &addrs.client_local,
             &addrs.client_remote,
@@ -275,7 +283,7 @@ impl Core {
         let mut server_end = end(
             server_sid,
             accepted_id,
-            &server_vm,
+            (&server_vm, &client_vm),
             client_key,
             &addrs.server_local,
             &addrs.server_remote,
@@ -327,6 +335,7 @@ impl Core {
         had_error: bool,
     ) -> Option<StreamEnd> {
         let end = self.streams.remove(&key)?;
+        self.unbuffer(&end.writer_vm, end.inbox_bytes);
         if let Some(peer) = end.peer.and_then(|p| self.streams.get_mut(&p)) {
             peer.peer = None;
         }

@@ -38,6 +38,9 @@ pub struct Vm {
     /// Shared with the VM's published UDP ports, whose datagrams the readiness thread
     /// delivers (see [`crate::host::publish_udp`]).
     pub udp_drops: Arc<UdpDrops>,
+    /// Bytes its guests' writes left buffered in in-VM stream sockets (what
+    /// `buffered_bytes_per_vm` bounds).
+    pub buffered: usize,
 }
 
 /// A VM's dropped-datagram counts (atomic: the readiness thread counts too).
@@ -65,6 +68,7 @@ impl Vm {
             udp_ephemeral: EphemeralPorts::default(),
             open: 0,
             udp_drops: Arc::default(),
+            buffered: 0,
         }
     }
 

@@ -74,6 +74,10 @@ impl FrameSink for PipeSink {
     fn queued_bytes(&self) -> usize {
         self.0.queued_bytes()
     }
+
+    fn listen_drained(&self, target: usize) -> Option<event_listener::EventListener> {
+        Some(self.0.listen_taken(target))
+    }
 }
 
 #[cfg(test)]
