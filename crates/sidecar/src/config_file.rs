@@ -164,7 +164,10 @@ fn parse_noting_literal_secrets(
             .limits
             .pairing_wait_ms
             .map_or(defaults.pairing_wait, Duration::from_millis),
-        bytes_per_turn: spec.limits.bytes_per_turn.unwrap_or(defaults.bytes_per_turn),
+        bytes_per_turn: spec
+            .limits
+            .bytes_per_turn
+            .unwrap_or(defaults.bytes_per_turn),
         ..LimitOverrides::from(&spec.limits).over(&defaults)
     };
     if let Err(e) = config.limits.validate() {
@@ -398,6 +401,25 @@ secret = "sb"
         assert!(config.allowing("a", dns, Proto::Udp).is_some());
         assert!(config.allowing("a", dns, Proto::Tcp).is_none());
         assert!(config.allowing("b", dns, Proto::Udp).is_none());
+    }
+
+    #[test]
+    fn outbound_and_vm_buffer_limits_are_read_and_bytes_per_turn_is_sidecar_wide() {
+        let config = parse_str(
+            "[limits]\nbytes_per_turn = 4096\nsession_outbound_bytes = 1000\n\
+             [[vm]]\nname = \"a\"\nsecret = \"s\"\n[vm.limits]\nbuffered_bytes_per_vm = 5000\n",
+        )
+        .unwrap();
+        assert_eq!(config.limits.bytes_per_turn, 4096);
+        let a = config.limits_for("a");
+        assert_eq!(
+            (a.session_outbound_bytes, a.buffered_bytes_per_vm),
+            (1000, 5000)
+        );
+        let (line, reason) =
+            refused("[[vm]]\nname = \"a\"\nsecret = \"s\"\n[vm.limits]\nbytes_per_turn = 1\n");
+        assert_eq!(line, 4, "{reason}");
+        assert!(reason.contains("sidecar-wide"), "{reason}");
     }
 
     #[test]

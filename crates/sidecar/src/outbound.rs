@@ -411,7 +411,10 @@ impl Outbound {
         let primary_bytes = self.primary.queued_bytes();
         let channel_bytes = channel.as_ref().map_or(0, |c| c.queued_bytes());
         let excess = (primary_bytes + channel_bytes).saturating_sub(resume);
-        listeners.extend(self.primary.listen_drained(primary_bytes.saturating_sub(excess)));
+        listeners.extend(
+            self.primary
+                .listen_drained(primary_bytes.saturating_sub(excess)),
+        );
         if let Some(channel) = channel {
             listeners.extend(channel.listen_drained(channel_bytes.saturating_sub(excess)));
         }

@@ -89,7 +89,8 @@ fn a_guest_that_never_reads_its_replies_is_held_back_at_its_outbound_cap() {
                 let flood = std::thread::spawn(move || {
                     use std::io::Write;
                     for id in 100..100 + CALLS {
-                        let call = json!({"type": "call", "id": id, "method": "stats", "params": {}});
+                        let call =
+                            json!({"type": "call", "id": id, "method": "stats", "params": {}});
                         writer.write_all(&encode(&call, b"")).unwrap();
                     }
                 });
@@ -154,7 +155,10 @@ fn in_vm_connections_to_a_guest_that_never_reads_stop_at_the_vm_buffer_cap() {
                 }
                 // The reader was given 1 KiB per socket; the rest stays buffered.
                 let delivered = 1024 * socks.len();
-                assert!(written <= VM_CAP + delivered + CHUNK, "{transport:?}: no refusal");
+                assert!(
+                    written <= VM_CAP + delivered + CHUNK,
+                    "{transport:?}: no refusal"
+                );
             }
         };
         assert_eq!(refusal["code"], "ENOBUFS", "{refusal}");
@@ -166,7 +170,10 @@ fn in_vm_connections_to_a_guest_that_never_reads_stop_at_the_vm_buffer_cap() {
         let vm = &stats["vms"]["a"];
         let buffered = vm["buffered_bytes"].as_u64().unwrap();
         assert!(buffered <= VM_CAP as u64, "{transport:?}: {vm}");
-        assert!(buffered + CHUNK as u64 > VM_CAP as u64, "{transport:?}: {vm}");
+        assert!(
+            buffered + CHUNK as u64 > VM_CAP as u64,
+            "{transport:?}: {vm}"
+        );
         assert_eq!(vm["buffered_bytes_limit"], VM_CAP as u64);
         assert!(stats["vm_buffer_refused"].as_u64().unwrap() >= 1);
         echo_in_b(&h, 10);
@@ -253,7 +260,10 @@ fn stream_data_for_a_guest_at_its_outbound_cap_waits_in_the_writers_buffer() {
         echo_in_b(&h, 10);
         // The guest reads: every byte, in order.
         let got = reader.read_data(reader_sock, TOTAL);
-        assert!(got == pattern_at(0, TOTAL), "{transport:?}: the data differs");
+        assert!(
+            got == pattern_at(0, TOTAL),
+            "{transport:?}: the data differs"
+        );
         let stats = h.stats();
         assert_eq!(stats["vms"]["a"]["buffered_bytes"], 0, "{stats}");
         assert_eq!(stats["outbound_fallback_found_work"], 0, "{stats}");

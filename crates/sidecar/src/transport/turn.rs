@@ -77,7 +77,10 @@ impl Turn {
         }
         let (fallback, metrics) = {
             let core = core.borrow();
-            (core.config.limits.parked_fallback, Arc::clone(&core.metrics))
+            (
+                core.config.limits.parked_fallback,
+                Arc::clone(&core.metrics),
+            )
         };
         bump(&metrics.outbound_held_back);
         out.wait_room(fallback, &metrics).await;
@@ -102,7 +105,10 @@ pub async fn resume_held(core: Rc<RefCell<Core>>) {
             tokio::task::spawn_local(async move {
                 let (fallback, metrics) = {
                     let core = core.borrow();
-                    (core.config.limits.parked_fallback, Arc::clone(&core.metrics))
+                    (
+                        core.config.limits.parked_fallback,
+                        Arc::clone(&core.metrics),
+                    )
                 };
                 out.wait_room(fallback, &metrics).await;
                 if !out.is_closed() {
