@@ -140,7 +140,6 @@ impl Outbound {
         session: u64,
         fabric: Fabric<Key>,
         pressure: bool,
-        outbound_cap: usize,
     ) -> Self {
         let poll = (mode == Mode::Poll).then(|| PollSide {
             session,
@@ -161,8 +160,14 @@ impl Outbound {
             pressure,
             session_events: EventCounts::default(),
             events_undeliverable: AtomicU64::new(0),
-            room: Room::new(outbound_cap),
+            room: Room::new(crate::Limits::default().session_outbound_bytes),
         }
+    }
+
+    /// The cap on what may be queued for the guest (`session_outbound_bytes`).
+    pub fn with_outbound_cap(mut self, cap: usize) -> Self {
+        self.room = Room::new(cap);
+        self
     }
 
     /// Pushes `pressure` for `socket` if the guest negotiated it: a write left `buffered`

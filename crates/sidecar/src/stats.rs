@@ -94,7 +94,7 @@ pub fn sidecar_stats(core: &Core) -> Value {
         .iter()
         .map(|(sid, s)| (*sid, s.out.outbound_bytes()))
         .collect();
-    outbound.sort_by(|a, b| b.1.cmp(&a.1));
+    outbound.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
     all["session_outbound_bytes"] = outbound
         .iter()
         .take(16)
