@@ -34,7 +34,7 @@ use crate::core::Key;
 use crate::metrics::{EventCounts, Metrics};
 
 mod room;
-pub use room::Room;
+pub use room::{Gate, Room};
 
 /// An event waiting in a poll-mode queue, with its payload.
 pub type Polled = (EventBody, Vec<u8>);
@@ -383,47 +383,6 @@ impl Outbound {
         self.metrics.events.bump(kind);
         self.session_events.bump(kind);
         true
-    }
-
-    /// Bytes queued for the guest that its transport has not taken: replies and events,
-    /// on both streams, and events waiting for the event channel (what
-    /// `session_outbound_bytes` caps).
-    pub fn outbound_bytes(&self) -> usize {
-        let state = self.state.lock();
-        let events = match &state.events {
-            EventTarget::Primary => 0,
-            EventTarget::Waiting(_) => state.waiting_bytes,
-            EventTarget::Channel(sink) => sink.queued_bytes(),
-        };
-        self.primary.queued_bytes() + events
-    }
-
-    /// Whether the session may take more: under its cap and not closed.
-    pub fn has_room(&self) -> bool {
-        self.outbound_bytes() < self.room.cap()
-    }
-
-    /// Listeners for room: the sinks' drains (each to the level at which the total
-    /// would be back at `resume`) and the room's own changes.
-    fn room_listeners(&self, resume: usize) -> Vec<event_listener::EventListener> {
-        let mut listeners = vec![self.room.listen()];
-        let state = self.state.lock();
-        let channel = match &state.events {
-            EventTarget::Channel(sink) => Some(Arc::clone(sink)),
-            _ => None,
-        };
-        drop(state);
-        let primary_bytes = self.primary.queued_bytes();
-        let channel_bytes = channel.as_ref().map_or(0, |c| c.queued_bytes());
-        let excess = (primary_bytes + channel_bytes).saturating_sub(resume);
-        listeners.extend(
-            self.primary
-                .listen_drained(primary_bytes.saturating_sub(excess)),
-        );
-        if let Some(channel) = channel {
-            listeners.extend(channel.listen_drained(channel_bytes.saturating_sub(excess)));
-        }
-        listeners
     }
 
     /// Whether the session has ended (nothing more is delivered).

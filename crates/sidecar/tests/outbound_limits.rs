@@ -269,3 +269,60 @@ fn stream_data_for_a_guest_at_its_outbound_cap_waits_in_the_writers_buffer() {
         assert_eq!(stats["outbound_fallback_found_work"], 0, "{stats}");
     }
 }
+
+/// With an event channel, the calls of a guest whose event channel is backed up are
+/// still served: a guest frozen in a sync call reads only its primary stream, so holding
+/// its calls on events it cannot read until the call returns would hang it.
+#[test]
+fn a_backed_up_event_channel_holds_stream_data_but_not_the_guests_calls() {
+    const TOTAL: usize = 2 * 1024 * 1024;
+    const CHUNK: usize = 32 * 1024;
+    let h = Harness::with_config(config(|l| l.session_outbound_bytes = CAP));
+    let mut caps = ALL_CAPS.to_vec();
+    caps.push("event_channel");
+    let extra = json!({"credit": 64 << 20, "capabilities": caps});
+    let mut reader = attach_with(&h, Transport::InProcess, "a", extra);
+    let token = reader.hello["event_channel_token"].clone();
+    let mut channel = RawGuest::new(h.wire(Transport::InProcess));
+    channel
+        .call(
+            "hello",
+            json!({"version": 1, "event_channel_token": token}),
+            b"",
+        )
+        .expect("the event channel attaches");
+    let port = reader.call("net.listen", json!({"port": 0}), b"").unwrap()["local"]["port"]
+        .as_u64()
+        .unwrap();
+    let mut writer = h.guest(Transport::InProcess);
+    let sock = writer
+        .call("net.connect", json!({"port": port}), b"")
+        .unwrap()["socket"]
+        .as_u64()
+        .unwrap();
+    for offset in (0..TOTAL).step_by(CHUNK) {
+        let params = json!({"socket": sock});
+        writer
+            .call("net.write", params, &pattern_at(offset, CHUNK))
+            .unwrap();
+    }
+    settle(&h, "the reader's data is never held back", |s| {
+        s["outbound_held_back"].as_u64().unwrap() > 0
+    });
+    // The event channel is at the cap, and the guest's calls are still answered.
+    let stats = reader.stats();
+    let held = stats["session"]["outbound_bytes"].as_u64().unwrap();
+    assert!(held >= (CAP / 2) as u64, "{stats}");
+    assert!(held <= (CAP + CHUNK + 1024) as u64, "{stats}");
+    // The channel reads: every byte, in order, after the accept.
+    let mut got = Vec::new();
+    while got.len() < TOTAL {
+        let (event, payload) = channel.event();
+        match event["event"].as_str() {
+            Some("data") => got.extend(payload),
+            Some("accept") => {}
+            other => panic!("unexpected {other:?}: {event}"),
+        }
+    }
+    assert!(got == pattern_at(0, TOTAL), "the data differs");
+}

@@ -231,7 +231,7 @@ impl Core {
         let before = end.inbox_bytes;
         let mut held = false;
         while let Some(front) = end.inbox.front_mut() {
-            if !out.has_room() {
+            if !out.has_room(crate::outbound::Gate::All) {
                 // The guest is not reading what it was sent: leave the rest here.
                 held = out.room.hold();
                 break;

@@ -1,6 +1,10 @@
 //! The cap on what a session holds queued for its guest (`session_outbound_bytes`), and
 //! the wait for room under it.
 //!
+//! Two gates measure against it ([`Gate`]): in-VM stream data for the guest is held back
+//! on everything queued for it (both streams, and events waiting for the event channel);
+//! its calls are held back on its primary stream only (see [`Gate::Calls`] for why).
+//!
 //! Why a cap and not a drop: replies cannot be dropped (a guest waits for each), and
 //! stream data must not be. So a guest that does not read what it is sent is treated as
 //! a TCP server treats a client that does not read its replies: the sidecar stops reading
@@ -20,12 +24,13 @@
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use event_listener::{Event, EventListener};
 
-use super::Outbound;
+use super::{EventTarget, Outbound};
 use crate::metrics::{bump, Metrics};
 
 pub struct Room {
@@ -74,14 +79,79 @@ impl Room {
     }
 }
 
+/// What a wait for room measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Reading the session's calls: what is queued on its primary stream (replies, and
+    /// events when they share it). Not an event channel's backlog: a guest frozen in a
+    /// sync call reads only its primary stream, so gating its calls on events it cannot
+    /// read until the call returns would hang it.
+    Calls,
+    /// Pushing its stream data, and calls on its event channel: everything queued.
+    All,
+}
+
 impl Outbound {
-    /// Waits until what is queued for the guest is back at half the cap, or the session
-    /// closed. A fallback re-check every `fallback` guards against a lost notification.
-    pub async fn wait_room(&self, fallback: Duration, metrics: &Metrics) {
+    /// Bytes queued for the guest that its transport has not taken: replies and events,
+    /// on both streams, and events waiting for the event channel (what
+    /// `session_outbound_bytes` caps).
+    pub fn outbound_bytes(&self) -> usize {
+        self.gated_bytes(Gate::All)
+    }
+
+    fn gated_bytes(&self, gate: Gate) -> usize {
+        let (primary, channel) = self.sinks_bytes();
+        match gate {
+            Gate::Calls => primary,
+            Gate::All => primary + channel,
+        }
+    }
+
+    /// Bytes queued on the primary stream, and on the event side (the channel, or the
+    /// events waiting for it).
+    fn sinks_bytes(&self) -> (usize, usize) {
+        let state = self.state.lock();
+        let events = match &state.events {
+            EventTarget::Primary => 0,
+            EventTarget::Waiting(_) => state.waiting_bytes,
+            EventTarget::Channel(sink) => sink.queued_bytes(),
+        };
+        drop(state);
+        (self.primary.queued_bytes(), events)
+    }
+
+    /// Whether what `gate` measures is under the cap.
+    pub fn has_room(&self, gate: Gate) -> bool {
+        self.gated_bytes(gate) < self.room.cap()
+    }
+
+    /// Listeners for room: the sinks' drains (each to the level at which what `gate`
+    /// measures would be back at `resume`) and the room's own changes.
+    fn room_listeners(&self, gate: Gate, resume: usize) -> Vec<EventListener> {
+        let mut listeners = vec![self.room.listen()];
+        let channel = match (&self.state.lock().events, gate) {
+            (EventTarget::Channel(sink), Gate::All) => Some(Arc::clone(sink)),
+            _ => None,
+        };
+        let primary_bytes = self.primary.queued_bytes();
+        let channel_bytes = channel.as_ref().map_or(0, |c| c.queued_bytes());
+        let excess = (primary_bytes + channel_bytes).saturating_sub(resume);
+        let primary_target = primary_bytes.saturating_sub(excess);
+        listeners.extend(self.primary.listen_drained(primary_target));
+        if let Some(channel) = channel {
+            listeners.extend(channel.listen_drained(channel_bytes.saturating_sub(excess)));
+        }
+        listeners
+    }
+
+    /// Waits until what `gate` measures is back at half the cap, or the session closed.
+    /// A fallback re-check every `fallback` guards against a lost notification.
+    pub async fn wait_room(&self, gate: Gate, fallback: Duration, metrics: &Metrics) {
         let resume = self.room.resume_at();
+        let done = || self.is_closed() || self.gated_bytes(gate) <= resume;
         loop {
-            let mut listeners = self.room_listeners(resume);
-            if self.is_closed() || self.outbound_bytes() <= resume {
+            let mut listeners = self.room_listeners(gate, resume);
+            if done() {
                 return;
             }
             let any = poll_fn(|cx| {
@@ -94,7 +164,7 @@ impl Outbound {
             });
             if tokio::time::timeout(fallback, any).await.is_err() {
                 bump(&metrics.outbound_fallback_fired);
-                if self.is_closed() || self.outbound_bytes() <= resume {
+                if done() {
                     bump(&metrics.outbound_fallback_found_work);
                 }
             }

@@ -75,11 +75,12 @@ pub async fn serve_connection(
         let ended = source.next_batch(&mut batch).await;
         for raw in batch.drain(..) {
             // Its share of the loop, and back-pressure from its unread replies.
-            let sid = match attach {
-                Attach::Primary(sid) | Attach::EventChannel(sid) => Some(sid),
-                Attach::AwaitingHello => None,
+            let (sid, channel) = match attach {
+                Attach::Primary(sid) => (Some(sid), false),
+                Attach::EventChannel(sid) => (Some(sid), true),
+                Attach::AwaitingHello => (None, false),
             };
-            turn.before_frame(&core, sid, &raw).await;
+            turn.before_frame(&core, sid, channel, &raw).await;
             attach = match attach {
                 Attach::AwaitingHello => match hello(&core, raw, &sink, max_frame, &bound) {
                     HelloStep::Attached(attached) => attached,

@@ -23,7 +23,7 @@ use sidecar_protocol::RawFrame;
 
 use crate::core::{Core, SessionId};
 use crate::metrics::bump;
-use crate::outbound::Outbound;
+use crate::outbound::{Gate, Outbound};
 
 /// Frames of one connection served before the loop lets other sessions run.
 /// Another VM's call waits behind at most one slice of a flooding guest's frames: with
@@ -51,12 +51,13 @@ impl Turn {
     }
 
     /// Called before serving `raw` on a connection of session `sid` (`None` before its
-    /// hello): lets other sessions run once this one has had its turn, and waits while
+    /// hello; `event_channel` if this connection is its event channel): lets other sessions run once this one has had its turn, and waits while
     /// the session's guest has not read what is queued for it.
     pub async fn before_frame(
         &mut self,
         core: &Rc<RefCell<Core>>,
         sid: Option<SessionId>,
+        event_channel: bool,
         raw: &RawFrame,
     ) {
         if self.frames >= FRAMES_PER_TURN || self.bytes >= self.bytes_per_turn {
@@ -72,7 +73,13 @@ impl Turn {
             self.out = out.map(|out| (sid, out));
         }
         let Some((_, out)) = &self.out else { return };
-        if out.has_room() {
+        // Calls on an event channel (refused, but each gets a reply there) count all.
+        let gate = if event_channel {
+            Gate::All
+        } else {
+            Gate::Calls
+        };
+        if out.has_room(gate) {
             return;
         }
         let (fallback, metrics) = {
@@ -83,7 +90,7 @@ impl Turn {
             )
         };
         bump(&metrics.outbound_held_back);
-        out.wait_room(fallback, &metrics).await;
+        out.wait_room(gate, fallback, &metrics).await;
         // The wait was this connection's turn given away.
         self.frames = 0;
         self.bytes = 0;
@@ -110,7 +117,7 @@ pub async fn resume_held(core: Rc<RefCell<Core>>) {
                         Arc::clone(&core.metrics),
                     )
                 };
-                out.wait_room(fallback, &metrics).await;
+                out.wait_room(Gate::All, fallback, &metrics).await;
                 if !out.is_closed() {
                     core.borrow_mut().resume_held(sid);
                 }
