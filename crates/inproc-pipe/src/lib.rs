@@ -98,8 +98,10 @@ impl Direction {
 
     /// The receiver took `bytes`: wake a sender waiting for the queue to shrink this far.
     fn took(&self, bytes: usize) {
-        let left = self.queued.fetch_sub(bytes, Ordering::Relaxed) - bytes;
-        if left <= self.taken_target.load(Ordering::Relaxed) {
+        // SeqCst here and in `listen_taken`: either this sees the waiter's target, or the
+        // waiter's look at `queued` sees this take.
+        let left = self.queued.fetch_sub(bytes, Ordering::SeqCst) - bytes;
+        if left <= self.taken_target.load(Ordering::SeqCst) {
             self.taken.notify(usize::MAX);
         }
     }
@@ -201,6 +203,7 @@ impl Sender {
     pub fn listen_taken(&self, target: usize) -> event_listener::EventListener {
         let listener = self.dir.taken.listen();
         self.dir.taken_target.store(target, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
         listener
     }
 

@@ -93,6 +93,10 @@ pub trait FrameSink: Send + Sync {
         let _ = target;
         None
     }
+    /// The guest's side is gone: what is queued will never be taken.
+    fn is_gone(&self) -> bool {
+        false
+    }
 }
 
 enum EventTarget {

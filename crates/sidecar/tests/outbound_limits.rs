@@ -326,3 +326,25 @@ fn a_backed_up_event_channel_holds_stream_data_but_not_the_guests_calls() {
     }
     assert!(got == pattern_at(0, TOTAL), "the data differs");
 }
+
+/// A guest held back at its cap that goes away ends its session (the wait for room sees
+/// its transport gone; nothing waits for reads that will never come).
+#[test]
+fn a_held_back_guest_that_goes_away_ends_its_session() {
+    for transport in [Transport::InProcess, Transport::Unix] {
+        let h = Harness::with_config(config(|l| l.session_outbound_bytes = CAP));
+        let mut flooder = h.guest(transport);
+        // Few enough calls that a blocking write never waits (a Unix socket's buffer
+        // holds them: 8 KiB on macOS), enough replies to pass the cap and the kernel's
+        // buffers for them.
+        let calls = if cfg!(target_os = "linux") { 600 } else { 100 };
+        for _ in 0..calls {
+            flooder.send_call("stats", json!({}), b"", false);
+        }
+        settle(&h, "the flooder is never held back", |s| {
+            s["outbound_held_back"].as_u64().unwrap() > 0
+        });
+        drop(flooder);
+        settle(&h, "the session never ended", |s| s["sessions"] == 0);
+    }
+}

@@ -120,6 +120,16 @@ impl Outbound {
         (self.primary.queued_bytes(), events)
     }
 
+    /// The guest's side of a stream is gone: nothing queued will be taken (the
+    /// connection's end follows).
+    fn transport_gone(&self) -> bool {
+        let channel_gone = match &self.state.lock().events {
+            EventTarget::Channel(sink) => sink.is_gone(),
+            _ => false,
+        };
+        channel_gone || self.primary.is_gone()
+    }
+
     /// Whether what `gate` measures is under the cap.
     pub fn has_room(&self, gate: Gate) -> bool {
         self.gated_bytes(gate) < self.room.cap()
@@ -148,7 +158,7 @@ impl Outbound {
     /// A fallback re-check every `fallback` guards against a lost notification.
     pub async fn wait_room(&self, gate: Gate, fallback: Duration, metrics: &Metrics) {
         let resume = self.room.resume_at();
-        let done = || self.is_closed() || self.gated_bytes(gate) <= resume;
+        let done = || self.is_closed() || self.transport_gone() || self.gated_bytes(gate) <= resume;
         loop {
             let mut listeners = self.room_listeners(gate, resume);
             if done() {

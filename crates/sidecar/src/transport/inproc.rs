@@ -78,6 +78,10 @@ impl FrameSink for PipeSink {
     fn listen_drained(&self, target: usize) -> Option<event_listener::EventListener> {
         Some(self.0.listen_taken(target))
     }
+
+    fn is_gone(&self) -> bool {
+        self.0.is_closed()
+    }
 }
 
 #[cfg(test)]

@@ -225,7 +225,7 @@ impl FdSink {
     }
 
     /// The writer took the queue down to `left` bytes: wake a wait for room if that is
-    /// as far as it wanted.
+    /// as far as it wanted. Called under the queue's lock (see `listen_drained`).
     fn note_drained(&self, left: usize) {
         if left <= self.drain_target.load(Ordering::Relaxed) {
             self.drained.notify(usize::MAX);
@@ -239,10 +239,13 @@ impl FdSink {
             // Writability is watched only until the queue is empty again (module docs).
             let mut watch: Option<AsyncFd<File>> = None;
             loop {
-                let (flushed, closing, left) = {
+                let (flushed, closing) = {
                     let mut pending = self.pending.lock();
                     match self.flush_some(&mut pending, WRITER_BYTES_PER_TURN) {
-                        Ok(flushed) => (flushed, pending.closing, pending.bytes),
+                        Ok(flushed) => {
+                            self.note_drained(pending.bytes);
+                            (flushed, pending.closing)
+                        }
                         Err(_) => {
                             pending.break_queue();
                             drop(pending);
@@ -251,7 +254,6 @@ impl FdSink {
                         }
                     }
                 };
-                self.note_drained(left);
                 if flushed == Flushed::Budget {
                     tokio::task::yield_now().await;
                     continue;
@@ -372,8 +374,15 @@ impl FrameSink for FdSink {
 
     fn listen_drained(&self, target: usize) -> Option<EventListener> {
         let listener = self.drained.listen();
+        // Under the queue's lock, as the writer reads it: either the writer sees this
+        // target, or the waiter's next look sees what the writer took.
+        let _pending = self.pending.lock();
         self.drain_target.store(target, Ordering::Relaxed);
         Some(listener)
+    }
+
+    fn is_gone(&self) -> bool {
+        self.pending.lock().broken
     }
 }
 
