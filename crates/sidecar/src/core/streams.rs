@@ -243,53 +243,51 @@ impl Core {
         };
         let (client_window, server_window) =
             (window_of(self, client_sid), window_of(self, server_sid));
-        let end = |session,
-                   id,
-                   (vm, writer_vm): (&str, &str),
-                   peer,
-                   local: &Address,
-                   remote: &Address,
-                   window| StreamEnd {
-            session,
-            id,
-            vm: vm.to_owned(),
-            writer_vm: writer_vm.to_owned(),
-            peer: Some(peer),
-            local: local.clone(),
-            remote: remote.clone(),
-            write_open: true,
-            read_open: true,
-            no_delay: false,
-            keep_alive: false,
-            client_port: None,
-            unacked: None,
-            inbox: VecDeque::new(),
-            inbox_bytes: 0,
-            window,
-            end_sent: false,
-            closing: false,
-            drain_needed: false,
-        };
+        let end =
+            |session, id, vm: &str, peer, local: &Address, remote: &Address, window| StreamEnd {
+                session,
+                id,
+                vm: vm.to_owned(),
+                writer_vm: String::new(),
+                peer: Some(peer),
+                local: local.clone(),
+                remote: remote.clone(),
+                write_open: true,
+                read_open: true,
+                no_delay: false,
+                keep_alive: false,
+                client_port: None,
+                unacked: None,
+                inbox: VecDeque::new(),
+                inbox_bytes: 0,
+                window,
+                end_sent: false,
+                closing: false,
+                drain_needed: false,
+            };
         let mut client_end = end(
             client_sid,
             client_id,
-            (&client_vm, &server_vm),
+            &client_vm,
             server_end_key,
             &addrs.client_local,
             &addrs.client_remote,
             client_window,
         );
         client_end.client_port = addrs.client_port;
+        // Each inbox counts against the VM of the end that writes into it.
+        client_end.writer_vm = server_vm.clone();
         let mut server_end = end(
             server_sid,
             accepted_id,
-            (&server_vm, &client_vm),
+            &server_vm,
             client_key,
             &addrs.server_local,
             &addrs.server_remote,
             server_window,
         );
         server_end.unacked = Some(server_key);
+        server_end.writer_vm = client_vm.clone();
         self.streams.insert(client_key, client_end);
         self.streams.insert(server_end_key, server_end);
         for vm in [&client_vm, &server_vm] {
