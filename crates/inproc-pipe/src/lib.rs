@@ -11,7 +11,7 @@
 //!
 //! Each direction is an unbounded queue plus an `event-listener` event: sending never
 //! blocks (the sidecar's pushes must not; bounds come from the protocol's credit and
-//! limits), and a receiver waits blocking (a guest thread frozen in a sync call) or async
+//! limits, and a sender can wait for the receiver to take frames: [`Sender::listen_taken`]), and a receiver waits blocking (a guest thread frozen in a sync call) or async
 //! (the sidecar's RPC loop), always with a deadline, never polling. Dropping either end of
 //! a direction closes it: the other end's waits return [`Closed`] once the queue is empty.
 //!
@@ -64,6 +64,9 @@ struct Direction {
     closed: AtomicBool,
     /// Bytes sent and not received yet.
     queued: AtomicUsize,
+    /// Notified when a take leaves at most `taken_target` bytes queued, and on close.
+    taken: Event,
+    taken_target: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -90,6 +93,17 @@ impl Direction {
         self.closed.store(true, Ordering::SeqCst);
         let sleepers = self.state.lock().take_sleepers(&self.list_takes);
         self.wake(sleepers);
+        self.taken.notify(usize::MAX);
+    }
+
+    /// The receiver took `bytes`: wake a sender waiting for the queue to shrink this far.
+    fn took(&self, bytes: usize) {
+        // SeqCst here and in `listen_taken`: either this sees the waiter's target, or the
+        // waiter's look at `queued` sees this take.
+        let left = self.queued.fetch_sub(bytes, Ordering::SeqCst) - bytes;
+        if left <= self.taken_target.load(Ordering::SeqCst) {
+            self.taken.notify(usize::MAX);
+        }
     }
 
     /// Wakes every receiver waiting: async ones through the event, blocked threads by
@@ -135,6 +149,8 @@ pub fn pipe() -> (Sender, Receiver) {
         list_takes: AtomicU64::new(0),
         closed: AtomicBool::new(false),
         queued: AtomicUsize::new(0),
+        taken: Event::new(),
+        taken_target: AtomicUsize::new(0),
     });
     (
         Sender {
@@ -181,6 +197,16 @@ impl Sender {
         self.dir.queued.load(Ordering::Relaxed)
     }
 
+    /// A listener notified once the receiver has taken frames leaving at most `target`
+    /// bytes queued, or the pipe closed. Listen first, then check
+    /// [`Sender::queued_bytes`], then wait: a take in between still notifies.
+    pub fn listen_taken(&self, target: usize) -> event_listener::EventListener {
+        let listener = self.dir.taken.listen();
+        self.dir.taken_target.store(target, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        listener
+    }
+
     /// Closes the direction now (as dropping the sender does): frames already sent are
     /// still received, later sends fail.
     pub fn close(&self) {
@@ -216,18 +242,20 @@ impl Receiver {
         }
         let n = queue.len();
         let bytes: usize = queue.iter().map(Vec::len).sum();
-        self.dir.queued.fetch_sub(bytes, Ordering::Relaxed);
         out.extend(queue.drain(..));
+        drop(state);
+        self.dir.took(bytes);
         Ok(n)
     }
 
     /// Takes one frame without waiting.
     pub fn try_recv(&self) -> Result<Option<Vec<u8>>, Closed> {
         let taken = |frame: Vec<u8>| {
-            self.dir.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+            self.dir.took(frame.len());
             frame
         };
-        if let Some(frame) = self.dir.state.lock().queue.pop_front() {
+        let front = self.dir.state.lock().queue.pop_front();
+        if let Some(frame) = front {
             return Ok(Some(taken(frame)));
         }
         if self.dir.closed.load(Ordering::SeqCst) {
@@ -248,7 +276,8 @@ impl Receiver {
             {
                 let mut state = self.dir.state.lock();
                 if let Some(frame) = state.queue.pop_front() {
-                    self.dir.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+                    drop(state);
+                    self.dir.took(frame.len());
                     break Ok(Some(frame));
                 }
                 if self.dir.closed.load(Ordering::SeqCst) {
@@ -333,6 +362,26 @@ mod tests {
         let mut rest = Vec::new();
         rx.try_recv_all(&mut rest).unwrap();
         assert_eq!(tx.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn a_sender_listening_for_takes_is_woken_once_the_queue_is_down_to_its_target() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (tx, rx) = pipe();
+        for _ in 0..4 {
+            tx.send(vec![0; 10]).unwrap();
+        }
+        let listener = tx.listen_taken(20);
+        assert_eq!(rx.try_recv().unwrap().map(|f| f.len()), Some(10));
+        let taker = thread::spawn(move || {
+            rx.try_recv().unwrap();
+            rx
+        });
+        runtime.block_on(listener);
+        assert_eq!(tx.queued_bytes(), 20);
+        drop(taker.join().unwrap());
     }
 
     #[test]

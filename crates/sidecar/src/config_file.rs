@@ -70,6 +70,10 @@ struct LimitsSpec {
     refused_hello_delay_ms: Option<u64>,
     max_credit: Option<u64>,
     max_header: Option<usize>,
+    // Memory per session and VM (per VM), the loop's share (sidecar wide).
+    session_outbound_bytes: Option<usize>,
+    buffered_bytes_per_vm: Option<usize>,
+    bytes_per_turn: Option<usize>,
 }
 
 impl LimitsSpec {
@@ -89,6 +93,7 @@ impl LimitsSpec {
             ),
             (self.max_credit.is_some(), "max_credit"),
             (self.max_header.is_some(), "max_header"),
+            (self.bytes_per_turn.is_some(), "bytes_per_turn"),
         ]
         .into_iter()
         .find_map(|(set, key)| set.then_some(key))
@@ -107,6 +112,8 @@ impl From<&LimitsSpec> for LimitOverrides {
             udp_receive_buffer: spec.udp_receive_buffer,
             event_queue_bytes: spec.event_queue_bytes,
             sessions_per_vm: spec.sessions_per_vm,
+            session_outbound_bytes: spec.session_outbound_bytes,
+            buffered_bytes_per_vm: spec.buffered_bytes_per_vm,
         }
     }
 }
@@ -210,6 +217,10 @@ fn parse_noting_literal_secrets(
             .map_or(defaults.refused_hello_delay, Duration::from_millis),
         max_credit: spec.limits.max_credit.unwrap_or(defaults.max_credit),
         max_header: spec.limits.max_header.unwrap_or(defaults.max_header),
+        bytes_per_turn: spec
+            .limits
+            .bytes_per_turn
+            .unwrap_or(defaults.bytes_per_turn),
         ..LimitOverrides::from(&spec.limits).over(&defaults)
     };
     if let Err(e) = config.limits.validate() {
@@ -459,6 +470,25 @@ secret = "sb"
         let (_, reason) =
             refused("[[vm]]\nname = \"a\"\nsecret = \"s\"\n[vm.limits]\nmax_header = 9\n");
         assert!(reason.contains("max_header is sidecar-wide"), "{reason}");
+    }
+
+    #[test]
+    fn outbound_and_vm_buffer_limits_are_read_and_bytes_per_turn_is_sidecar_wide() {
+        let config = parse_str(
+            "[limits]\nbytes_per_turn = 4096\nsession_outbound_bytes = 1000\n\
+             [[vm]]\nname = \"a\"\nsecret = \"s\"\n[vm.limits]\nbuffered_bytes_per_vm = 5000\n",
+        )
+        .unwrap();
+        assert_eq!(config.limits.bytes_per_turn, 4096);
+        let a = config.limits_for("a");
+        assert_eq!(
+            (a.session_outbound_bytes, a.buffered_bytes_per_vm),
+            (1000, 5000)
+        );
+        let (line, reason) =
+            refused("[[vm]]\nname = \"a\"\nsecret = \"s\"\n[vm.limits]\nbytes_per_turn = 1\n");
+        assert_eq!(line, 4, "{reason}");
+        assert!(reason.contains("sidecar-wide"), "{reason}");
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod config_file;
 pub mod core;
 pub mod host;
 pub mod limits;
+pub mod memory;
 pub mod metrics;
 pub mod outbound;
 pub mod parked;

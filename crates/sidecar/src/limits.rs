@@ -73,6 +73,19 @@ pub struct Limits {
     /// Largest JSON header of a frame; a bigger one gets an `EMSGSIZE` error (the session
     /// goes on) and is never parsed. Sidecar wide.
     pub max_header: usize,
+    // Memory held per session/VM and the loop's fairness (see `outbound`, `transport::turn`).
+    /// Bytes of replies and events queued for a session's guest that its transport has
+    /// not taken (both streams, and events waiting for the event channel). Past it the
+    /// sidecar stops reading that session's calls and stops pushing its in-VM stream data
+    /// (the writers' buffers fill: `need_drain`, then `ENOBUFS`) until the guest reads;
+    /// nothing is dropped. At most one frame past it.
+    pub session_outbound_bytes: usize,
+    /// Bytes buffered across all of a VM's in-VM stream sockets (for writes by its
+    /// guests); a write that would pass it fails `ENOBUFS`, naming this limit.
+    pub buffered_bytes_per_vm: usize,
+    /// Bytes of calls (headers + payloads) one session has served in one turn of the RPC
+    /// loop before the others get theirs (with `FRAMES_PER_TURN`). Sidecar wide.
+    pub bytes_per_turn: usize,
 }
 
 impl Default for Limits {
@@ -96,6 +109,9 @@ impl Default for Limits {
             sessions_per_vm: 1024,
             max_credit: 16 * 1024 * 1024,
             max_header: 64 * 1024,
+            session_outbound_bytes: 16 * 1024 * 1024,
+            buffered_bytes_per_vm: 256 * 1024 * 1024,
+            bytes_per_turn: 256 * 1024,
         }
     }
 }
@@ -113,6 +129,8 @@ pub struct LimitOverrides {
     pub udp_receive_buffer: Option<usize>,
     pub event_queue_bytes: Option<usize>,
     pub sessions_per_vm: Option<usize>,
+    pub session_outbound_bytes: Option<usize>,
+    pub buffered_bytes_per_vm: Option<usize>,
 }
 
 /// Effective limits that cannot work together.
@@ -139,6 +157,12 @@ impl LimitOverrides {
             udp_receive_buffer: self.udp_receive_buffer.unwrap_or(base.udp_receive_buffer),
             event_queue_bytes: self.event_queue_bytes.unwrap_or(base.event_queue_bytes),
             sessions_per_vm: self.sessions_per_vm.unwrap_or(base.sessions_per_vm),
+            session_outbound_bytes: self
+                .session_outbound_bytes
+                .unwrap_or(base.session_outbound_bytes),
+            buffered_bytes_per_vm: self
+                .buffered_bytes_per_vm
+                .unwrap_or(base.buffered_bytes_per_vm),
             ..base.clone()
         }
     }

@@ -116,6 +116,17 @@ pub struct Metrics {
     pub hello_timeouts: AtomicU64,
     /// Frames whose JSON header was over `max_header` (refused unparsed, `EMSGSIZE`).
     pub headers_too_large: AtomicU64,
+    // Memory held per session and the loop's fairness (`outbound::room`, `transport::turn`).
+    /// Times a session's calls or in-VM stream data were held back because what was
+    /// queued for its guest reached `session_outbound_bytes`.
+    pub outbound_held_back: AtomicU64,
+    /// Fallback re-checks of those waits, and the ones that found room (must stay 0).
+    pub outbound_fallback_fired: AtomicU64,
+    pub outbound_fallback_found_work: AtomicU64,
+    /// Writes refused because their VM's stream buffers reached `buffered_bytes_per_vm`.
+    pub vm_buffer_refused: AtomicU64,
+    /// Times freed heap memory was handed back to the OS (`memory`).
+    pub memory_trims: AtomicU64,
 }
 
 pub fn bump(counter: &AtomicU64) {
@@ -154,6 +165,11 @@ impl Metrics {
             "unattached_refused": get(&self.unattached_refused),
             "hello_timeouts": get(&self.hello_timeouts),
             "headers_too_large": get(&self.headers_too_large),
+            "outbound_held_back": get(&self.outbound_held_back),
+            "outbound_fallback_fired": get(&self.outbound_fallback_fired),
+            "outbound_fallback_found_work": get(&self.outbound_fallback_found_work),
+            "vm_buffer_refused": get(&self.vm_buffer_refused),
+            "memory_trims": get(&self.memory_trims),
         })
     }
 }

@@ -15,6 +15,8 @@
 //! [`Outbound::take_polled`] and answers with [`Outbound::reply_polled`], which numbers it
 //! then (so `seq` stays contiguous in the order the guest receives events). Events that
 //! name no id are pushed even in poll mode: nothing could poll for them.
+//!
+//! What is queued for a guest and not taken yet is capped per session ([`room`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +32,9 @@ use sidecar_protocol::{
 
 use crate::core::Key;
 use crate::metrics::{EventCounts, Metrics};
+
+mod room;
+pub use room::{Gate, Room};
 
 /// An event waiting in a poll-mode queue, with its payload.
 pub type Polled = (EventBody, Vec<u8>);
@@ -81,6 +86,17 @@ pub trait FrameSink: Send + Sync {
     fn queued_bytes(&self) -> usize {
         0
     }
+    /// A listener notified once the guest has taken frames so that at most `target`
+    /// bytes are left queued (and when the transport closes); `None` if the transport
+    /// cannot tell (then only the fallback re-check sees room).
+    fn listen_drained(&self, target: usize) -> Option<event_listener::EventListener> {
+        let _ = target;
+        None
+    }
+    /// The guest's side is gone: what is queued will never be taken.
+    fn is_gone(&self) -> bool {
+        false
+    }
 }
 
 enum EventTarget {
@@ -95,6 +111,8 @@ enum EventTarget {
 struct State {
     seq: u64,
     events: EventTarget,
+    /// Bytes in `EventTarget::Waiting`.
+    waiting_bytes: usize,
     closed: bool,
 }
 
@@ -111,6 +129,8 @@ pub struct Outbound {
     /// Per-session counts (the guest's `stats` shows its own).
     pub session_events: EventCounts,
     pub events_undeliverable: AtomicU64,
+    /// The cap on what is queued for the guest, and who waits for room under it.
+    pub room: Room,
 }
 
 impl Outbound {
@@ -136,6 +156,7 @@ impl Outbound {
             state: Mutex::new(State {
                 seq: 0,
                 events: EventTarget::Primary,
+                waiting_bytes: 0,
                 closed: false,
             }),
             max_frame,
@@ -143,7 +164,14 @@ impl Outbound {
             pressure,
             session_events: EventCounts::default(),
             events_undeliverable: AtomicU64::new(0),
+            room: Room::new(crate::Limits::default().session_outbound_bytes),
         }
+    }
+
+    /// The cap on what may be queued for the guest (`session_outbound_bytes`).
+    pub fn with_outbound_cap(mut self, cap: usize) -> Self {
+        self.room = Room::new(cap);
+        self
     }
 
     /// Pushes `pressure` for `socket` if the guest negotiated it: a write left `buffered`
@@ -181,7 +209,11 @@ impl Outbound {
                 }
             }
         }
+        state.waiting_bytes = 0;
         state.events = EventTarget::Channel(sink);
+        drop(state);
+        // A wait for room listens to the sinks there are: it must listen again.
+        self.room.changed();
     }
 
     /// A successful reply (on the primary stream).
@@ -238,9 +270,10 @@ impl Outbound {
     /// Push mode: bytes of events handed to the transport that the guest has not taken
     /// yet (how far behind it is reading).
     pub fn queued_bytes(&self) -> usize {
-        match &self.state.lock().events {
+        let state = self.state.lock();
+        match &state.events {
             EventTarget::Primary => self.primary.queued_bytes(),
-            EventTarget::Waiting(queue) => queue.iter().map(Vec::len).sum(),
+            EventTarget::Waiting(_) => state.waiting_bytes,
             EventTarget::Channel(sink) => sink.queued_bytes(),
         }
     }
@@ -336,10 +369,12 @@ impl Outbound {
             self.events_undeliverable.fetch_add(1, Ordering::Relaxed);
             return false;
         }
+        let state = &mut *state;
         let sent = match &mut state.events {
             EventTarget::Primary => self.primary.send_parts(head, payload),
             EventTarget::Waiting(queue) => {
                 head.extend_from_slice(payload);
+                state.waiting_bytes += head.len();
                 queue.push_back(head);
                 Ok(())
             }
@@ -352,6 +387,11 @@ impl Outbound {
         self.metrics.events.bump(kind);
         self.session_events.bump(kind);
         true
+    }
+
+    /// Whether the session has ended (nothing more is delivered).
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().closed
     }
 
     /// Events pushed so far (the last sequence number).
@@ -369,5 +409,6 @@ impl Outbound {
         }
         drop(state);
         self.primary.close();
+        self.room.changed();
     }
 }

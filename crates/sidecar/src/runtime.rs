@@ -289,6 +289,7 @@ fn run_loop(
         let host = HostNet { reactor, notices };
         let core = Rc::new(RefCell::new(Core::new(config, metrics, host)));
         tokio::task::spawn_local(crate::host::reap(Rc::clone(&core), notices_rx));
+        tokio::task::spawn_local(crate::transport::turn::resume_held(Rc::clone(&core)));
         let mut acceptors = Vec::new();
         while let Some(command) = commands.recv().await {
             // Read per command: a reload may change it for new connections.

@@ -6,10 +6,12 @@
 //! {
 //!   "session": {"id", "vm", "mode", "last_seq", "events_pushed": {kind: n},
 //!               "events_undeliverable", "calls": {method: n}, "open_handles",
-//!               "parked_calls", "queued_bytes"},
+//!               "parked_calls", "queued_bytes", "outbound_bytes", "outbound_cap"},
 //!   "vm":      {"name", "sockets", "listeners", "pending_connections",
 //!               "udp_dropped_no_receiver", "udp_dropped_no_room", "sessions",
 //!               "sessions_per_vm"},
+//!               "udp_dropped_no_receiver", "udp_dropped_no_room",
+//!               "buffered_bytes", "buffered_bytes_limit"},
 //!   "health":  {"fallback_fired", "fallback_found_work", "timer_origin_wakes"}
 //! }
 //! ```
@@ -42,6 +44,8 @@ fn vm_json(core: &Core, name: &str) -> Value {
             "udp_dropped_no_room": get(&vm.udp_drops.no_room),
             "sessions": vm.sessions,
             "sessions_per_vm": vm.limits.sessions_per_vm,
+            "buffered_bytes": vm.buffered,
+            "buffered_bytes_limit": vm.limits.buffered_bytes_per_vm,
         }),
         None => json!({"name": name}),
     }
@@ -64,6 +68,8 @@ pub fn session_stats(core: &Core, sid: SessionId) -> Value {
             "open_handles": session.open_handles(),
             "parked_calls": session.parked_count(),
             "queued_bytes": session.out.queued_bytes(),
+            "outbound_bytes": session.out.outbound_bytes(),
+            "outbound_cap": session.out.room.cap(),
         },
         "vm": vm_json(core, &session.vm),
         "health": health(core),
@@ -88,5 +94,18 @@ pub fn sidecar_stats(core: &Core) -> Value {
     all["servers"] = core.servers.len().into();
     // `unattached_connections` (now) is among the metrics; its cap:
     all["unattached_connections_limit"] = core.config.limits.unattached_connections.into();
+    // What each session holds queued for its guest, by session id (the largest first).
+    let mut outbound: Vec<(u64, usize)> = core
+        .sessions
+        .iter()
+        .map(|(sid, s)| (*sid, s.out.outbound_bytes()))
+        .collect();
+    outbound.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
+    all["session_outbound_bytes"] = outbound
+        .iter()
+        .take(16)
+        .map(|(sid, bytes)| (sid.to_string(), Value::from(*bytes)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
     all
 }

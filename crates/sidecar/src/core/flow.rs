@@ -14,10 +14,21 @@
 //! - **ordering**: `end` and `close` wait until the inbox ahead of them is delivered.
 //!   A close with unread data (the closing end's own inbox not empty) is a reset: its
 //!   peer gets `error ECONNRESET` then `close`, as the kernel answers with RST.
+//! - **per VM**: every inbox counts against its writer's VM (`Vm::buffered`); a write that
+//!   would take the VM past `buffered_bytes_per_vm` fails `ENOBUFS` naming that limit, so
+//!   many connections to a guest that never reads stop at one VM-wide bound.
+//! - **the reader's session**: B's data is not pushed while B's session is at its
+//!   outbound cap (its guest is not reading what it was sent); it stays in the inbox,
+//!   so the writers see `need_drain` and `ENOBUFS`, and is pushed once the guest has
+//!   read ([`Core::resume_held`]).
 
 use sidecar_protocol::{ErrorCode, EventBody, SocketId, WireError, WriteResult};
 
-use super::{Core, SessionId, StreamKey};
+use super::{Core, Handle, SessionId, StreamKey};
+use crate::metrics::bump;
+
+/// Freed buffers at least this large are worth handing back to the OS ([`crate::memory`]).
+const BIG_BUFFER: usize = 1024 * 1024;
 
 impl Core {
     pub fn write(
@@ -42,10 +53,23 @@ impl Core {
             ));
         };
         // The writer's VM's limits bound what is buffered for its writes.
-        let (high_water, hard_limit) = {
+        let (high_water, hard_limit, vm_limit) = {
             let limits = self.vm_limits(&end.vm);
-            (limits.write_high_water, limits.write_hard_limit)
+            let vm_limit = limits.buffered_bytes_per_vm;
+            (limits.write_high_water, limits.write_hard_limit, vm_limit)
         };
+        let vm_buffered = self.vms.get(&end.vm).map_or(0, |vm| vm.buffered);
+        if !payload.is_empty() && vm_buffered + payload.len() > vm_limit {
+            bump(&self.metrics.vm_buffer_refused);
+            return Err(WireError::new(
+                ErrorCode::Enobufs,
+                format!(
+                    "{vm_buffered} bytes already buffered for this VM's stream sockets; a write of {} would pass buffered_bytes_per_vm ({vm_limit})",
+                    payload.len()
+                ),
+            ));
+        }
+        let writer_vm = end.vm.clone();
         let peer = self.streams.get_mut(&peer_key).expect("checked");
         if peer.inbox_bytes + payload.len() > hard_limit {
             return Err(WireError::new(
@@ -60,6 +84,9 @@ impl Core {
         if !payload.is_empty() {
             peer.inbox_bytes += payload.len();
             peer.inbox.push_back(payload.to_vec());
+            if let Some(vm) = self.vms.get_mut(&writer_vm) {
+                vm.buffered += payload.len();
+            }
             self.pump(peer_key);
         }
         let buffered = self.streams.get(&peer_key).map_or(0, |p| p.inbox_bytes);
@@ -159,8 +186,13 @@ impl Core {
         peer_end.closing = true;
         peer_end.drain_needed = false;
         if discarded_unread {
+            let (vm, dropped) = (peer_end.writer_vm.clone(), peer_end.inbox_bytes);
             peer_end.inbox.clear();
             peer_end.inbox_bytes = 0;
+            self.unbuffer(&vm, dropped);
+            let Some(peer_end) = self.streams.get_mut(&peer) else {
+                return;
+            };
             peer_end.end_sent = true;
             let (session, id) = (peer_end.session, peer_end.id);
             let reset = WireError::new(
@@ -198,7 +230,14 @@ impl Core {
         };
         let out = &session.out;
         let max_payload = out.max_data_payload();
+        let before = end.inbox_bytes;
+        let mut held = false;
         while let Some(front) = end.inbox.front_mut() {
+            if !out.has_room(crate::outbound::Gate::All) {
+                // The guest is not reading what it was sent: leave the rest here.
+                held = out.room.hold();
+                break;
+            }
             let allowed = match end.window {
                 Some(0) => break,
                 Some(window) => usize::try_from(window).unwrap_or(usize::MAX),
@@ -223,6 +262,13 @@ impl Core {
             out.deliver(EventBody::End { socket: end.id }, &[]);
         }
         let (closing, inbox_bytes, writer) = (end.closing, end.inbox_bytes, end.peer);
+        let (session_id, writer_vm) = (end.session, end.writer_vm.clone());
+        self.unbuffer(&writer_vm, before - inbox_bytes);
+        if held {
+            bump(&self.metrics.outbound_held_back);
+            self.held.push(session_id);
+            self.held_notify.notify_one();
+        }
         if let Some(writer_end) = writer.and_then(|w| self.streams.get_mut(&w)) {
             if writer_end.drain_needed && inbox_bytes < high_water {
                 writer_end.drain_needed = false;
@@ -238,6 +284,40 @@ impl Core {
             self.close_end(key, true);
         } else if send_end {
             self.finish_if_both_ended(key);
+        }
+    }
+
+    /// `bytes` of an inbox counted against `vm` were delivered or dropped.
+    pub(crate) fn unbuffer(&mut self, vm: &str, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        if let Some(vm) = self.vms.get_mut(vm) {
+            vm.buffered = vm.buffered.saturating_sub(bytes);
+        }
+        if bytes >= BIG_BUFFER {
+            crate::memory::freed(&self.metrics);
+        }
+    }
+
+    /// Session `sid`'s guest has read down from its outbound cap: pushes the in-VM stream
+    /// data that was held back for it (as far as its windows and the cap allow again).
+    pub fn resume_held(&mut self, sid: SessionId) {
+        let Some(session) = self.sessions.get(&sid) else {
+            return;
+        };
+        session.out.room.release();
+        let keys: Vec<StreamKey> = session
+            .handles()
+            .filter_map(|(_, handle)| match handle {
+                Handle::Stream(key) => Some(key),
+                _ => None,
+            })
+            .collect();
+        for key in keys {
+            if self.streams.get(&key).is_some_and(|e| !e.inbox.is_empty()) {
+                self.pump(key);
+            }
         }
     }
 

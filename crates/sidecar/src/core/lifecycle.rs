@@ -139,15 +139,18 @@ impl Core {
             .unwrap_or(DEFAULT_MAX_FRAME)
             .max(4096);
         let sid = self.next_key();
-        let out = Arc::new(Outbound::new(
-            sink,
-            guest_max_frame,
-            Arc::clone(&self.metrics),
-            params.mode,
-            sid,
-            self.fabric.clone(),
-            capability::has(&capabilities, capability::PRESSURE),
-        ));
+        let out = Arc::new(
+            Outbound::new(
+                sink,
+                guest_max_frame,
+                Arc::clone(&self.metrics),
+                params.mode,
+                sid,
+                self.fabric.clone(),
+                capability::has(&capabilities, capability::PRESSURE),
+            )
+            .with_outbound_cap(self.vm_limits(&vm).session_outbound_bytes),
+        );
         // The event channel exists for push mode; a poll-mode session never gets a token.
         let wants_channel =
             params.mode == Mode::Push && capability::has(&capabilities, capability::EVENT_CHANNEL);
@@ -204,6 +207,7 @@ impl Core {
             if let Some(v) = self.vms.get_mut(&session.vm) {
                 v.sessions = v.sessions.saturating_sub(1);
             }
+            crate::memory::freed(&self.metrics);
             drop_one(&self.metrics.sessions_now);
             tracing::debug!(session = sid, vm = %session.vm, "session ended");
         }

@@ -93,6 +93,10 @@ pub struct Core {
     /// The byte-stream transports' writer tasks, awaited by a shutdown so that what is
     /// queued reaches the guests ([`crate::shutdown`]).
     pub(crate) writers: tokio::task::JoinSet<()>,
+    /// Sessions whose in-VM stream data was held back at their outbound cap, for
+    /// [`crate::transport::turn::resume_held`] (woken by `held_notify`).
+    pub(crate) held: Vec<SessionId>,
+    pub(crate) held_notify: std::rc::Rc<tokio::sync::Notify>,
     next_key: u64,
 }
 
@@ -116,6 +120,8 @@ impl Core {
             pairing: HashMap::new(),
             event_tokens: HashMap::new(),
             writers: tokio::task::JoinSet::new(),
+            held: Vec::new(),
+            held_notify: std::rc::Rc::default(),
             next_key: 1,
         };
         core.add_vms(&config);

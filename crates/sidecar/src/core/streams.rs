@@ -42,6 +42,8 @@ pub struct StreamEnd {
     /// writer's hard limit), and their count.
     pub inbox: VecDeque<Vec<u8>>,
     pub inbox_bytes: usize,
+    /// The VM whose buffer cap the inbox counts against: the peer's (the writer's).
+    pub writer_vm: String,
     /// Receive window left (credit); `None` when credit was not negotiated.
     pub window: Option<u64>,
     /// `end` has been delivered to this end's guest.
@@ -246,6 +248,7 @@ impl Core {
                 session,
                 id,
                 vm: vm.to_owned(),
+                writer_vm: String::new(),
                 peer: Some(peer),
                 local: local.clone(),
                 remote: remote.clone(),
@@ -272,6 +275,8 @@ impl Core {
             client_window,
         );
         client_end.client_port = addrs.client_port;
+        // Each inbox counts against the VM of the end that writes into it.
+        client_end.writer_vm = server_vm.clone();
         let mut server_end = end(
             server_sid,
             accepted_id,
@@ -282,6 +287,7 @@ impl Core {
             server_window,
         );
         server_end.unacked = Some(server_key);
+        server_end.writer_vm = client_vm.clone();
         self.streams.insert(client_key, client_end);
         self.streams.insert(server_end_key, server_end);
         for vm in [&client_vm, &server_vm] {
@@ -327,6 +333,7 @@ impl Core {
         had_error: bool,
     ) -> Option<StreamEnd> {
         let end = self.streams.remove(&key)?;
+        self.unbuffer(&end.writer_vm, end.inbox_bytes);
         if let Some(peer) = end.peer.and_then(|p| self.streams.get_mut(&p)) {
             peer.peer = None;
         }

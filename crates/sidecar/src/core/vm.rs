@@ -40,6 +40,9 @@ pub struct Vm {
     pub udp_drops: Arc<UdpDrops>,
     /// Sessions attached to this VM now (the count `sessions_per_vm` bounds).
     pub sessions: usize,
+    /// Bytes its guests' writes left buffered in in-VM stream sockets (what
+    /// `buffered_bytes_per_vm` bounds).
+    pub buffered: usize,
 }
 
 /// A VM's dropped-datagram counts (atomic: the readiness thread counts too).
@@ -68,6 +71,7 @@ impl Vm {
             open: 0,
             udp_drops: Arc::default(),
             sessions: 0,
+            buffered: 0,
         }
     }
 

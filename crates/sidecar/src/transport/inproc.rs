@@ -97,6 +97,14 @@ impl FrameSink for PipeSink {
     fn queued_bytes(&self) -> usize {
         self.0.queued_bytes()
     }
+
+    fn listen_drained(&self, target: usize) -> Option<event_listener::EventListener> {
+        Some(self.0.listen_taken(target))
+    }
+
+    fn is_gone(&self) -> bool {
+        self.0.is_closed()
+    }
 }
 
 #[cfg(test)]

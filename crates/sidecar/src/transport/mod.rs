@@ -14,6 +14,7 @@ mod hello_gate;
 pub mod inproc;
 pub mod listen;
 pub mod stream;
+pub mod turn;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -59,12 +60,6 @@ pub(super) enum Attach {
     EventChannel(SessionId),
 }
 
-/// Frames of one connection's batch served before the loop lets other sessions run.
-/// Another VM's call waits behind at most one slice of a flooding guest's frames: with
-/// 64 the `isolation_p99` noisy p99 read 2.1–2.4× its alone p99, with 16 1.4–1.5×, and
-/// `tcp_bulk` and `cpu_per_event` did not move (a yield is cheap next to a frame).
-const FRAMES_PER_TURN: usize = 16;
-
 /// Serves one connection until it ends; then its session (if any) ends too. `bound`:
 /// the VM the operator attached this stream to before a guest got it (its hello then
 /// carries no secret), or `None` for a stream that must present one. Until it attaches,
@@ -95,6 +90,7 @@ pub async fn serve_connection(
     let deadline = tokio::time::Instant::now() + hello_timeout;
     let mut attach = Attach::AwaitingHello;
     let mut batch = Vec::new();
+    let mut turn = turn::Turn::new(&core);
     'connection: loop {
         batch.clear();
         // A source may return frames it decoded whole before a framing error in the same
@@ -113,12 +109,14 @@ pub async fn serve_connection(
         } else {
             source.next_batch(&mut batch).await
         };
-        for (served, raw) in batch.drain(..).enumerate() {
-            if served > 0 && served % FRAMES_PER_TURN == 0 {
-                // A guest that floods must not hold the loop: every other session gets
-                // its turn between two slices of this one's batch.
-                tokio::task::yield_now().await;
-            }
+        for raw in batch.drain(..) {
+            // Its share of the loop, and back-pressure from its unread replies.
+            let (sid, channel) = match attach {
+                Attach::Primary(sid) => (Some(sid), false),
+                Attach::EventChannel(sid) => (Some(sid), true),
+                Attach::AwaitingHello => (None, false),
+            };
+            turn.before_frame(&core, sid, channel, &raw).await;
             attach = match attach {
                 Attach::AwaitingHello => {
                     match hello_gate::hello(&core, raw, &sink, max_frame, &bound) {

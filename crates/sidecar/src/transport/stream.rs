@@ -20,8 +20,10 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use event_listener::{Event, EventListener};
 use parking_lot::Mutex;
 use sidecar_protocol::{FrameDecoder, RawFrame};
 use tokio::io::unix::AsyncFd;
@@ -172,6 +174,24 @@ pub struct FdSink {
     wake_writer: Notify,
     /// Whether closing should also shut the socket's write side down (not for stdout).
     is_socket: bool,
+    /// Notified when the writer has brought the queue down to `drain_target` bytes (a
+    /// session waiting for room under its outbound cap listens), and when it stops.
+    drained: Event,
+    drain_target: AtomicUsize,
+}
+
+/// Bytes the writer task writes before it lets the loop's other tasks run: a guest that
+/// reads as fast as it is sent must not keep the loop in one flush.
+const WRITER_BYTES_PER_TURN: usize = 256 * 1024;
+
+/// How far a flush got.
+#[derive(PartialEq, Eq)]
+enum Flushed {
+    Empty,
+    /// The kernel's buffer is full.
+    Full,
+    /// The byte budget is spent; more can be written.
+    Budget,
 }
 
 impl FdSink {
@@ -181,13 +201,25 @@ impl FdSink {
             pending: Mutex::new(Pending::default()),
             wake_writer: Notify::new(),
             is_socket,
+            drained: Event::new(),
+            drain_target: AtomicUsize::new(0),
         })
     }
 
     /// Writes queued frames until the queue is empty or the kernel's buffer is full.
     /// Returns `Ok(true)` when the queue is empty.
     fn flush(&self, pending: &mut Pending) -> io::Result<bool> {
+        self.flush_some(pending, usize::MAX)
+            .map(|f| f == Flushed::Empty)
+    }
+
+    /// [`FdSink::flush`], stopping once `budget` bytes are written.
+    fn flush_some(&self, pending: &mut Pending, budget: usize) -> io::Result<Flushed> {
+        let start = pending.bytes;
         while let Some(front) = pending.frames.front() {
+            if start - pending.bytes >= budget {
+                return Ok(Flushed::Budget);
+            }
             match self.fd.get_ref().write(&front[pending.offset..]) {
                 Ok(n) => {
                     pending.offset += n;
@@ -197,12 +229,20 @@ impl FdSink {
                         pending.offset = 0;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Full),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(true)
+        Ok(Flushed::Empty)
+    }
+
+    /// The writer took the queue down to `left` bytes: wake a wait for room if that is
+    /// as far as it wanted. Called under the queue's lock (see `listen_drained`).
+    fn note_drained(&self, left: usize) {
+        if left <= self.drain_target.load(Ordering::Relaxed) {
+            self.drained.notify(usize::MAX);
+        }
     }
 
     /// The writer task: flushes whenever pushes left bytes queued, until closed or broken.
@@ -212,16 +252,26 @@ impl FdSink {
             // Writability is watched only until the queue is empty again (module docs).
             let mut watch: Option<AsyncFd<File>> = None;
             loop {
-                let (empty, closing) = {
+                let (flushed, closing) = {
                     let mut pending = self.pending.lock();
-                    match self.flush(&mut pending) {
-                        Ok(empty) => (empty, pending.closing),
+                    match self.flush_some(&mut pending, WRITER_BYTES_PER_TURN) {
+                        Ok(flushed) => {
+                            self.note_drained(pending.bytes);
+                            (flushed, pending.closing)
+                        }
                         Err(_) => {
                             pending.break_queue();
+                            drop(pending);
+                            self.drained.notify(usize::MAX);
                             return;
                         }
                     }
                 };
+                if flushed == Flushed::Budget {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                let empty = flushed == Flushed::Empty;
                 if empty && closing {
                     self.finish();
                     return;
@@ -236,8 +286,9 @@ impl FdSink {
                     None => match self.writability_watch() {
                         Ok(w) => watch.insert(w),
                         Err(e) => {
-                            tracing::warn!(%e, "cannot watch a stream for writability");
+                            crate::warn_limited!(%e, "cannot watch a stream for writability");
                             self.pending.lock().break_queue();
+                            self.drained.notify(usize::MAX);
                             return;
                         }
                     },
@@ -332,6 +383,19 @@ impl FrameSink for FdSink {
 
     fn queued_bytes(&self) -> usize {
         self.pending.lock().bytes
+    }
+
+    fn listen_drained(&self, target: usize) -> Option<EventListener> {
+        let listener = self.drained.listen();
+        // Under the queue's lock, as the writer reads it: either the writer sees this
+        // target, or the waiter's next look sees what the writer took.
+        let _pending = self.pending.lock();
+        self.drain_target.store(target, Ordering::Relaxed);
+        Some(listener)
+    }
+
+    fn is_gone(&self) -> bool {
+        self.pending.lock().broken
     }
 }
 
