@@ -61,6 +61,8 @@ struct LimitsSpec {
     write_hard_limit: Option<usize>,
     udp_receive_buffer: Option<usize>,
     pairing_wait_ms: Option<u64>,
+    /// Sidecar-wide: refused in `[vm.limits]`.
+    fd_reserve: Option<usize>,
 }
 
 impl From<&LimitsSpec> for LimitOverrides {
@@ -159,6 +161,7 @@ fn parse_noting_literal_secrets(
             .limits
             .pairing_wait_ms
             .map_or(defaults.pairing_wait, Duration::from_millis),
+        fd_reserve: spec.limits.fd_reserve.unwrap_or(defaults.fd_reserve),
         ..LimitOverrides::from(&spec.limits).over(&defaults)
     };
     if let Err(e) = config.limits.validate() {
@@ -249,6 +252,10 @@ fn parse_noting_literal_secrets(
                 let line = line_of(text, spec.span().start);
                 if spec.get_ref().pairing_wait_ms.is_some() {
                     let e = "pairing_wait_ms is sidecar-wide (set it in [limits])";
+                    return Err(invalid(line, format!("VM {}: [vm.limits]: {e}", vm.name)));
+                }
+                if spec.get_ref().fd_reserve.is_some() {
+                    let e = "fd_reserve is sidecar-wide (set it in [limits])";
                     return Err(invalid(line, format!("VM {}: [vm.limits]: {e}", vm.name)));
                 }
                 if let Err(e) = own.over(&config.limits).validate() {
@@ -425,6 +432,13 @@ secret = "sb"
 
         let (_, reason) = refused("[limits]\nwrite_high_water = 10\nwrite_hard_limit = 5\n");
         assert!(reason.contains("write_high_water"), "{reason}");
+
+        // fd_reserve: read in [limits], refused in [vm.limits] (sidecar-wide).
+        let config = parse_str("[limits]\nfd_reserve = 100\n").unwrap();
+        assert_eq!(config.limits.fd_reserve, 100);
+        let own = "[[vm]]\nname = \"a\"\nsecret = \"s\"\n[vm.limits]\nfd_reserve = 10\n";
+        let (_, reason) = refused(own);
+        assert!(reason.contains("fd_reserve is sidecar-wide"), "{reason}");
     }
 
     #[test]

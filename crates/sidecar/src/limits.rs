@@ -51,6 +51,12 @@ pub struct Limits {
     /// Period of the counted fallback re-check of parked waits (they are woken by
     /// notifications; the fallback only guards against a lost one). Sidecar wide.
     pub parked_fallback: Duration,
+    // File descriptors (crate::fds).
+    /// Fds of the process's limit kept back from guest sockets, so that attaches, the
+    /// readiness thread and logging always have some. A guest socket that would hold a
+    /// kernel fd past the limit less this fails `EMFILE` (a published connection is closed
+    /// and counted); `sockets_per_vm` is clamped to the limit less this. Sidecar wide.
+    pub fd_reserve: usize,
 }
 
 impl Default for Limits {
@@ -67,6 +73,7 @@ impl Default for Limits {
             event_queue_bytes: 8 * 1024 * 1024,
             parked_fallback: Duration::from_secs(1),
             pairing_wait: Duration::from_secs(1),
+            fd_reserve: crate::fds::DEFAULT_RESERVE,
         }
     }
 }

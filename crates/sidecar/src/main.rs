@@ -211,6 +211,12 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
+    // Every session and host socket costs an fd: take what the hard limit allows (a
+    // `run` child gets the original back, cli/run.rs). Logged once.
+    match sidecar::fds::raise_limit() {
+        Ok(r) => tracing::info!(fd_limit = r.now, was = r.before, hard = r.hard, "fd limit"),
+        Err(e) => tracing::warn!(%e, "cannot raise the fd limit; keeping it"),
+    }
     // No thread is started before the command runs: `serve` and `run` take `env:VAR`
     // secrets out of the environment first (std::env::remove_var is not thread-safe).
     match Cli::parse().command {

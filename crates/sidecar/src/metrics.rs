@@ -109,6 +109,16 @@ pub struct Metrics {
     /// Sessions whose queued events were not all written within the shutdown's grace
     /// period (their guests were not reading); what was left was dropped.
     pub shutdown_unflushed_sessions: AtomicU64,
+    // File descriptors (crate::fds).
+    /// The fd accounting: limit, fds open, the spare.
+    pub fds: crate::fds::FdGauge,
+    /// Connections accepted and closed at once because the process was out of fds.
+    pub accept_shed: AtomicU64,
+    /// Waits of an acceptor after an accept failed (out of fds, or another error).
+    pub accept_backoff: AtomicU64,
+    /// Guest sockets refused (`EMFILE`, or a published connection closed) because the
+    /// sidecar's fds were at its limit less `fd_reserve`.
+    pub fd_budget_refused: AtomicU64,
 }
 
 pub fn bump(counter: &AtomicU64) {
@@ -143,6 +153,9 @@ impl Metrics {
             "pairs_made": get(&self.pairs_made),
             "pairs_missed": get(&self.pairs_missed),
             "shutdown_unflushed_sessions": get(&self.shutdown_unflushed_sessions),
+            "accept_shed": get(&self.accept_shed),
+            "accept_backoff": get(&self.accept_backoff),
+            "fd_budget_refused": get(&self.fd_budget_refused),
         })
     }
 }

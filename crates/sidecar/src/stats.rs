@@ -7,7 +7,7 @@
 //!   "session": {"id", "vm", "mode", "last_seq", "events_pushed": {kind: n},
 //!               "events_undeliverable", "calls": {method: n}, "open_handles",
 //!               "parked_calls", "queued_bytes"},
-//!   "vm":      {"name", "sockets", "listeners", "pending_connections",
+//!   "vm":      {"name", "sockets", "sockets_limit", "listeners", "pending_connections",
 //!               "udp_dropped_no_receiver", "udp_dropped_no_room"},
 //!   "health":  {"fallback_fired", "fallback_found_work", "timer_origin_wakes"}
 //! }
@@ -35,6 +35,7 @@ fn vm_json(core: &Core, name: &str) -> Value {
         Some(vm) => json!({
             "name": name,
             "sockets": vm.open,
+            "sockets_limit": vm.limits.sockets_per_vm,
             "listeners": vm.listener_count(),
             "pending_connections": vm.pending_connections(),
             "udp_dropped_no_receiver": get(&vm.udp_drops.no_receiver),
@@ -83,5 +84,12 @@ pub fn sidecar_stats(core: &Core) -> Value {
     all["streams"] = core.streams.len().into();
     all["host_connections"] = core.hosts.len().into();
     all["servers"] = core.servers.len().into();
+    // File descriptors: the process's, so the operator's only (a guest sees its VM's
+    // sockets against its clamped limit, `vm.sockets_limit`).
+    all["fds"] = json!({
+        "open": core.fds_open(),
+        "limit": core.metrics.fds.limit(),
+        "reserve": core.config.limits.fd_reserve,
+    });
     all
 }
