@@ -103,8 +103,8 @@ fn serve(args: ServeArgs) -> Result<()> {
     // First, while this is the only thread: env:VAR secrets leave the environment here.
     let vms = FlagVms::take(&args.vms)?;
     let config = build_config(&args, &vms)?;
-    let sidecar = Sidecar::start(config).context("starting the sidecar")?;
     if args.stdio {
+        let sidecar = Sidecar::start(config).context("starting the sidecar")?;
         let (stdin, stdout) = sidecar::runtime::stdio_fds()?;
         let finished = sidecar.serve_fds(stdin, Some(stdout))?;
         let _ = finished.recv();
@@ -128,6 +128,8 @@ fn serve(args: ServeArgs) -> Result<()> {
             signal(SignalKind::hangup())?,
         ))
     })?;
+    // After the handlers: the fds they hold are in the count the sidecar starts from.
+    let sidecar = Sidecar::start(config).context("starting the sidecar")?;
     sidecar
         .listen_unix(&path)
         .with_context(|| format!("listening on {}", path.display()))?;
