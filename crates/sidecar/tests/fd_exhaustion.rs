@@ -87,6 +87,7 @@ impl Served {
         let kept = Arc::clone(&lines);
         std::thread::spawn(move || {
             for line in stderr.lines().map_while(Result::ok) {
+                let line = plain(&line);
                 kept.lock().unwrap().push(line.clone());
                 let _ = tx.send(line);
             }
@@ -134,7 +135,8 @@ impl Served {
     }
 
     /// SIGTERM, then the exit, which must come within the grace period and a margin.
-    fn terminate(mut self) {
+    /// The whole log.
+    fn terminate(mut self) -> Vec<String> {
         let bound = sidecar::shutdown::FLUSH_GRACE + Duration::from_secs(8);
         let mut child = self.child.take().unwrap();
         // SAFETY: signalling our own child.
@@ -153,6 +155,10 @@ impl Served {
             }
         }
         assert!(!Path::new(&self.socket).exists(), "the socket file stayed");
+        // The log ends with the process (the reader thread sees end of file).
+        let deadline = Instant::now() + DEADLINE;
+        while self.log.recv_timeout(deadline - Instant::now()).is_ok() {}
+        self.lines()
     }
 }
 
@@ -163,6 +169,20 @@ impl Drop for Served {
             let _ = child.wait();
         }
     }
+}
+
+/// `line` without its terminal colour sequences (`ESC [ ... m`).
+fn plain(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Two guests of VM b: a server listening on the echo port, and a client connected to it.
@@ -288,7 +308,8 @@ fn a_published_port_flood_stops_at_the_fd_budget_and_another_vm_attaches_and_ech
     // (c) The attacker leaves: the published port works again.
     published_port_works_again(&served, &mut a, attackers);
     echo.echoes(1);
-    served.terminate();
+    let log = served.terminate();
+    assert!(!log.iter().any(|l| l.contains("did not read")), "{log:#?}");
 }
 
 /// The process out of fds for good (the attach reserve filled too): both acceptors shed
@@ -328,8 +349,12 @@ fn out_of_fds_the_acceptors_shed_and_back_off_and_sigterm_still_stops_the_sideca
         served.lines()
     );
 
-    // (d) SIGTERM under the attack.
-    served.terminate();
+    // (d) SIGTERM under the attack. Only VM a's guest, which never reads, may hold the
+    // flush up (to the grace period): the connections that never said hello do not.
+    let log = served.terminate();
+    for line in log.iter().filter(|l| l.contains("did not read")) {
+        assert!(line.contains("sessions=1 "), "{line}");
+    }
     drop((attackers, unattached, a, echo));
 }
 

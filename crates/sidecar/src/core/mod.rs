@@ -93,6 +93,9 @@ pub struct Core {
     /// The byte-stream transports' writer tasks, awaited by a shutdown so that what is
     /// queued reaches the guests ([`crate::shutdown`]).
     pub(crate) writers: tokio::task::JoinSet<()>,
+    /// Set once a shutdown has told every session: connections still waiting for their
+    /// hello close then instead of holding the flush up ([`crate::shutdown`]).
+    pub(crate) stopping: tokio::sync::watch::Sender<bool>,
     next_key: u64,
 }
 
@@ -116,6 +119,7 @@ impl Core {
             pairing: HashMap::new(),
             event_tokens: HashMap::new(),
             writers: tokio::task::JoinSet::new(),
+            stopping: tokio::sync::watch::Sender::new(false),
             next_key: 1,
         };
         core.add_vms(&config);

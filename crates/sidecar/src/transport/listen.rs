@@ -151,13 +151,20 @@ pub async fn serve_fds(
             drop(hold);
         });
     }
-    serve_connection(
+    let mut stopping = core.borrow().stopping.subscribe();
+    let closer: Arc<dyn crate::outbound::FrameSink> = Arc::clone(&sink) as _;
+    let served = serve_connection(
         core,
         FdSource::new(read, max_frame, is_socket),
         sink,
         max_frame,
         bound,
-    )
-    .await;
+    );
+    tokio::select! {
+        () = served => {}
+        // A stopping sidecar has ended every session already; one still waiting for its
+        // hello is closed here, so that its writer ends and the stop is not held up.
+        _ = stopping.wait_for(|stopping| *stopping) => closer.close(),
+    }
     drop(hold);
 }
