@@ -367,3 +367,41 @@ impl Served {
         self.wait_for_log(needle);
     }
 }
+
+/// In process: the operator sees the fd use; a host socket past the budget fails
+/// `EMFILE` for the guest that asked (counted), while in-VM sockets, which hold no fd, go
+/// on; a reload that gives the budget room back lets host connects through again.
+#[test]
+fn a_host_connect_past_the_fd_budget_fails_emfile_and_in_vm_sockets_go_on() {
+    let mut config = sidecar::SidecarConfig::default()
+        .with_vm("a", "sa")
+        .with_allow("127.0.0.1".parse().unwrap());
+    let h = support::Harness::with_config(config.clone());
+    let fds = h.stats()["fds"].clone();
+    let (open, limit) = (fds["open"].as_u64().unwrap(), fds["limit"].as_u64().unwrap());
+    assert!(open > 0 && open < limit, "{fds}");
+    assert_eq!(fds["reserve"], 64);
+    // A session over the Unix socket holds one fd, counted.
+    let mut g = h.guest(support::Transport::Unix);
+    let open = h.stats()["fds"]["open"].as_u64().unwrap();
+    assert_eq!(open, fds["open"].as_u64().unwrap() + 1);
+    // Leave the guests no fd: everything not open yet is reserved.
+    config.limits.fd_reserve = (limit - open) as usize;
+    h.sidecar.reload(config.clone()).unwrap();
+    let native = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = native.local_addr().unwrap().port();
+    let refused = g
+        .call("net.connect", json!({"host": "127.0.0.1", "port": port}), b"")
+        .unwrap_err();
+    assert_eq!(refused["code"], "EMFILE", "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("reserved"), "{refused}");
+    assert_eq!(h.stats()["fd_budget_refused"], 1);
+    // In-VM sockets hold no fd.
+    let listened = g.call("net.listen", json!({"port": 7000}), b"").unwrap();
+    let (_, _) = g.connect_ok("localhost", 7000);
+    // Room again: the host connect goes through.
+    config.limits.fd_reserve = 64;
+    h.sidecar.reload(config).unwrap();
+    g.connect_ok("127.0.0.1", port);
+    drop((listened, native));
+}

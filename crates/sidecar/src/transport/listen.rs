@@ -56,8 +56,21 @@ pub fn bind_private(path: &Path) -> io::Result<UnixListener> {
     result
 }
 
-/// Accepts connections until the loop shuts down; each becomes a session.
-pub async fn accept_loop(core: Rc<RefCell<Core>>, listener: UnixListener, max_frame: usize) {
+/// Accepts connections until the loop shuts down; each becomes a session. The
+/// listener's fd is counted from now on (not only once the task runs).
+pub fn accept_loop(
+    core: Rc<RefCell<Core>>,
+    listener: UnixListener,
+    max_frame: usize,
+) -> impl std::future::Future<Output = ()> {
+    let listening = FdHold::new(&core.borrow().metrics, 1);
+    async move {
+        accept_until_stopped(core, listener, max_frame).await;
+        drop(listening);
+    }
+}
+
+async fn accept_until_stopped(core: Rc<RefCell<Core>>, listener: UnixListener, max_frame: usize) {
     let listener = match listener
         .set_nonblocking(true)
         .and_then(|()| tokio::net::UnixListener::from_std(listener))
@@ -69,7 +82,6 @@ pub async fn accept_loop(core: Rc<RefCell<Core>>, listener: UnixListener, max_fr
         }
     };
     let metrics = Arc::clone(&core.borrow().metrics);
-    let _listening = FdHold::new(&metrics, 1);
     let mut backoff = Backoff::new();
     loop {
         match listener.accept().await {
