@@ -27,6 +27,9 @@
 //! sidecar started, counted once then. An embedder's own fds opened later are not seen:
 //! the reserve is there for those too.
 
+// `rlim_t` is u64 where this is built, not on every Unix: the casts stay.
+#![allow(clippy::unnecessary_cast)]
+
 use std::fs::File;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,37 +66,37 @@ pub fn limit() -> u64 {
 }
 
 /// The most the soft limit may be raised to, given the hard limit.
+#[cfg(not(target_os = "macos"))]
 fn target(hard: u64) -> u64 {
-    let unlimited = hard == libc::RLIM_INFINITY as u64;
-    #[cfg(target_os = "macos")]
-    {
-        // setrlimit refuses a soft limit above kern.maxfilesperproc.
-        let mut max: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>();
-        // SAFETY: sysctlbyname writes at most `len` bytes into `max`.
-        let ok = unsafe {
-            libc::sysctlbyname(
-                c"kern.maxfilesperproc".as_ptr(),
-                (&mut max as *mut libc::c_int).cast(),
-                &mut len,
-                std::ptr::null_mut(),
-                0,
-            )
-        } == 0;
-        let per_proc = if ok && max > 0 {
-            max as u64
-        } else {
-            UNLIMITED_CAP
-        };
-        let _ = unlimited;
-        return hard.min(per_proc);
-    }
-    #[allow(unreachable_code)]
-    if unlimited {
+    if hard == libc::RLIM_INFINITY as u64 {
         UNLIMITED_CAP
     } else {
         hard
     }
+}
+
+/// macOS: setrlimit refuses a soft limit above `kern.maxfilesperproc` (and the hard limit
+/// is often unlimited), so that is the cap ([`UNLIMITED_CAP`] if it cannot be read).
+#[cfg(target_os = "macos")]
+fn target(hard: u64) -> u64 {
+    let mut max: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>();
+    // SAFETY: sysctlbyname writes at most `len` bytes into `max`.
+    let ok = unsafe {
+        libc::sysctlbyname(
+            c"kern.maxfilesperproc".as_ptr(),
+            (&mut max as *mut libc::c_int).cast(),
+            &mut len,
+            std::ptr::null_mut(),
+            0,
+        )
+    } == 0;
+    let per_proc = if ok && max > 0 {
+        max as u64
+    } else {
+        UNLIMITED_CAP
+    };
+    hard.min(per_proc)
 }
 
 /// What [`raise_limit`] did.
@@ -370,8 +373,16 @@ mod tests {
     #[test]
     fn the_budget_clamps_sockets_to_the_limit_less_the_reserve() {
         assert_eq!(clamp_sockets(65_536, 1024, 64), 960);
-        assert_eq!(clamp_sockets(100, 1024, 64), 100, "below the budget: as configured");
-        assert_eq!(clamp_sockets(10, 32, 64), 1, "a reserve above the limit leaves one");
+        assert_eq!(
+            clamp_sockets(100, 1024, 64),
+            100,
+            "below the budget: as configured"
+        );
+        assert_eq!(
+            clamp_sockets(10, 32, 64),
+            1,
+            "a reserve above the limit leaves one"
+        );
         let mut config = crate::SidecarConfig::default()
             .with_vm("a", "sa")
             .with_vm("b", "sb");

@@ -131,7 +131,11 @@ impl Served {
     }
 
     fn attach(&self, vm: &str, secret: &str) -> RawGuest {
-        RawGuest::attach(Wire::Unix(UnixStream::connect(&self.socket).unwrap()), vm, secret)
+        RawGuest::attach(
+            Wire::Unix(UnixStream::connect(&self.socket).unwrap()),
+            vm,
+            secret,
+        )
     }
 
     /// SIGTERM, then the exit, which must come within the grace period and a margin.
@@ -151,7 +155,10 @@ impl Served {
             Err(_) => {
                 // SAFETY: our own child, still running.
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                panic!("SIGTERM: still running after {bound:?}: {:#?}", self.lines());
+                panic!(
+                    "SIGTERM: still running after {bound:?}: {:#?}",
+                    self.lines()
+                );
             }
         }
         assert!(!Path::new(&self.socket).exists(), "the socket file stayed");
@@ -281,8 +288,12 @@ fn published_port_works_again(served: &Served, a: &mut RawGuest, attackers: Vec<
 fn a_published_port_flood_stops_at_the_fd_budget_and_another_vm_attaches_and_echoes() {
     let mut served = Served::start(64);
     let mut a = served.attach("a", "sa");
-    a.call("net.listen", json!({"port": PUBLISHED, "backlog": 1000}), b"")
-        .unwrap();
+    a.call(
+        "net.listen",
+        json!({"port": PUBLISHED, "backlog": 1000}),
+        b"",
+    )
+    .unwrap();
     // A guest sees its VM's socket limit clamped to the fds the process can hold.
     assert_eq!(
         a.stats()["vm"]["sockets_limit"],
@@ -291,13 +302,19 @@ fn a_published_port_flood_stops_at_the_fd_budget_and_another_vm_attaches_and_ech
     );
     let before = served.line_count();
     let attackers = flood(served.host, ATTACK);
-    assert!(attackers.len() > FD_LIMIT as usize, "the flood did not connect");
+    assert!(
+        attackers.len() > FD_LIMIT as usize,
+        "the flood did not connect"
+    );
     served.wait_for_log("published connection closed");
     // (b) Another VM attaches (an fd of the reserve) and echoes in its VM meanwhile.
     let mut echo = Echo::attach(&served);
     echo.echoes(5);
     let held = a.stats()["vm"]["sockets"].as_u64().unwrap();
-    assert!(held < FD_LIMIT - 64, "VM a holds {held} sockets, past the budget");
+    assert!(
+        held < FD_LIMIT - 64,
+        "VM a holds {held} sockets, past the budget"
+    );
     // (a) The log stayed small: rate-limited, not a line per connection.
     let during = served.line_count() - before;
     assert!(
@@ -319,8 +336,12 @@ fn a_published_port_flood_stops_at_the_fd_budget_and_another_vm_attaches_and_ech
 fn out_of_fds_the_acceptors_shed_and_back_off_and_sigterm_still_stops_the_sidecar() {
     let mut served = Served::start(64);
     let mut a = served.attach("a", "sa");
-    a.call("net.listen", json!({"port": PUBLISHED, "backlog": 1000}), b"")
-        .unwrap();
+    a.call(
+        "net.listen",
+        json!({"port": PUBLISHED, "backlog": 1000}),
+        b"",
+    )
+    .unwrap();
     let mut echo = Echo::attach(&served);
     let before = served.line_count();
     let mut attackers = flood(served.host, ATTACK);
@@ -378,7 +399,10 @@ fn a_host_connect_past_the_fd_budget_fails_emfile_and_in_vm_sockets_go_on() {
         .with_allow("127.0.0.1".parse().unwrap());
     let h = support::Harness::with_config(config.clone());
     let fds = h.stats()["fds"].clone();
-    let (open, limit) = (fds["open"].as_u64().unwrap(), fds["limit"].as_u64().unwrap());
+    let (open, limit) = (
+        fds["open"].as_u64().unwrap(),
+        fds["limit"].as_u64().unwrap(),
+    );
     assert!(open > 0 && open < limit, "{fds}");
     assert_eq!(fds["reserve"], 64);
     // A session over the Unix socket holds one fd, counted.
@@ -391,10 +415,17 @@ fn a_host_connect_past_the_fd_budget_fails_emfile_and_in_vm_sockets_go_on() {
     let native = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = native.local_addr().unwrap().port();
     let refused = g
-        .call("net.connect", json!({"host": "127.0.0.1", "port": port}), b"")
+        .call(
+            "net.connect",
+            json!({"host": "127.0.0.1", "port": port}),
+            b"",
+        )
         .unwrap_err();
     assert_eq!(refused["code"], "EMFILE", "{refused}");
-    assert!(refused["message"].as_str().unwrap().contains("reserved"), "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap().contains("reserved"),
+        "{refused}"
+    );
     assert_eq!(h.stats()["fd_budget_refused"], 1);
     // In-VM sockets hold no fd.
     let listened = g.call("net.listen", json!({"port": 7000}), b"").unwrap();

@@ -148,7 +148,11 @@ pub async fn serve_fds(
     bound: Option<String>,
 ) {
     // Counted as open until both the reader (here) and the writer are done with them.
-    let fds = if is_socket && Arc::ptr_eq(&read, &write) { 1 } else { 2 };
+    let fds = if is_socket && Arc::ptr_eq(&read, &write) {
+        1
+    } else {
+        2
+    };
     let hold = Rc::new(FdHold::new(&core.borrow().metrics, fds));
     let sink = FdSink::new(write, is_socket);
     {
