@@ -4,7 +4,8 @@
 //! still attaches and echoes; once the process is out of fds for good (attaches fill the
 //! reserve), both acceptors shed and back off instead of spinning; the log stays small
 //! (rate-limited), the published port works again once the attacker leaves, and SIGTERM
-//! still stops the process within its grace period.
+//! still stops the process within its grace period. `sidecar run` raises its own fd
+//! limit and gives its child the original.
 
 mod support;
 
@@ -435,4 +436,41 @@ fn a_host_connect_past_the_fd_budget_fails_emfile_and_in_vm_sockets_go_on() {
     h.sidecar.reload(config).unwrap();
     g.connect_ok("127.0.0.1", port);
     drop((listened, native));
+}
+
+/// `sidecar run` raises its own soft fd limit to the hard one, and its child (the guest)
+/// gets the soft limit `run` was started with back.
+#[test]
+fn run_raises_its_fd_limit_and_its_child_gets_the_original_back() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sidecar"));
+    command
+        .args(["run", "--vm", "a", "--", "sh", "-c", "ulimit -Sn"])
+        .env("RUST_LOG", "info");
+    // SAFETY: only getrlimit/setrlimit, in the forked child before exec.
+    unsafe {
+        command.pre_exec(|| {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            lim.rlim_cur = 300.min(lim.rlim_max);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    let log = plain(&String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{log}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "300", "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("fd limit"))
+        .unwrap_or_default();
+    assert!(line.contains("was=300"), "{log}");
+    assert!(!line.contains("fd_limit=300 "), "not raised: {line}");
 }
