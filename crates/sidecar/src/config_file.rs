@@ -74,6 +74,8 @@ struct LimitsSpec {
     session_outbound_bytes: Option<usize>,
     buffered_bytes_per_vm: Option<usize>,
     bytes_per_turn: Option<usize>,
+    // File descriptors (sidecar wide).
+    fd_reserve: Option<usize>,
 }
 
 impl LimitsSpec {
@@ -94,6 +96,7 @@ impl LimitsSpec {
             (self.max_credit.is_some(), "max_credit"),
             (self.max_header.is_some(), "max_header"),
             (self.bytes_per_turn.is_some(), "bytes_per_turn"),
+            (self.fd_reserve.is_some(), "fd_reserve"),
         ]
         .into_iter()
         .find_map(|(set, key)| set.then_some(key))
@@ -221,6 +224,7 @@ fn parse_noting_literal_secrets(
             .limits
             .bytes_per_turn
             .unwrap_or(defaults.bytes_per_turn),
+        fd_reserve: spec.limits.fd_reserve.unwrap_or(defaults.fd_reserve),
         ..LimitOverrides::from(&spec.limits).over(&defaults)
     };
     if let Err(e) = config.limits.validate() {
@@ -526,6 +530,13 @@ secret = "sb"
 
         let (_, reason) = refused("[limits]\nwrite_high_water = 10\nwrite_hard_limit = 5\n");
         assert!(reason.contains("write_high_water"), "{reason}");
+
+        // fd_reserve: read in [limits], refused in [vm.limits] (sidecar-wide).
+        let config = parse_str("[limits]\nfd_reserve = 100\n").unwrap();
+        assert_eq!(config.limits.fd_reserve, 100);
+        let own = "[[vm]]\nname = \"a\"\nsecret = \"s\"\n[vm.limits]\nfd_reserve = 10\n";
+        let (_, reason) = refused(own);
+        assert!(reason.contains("fd_reserve is sidecar-wide"), "{reason}");
     }
 
     #[test]

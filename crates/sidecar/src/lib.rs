@@ -23,6 +23,7 @@ pub mod calls;
 pub mod config;
 pub mod config_file;
 pub mod core;
+pub mod fds;
 pub mod host;
 pub mod limits;
 pub mod memory;

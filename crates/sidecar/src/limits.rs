@@ -86,6 +86,12 @@ pub struct Limits {
     /// Bytes of calls (headers + payloads) one session has served in one turn of the RPC
     /// loop before the others get theirs (with `FRAMES_PER_TURN`). Sidecar wide.
     pub bytes_per_turn: usize,
+    // File descriptors (crate::fds).
+    /// Fds of the process's limit kept back from guest sockets, so that attaches, the
+    /// readiness thread and logging always have some. A guest socket that would hold a
+    /// kernel fd past the limit less this fails `EMFILE` (a published connection is closed
+    /// and counted); `sockets_per_vm` is clamped to the limit less this. Sidecar wide.
+    pub fd_reserve: usize,
 }
 
 impl Default for Limits {
@@ -112,6 +118,7 @@ impl Default for Limits {
             session_outbound_bytes: 16 * 1024 * 1024,
             buffered_bytes_per_vm: 256 * 1024 * 1024,
             bytes_per_turn: 256 * 1024,
+            fd_reserve: crate::fds::DEFAULT_RESERVE,
         }
     }
 }

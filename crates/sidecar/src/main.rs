@@ -103,8 +103,8 @@ fn serve(args: ServeArgs) -> Result<()> {
     // First, while this is the only thread: env:VAR secrets leave the environment here.
     let vms = FlagVms::take(&args.vms)?;
     let config = build_config(&args, &vms)?;
-    let sidecar = Sidecar::start(config).context("starting the sidecar")?;
     if args.stdio {
+        let sidecar = Sidecar::start(config).context("starting the sidecar")?;
         let (stdin, stdout) = sidecar::runtime::stdio_fds()?;
         let finished = sidecar.serve_fds(stdin, Some(stdout))?;
         let _ = finished.recv();
@@ -128,6 +128,8 @@ fn serve(args: ServeArgs) -> Result<()> {
             signal(SignalKind::hangup())?,
         ))
     })?;
+    // After the handlers: the fds they hold are in the count the sidecar starts from.
+    let sidecar = Sidecar::start(config).context("starting the sidecar")?;
     sidecar
         .listen_unix(&path)
         .with_context(|| format!("listening on {}", path.display()))?;
@@ -211,6 +213,12 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
+    // Every session and host socket costs an fd: take what the hard limit allows (a
+    // `run` child gets the original back, cli/run.rs). Logged once.
+    match sidecar::fds::raise_limit() {
+        Ok(r) => tracing::info!(fd_limit = r.now, was = r.before, hard = r.hard, "fd limit"),
+        Err(e) => tracing::warn!(%e, "cannot raise the fd limit; keeping it"),
+    }
     // No thread is started before the command runs: `serve` and `run` take `env:VAR`
     // secrets out of the environment first (std::env::remove_var is not thread-safe).
     match Cli::parse().command {

@@ -127,6 +127,16 @@ pub struct Metrics {
     pub vm_buffer_refused: AtomicU64,
     /// Times freed heap memory was handed back to the OS (`memory`).
     pub memory_trims: AtomicU64,
+    // File descriptors (crate::fds).
+    /// The fd accounting: limit, fds open, the spare.
+    pub fds: crate::fds::FdGauge,
+    /// Connections accepted and closed at once because the process was out of fds.
+    pub accept_shed: AtomicU64,
+    /// Waits of an acceptor after an accept failed (out of fds, or another error).
+    pub accept_backoff: AtomicU64,
+    /// Guest sockets refused (`EMFILE`, or a published connection closed) because the
+    /// sidecar's fds were at its limit less `fd_reserve`.
+    pub fd_budget_refused: AtomicU64,
 }
 
 pub fn bump(counter: &AtomicU64) {
@@ -170,6 +180,9 @@ impl Metrics {
             "outbound_fallback_found_work": get(&self.outbound_fallback_found_work),
             "vm_buffer_refused": get(&self.vm_buffer_refused),
             "memory_trims": get(&self.memory_trims),
+            "accept_shed": get(&self.accept_shed),
+            "accept_backoff": get(&self.accept_backoff),
+            "fd_budget_refused": get(&self.fd_budget_refused),
         })
     }
 }

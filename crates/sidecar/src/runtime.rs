@@ -100,18 +100,10 @@ impl Sidecar {
         Sidecar::start_serving(config, Transports::InProcessOnly)
     }
 
-    fn start_serving(config: SidecarConfig, transports: Transports) -> io::Result<Sidecar> {
+    fn start_serving(mut config: SidecarConfig, transports: Transports) -> io::Result<Sidecar> {
         check_limits(&config)?;
         let metrics = Arc::new(Metrics::default());
         let (tx, rx) = mpsc::unbounded_channel();
-        let hosts = published_hosts(&config);
-        let bound = publish::bind_all(hosts.iter().copied())?;
-        tx.send(Command::Reload(
-            Box::new(config.clone()),
-            bound,
-            std_mpsc::channel().0,
-        ))
-        .map_err(|_| io::Error::other("the command channel closed"))?;
         let mut builder = tokio::runtime::Builder::new_current_thread();
         if transports == Transports::All {
             builder.enable_io();
@@ -120,6 +112,17 @@ impl Sidecar {
         let loop_metrics = Arc::clone(&metrics);
         // The readiness thread: host sockets' events, handled inline there.
         let reactor = Arc::new(readiness::Reactor::new()?);
+        // The fds open now are the base of the count; what opens later is counted.
+        metrics.fds.start();
+        crate::fds::clamp_config(&mut config, metrics.fds.limit());
+        let hosts = published_hosts(&config);
+        let bound = publish::bind_all(hosts.iter().copied())?;
+        tx.send(Command::Reload(
+            Box::new(config.clone()),
+            bound,
+            std_mpsc::channel().0,
+        ))
+        .map_err(|_| io::Error::other("the command channel closed"))?;
         let thread = std::thread::Builder::new()
             .name("sidecar-rpc".into())
             .spawn(move || run_loop(runtime, Arc::new(config), loop_metrics, reactor, rx))?;
@@ -236,8 +239,9 @@ impl Sidecar {
     ///
     /// Newly published host ports are bound first: if one cannot be, nothing changes and
     /// the error is returned; so it is for limits that cannot work together.
-    pub fn reload(&self, config: SidecarConfig) -> io::Result<()> {
+    pub fn reload(&self, mut config: SidecarConfig) -> io::Result<()> {
         check_limits(&config)?;
+        crate::fds::clamp_config(&mut config, self.metrics.fds.limit());
         let mut published = self.published.lock();
         let hosts = published_hosts(&config);
         let bound = publish::bind_all(hosts.difference(&published).copied())?;

@@ -7,7 +7,8 @@
 //!    task end (their sockets close), so no session or connection starts meanwhile.
 //! 2. **Tell every guest**: each session gets `close` for every socket and server it still
 //!    holds (a connection first gets `error ECONNRESET`: it is cut, not ended), then its
-//!    transport is closed. Only after every session is closed is the
+//!    transport is closed (so is every connection still waiting for its hello). Only
+//!    after every session is closed is the
 //!    socket table torn down, so the teardown's own pushes (a peer's `end`…) find closed
 //!    transports and no event follows a `close` for its id.
 //! 3. **Flush**: the transports' writer tasks write out what is queued (then send FIN).
@@ -78,6 +79,9 @@ pub async fn shutdown(core: &Rc<RefCell<Core>>, acceptors: Vec<JoinHandle<()>>) 
     for sid in sessions {
         core.borrow_mut().end_session(sid);
     }
+    // Connections that never said hello (or are between bind and hello) have nothing
+    // to flush: their serving tasks close them now, so their writers end at once.
+    core.borrow().stopping.send_replace(true);
     core.borrow().fabric.shutdown();
 
     let mut writers = std::mem::take(&mut core.borrow_mut().writers);

@@ -7,11 +7,9 @@
 //!   "session": {"id", "vm", "mode", "last_seq", "events_pushed": {kind: n},
 //!               "events_undeliverable", "calls": {method: n}, "open_handles",
 //!               "parked_calls", "queued_bytes", "outbound_bytes", "outbound_cap"},
-//!   "vm":      {"name", "sockets", "listeners", "pending_connections",
+//!   "vm":      {"name", "sockets", "sockets_limit", "listeners", "pending_connections",
 //!               "udp_dropped_no_receiver", "udp_dropped_no_room", "sessions",
-//!               "sessions_per_vm"},
-//!               "udp_dropped_no_receiver", "udp_dropped_no_room",
-//!               "buffered_bytes", "buffered_bytes_limit"},
+//!               "sessions_per_vm", "buffered_bytes", "buffered_bytes_limit"},
 //!   "health":  {"fallback_fired", "fallback_found_work", "timer_origin_wakes"}
 //! }
 //! ```
@@ -38,6 +36,7 @@ fn vm_json(core: &Core, name: &str) -> Value {
         Some(vm) => json!({
             "name": name,
             "sockets": vm.open,
+            "sockets_limit": vm.limits.sockets_per_vm,
             "listeners": vm.listener_count(),
             "pending_connections": vm.pending_connections(),
             "udp_dropped_no_receiver": get(&vm.udp_drops.no_receiver),
@@ -107,5 +106,12 @@ pub fn sidecar_stats(core: &Core) -> Value {
         .map(|(sid, bytes)| (sid.to_string(), Value::from(*bytes)))
         .collect::<serde_json::Map<_, _>>()
         .into();
+    // File descriptors: the process's, so the operator's only (a guest sees its VM's
+    // sockets against its clamped limit, `vm.sockets_limit`).
+    all["fds"] = json!({
+        "open": core.fds_open(),
+        "limit": core.metrics.fds.limit(),
+        "reserve": core.config.limits.fd_reserve,
+    });
     all
 }

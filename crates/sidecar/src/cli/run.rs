@@ -174,10 +174,15 @@ pub fn run(args: RunArgs) -> Result<i32> {
         command.env("NODE_OPTIONS", options);
     }
     let sources: Vec<RawFd> = child_fds.iter().map(AsRawFd::as_raw_fd).collect();
-    // SAFETY: the closure runs in the forked child before exec and only calls fcntl and
-    // dup2 (async-signal-safe), on fds that stay open in the parent until spawn returns.
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // getrlimit/setrlimit, fcntl and dup2 (async-signal-safe), on fds that stay open in
+    // the parent until spawn returns.
     unsafe {
-        command.pre_exec(move || place_fds(&sources));
+        command.pre_exec(move || {
+            // The guest gets the fd limit `run` started with, not the raised one.
+            sidecar::fds::restore_in_child()?;
+            place_fds(&sources)
+        });
     }
     // After place_fds: the sandbox's step forks, and the guest it leaves must find its
     // fds in place.

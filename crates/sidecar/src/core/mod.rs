@@ -97,6 +97,9 @@ pub struct Core {
     /// [`crate::transport::turn::resume_held`] (woken by `held_notify`).
     pub(crate) held: Vec<SessionId>,
     pub(crate) held_notify: std::rc::Rc<tokio::sync::Notify>,
+    /// Set once a shutdown has told every session: connections still waiting for their
+    /// hello close then instead of holding the flush up ([`crate::shutdown`]).
+    pub(crate) stopping: tokio::sync::watch::Sender<bool>,
     next_key: u64,
 }
 
@@ -122,6 +125,7 @@ impl Core {
             writers: tokio::task::JoinSet::new(),
             held: Vec::new(),
             held_notify: std::rc::Rc::default(),
+            stopping: tokio::sync::watch::Sender::new(false),
             next_key: 1,
         };
         core.add_vms(&config);

@@ -320,6 +320,7 @@ impl Core {
         let limits = self.vm_limits(&sock.vm);
         let room = (limits.udp_receive_buffer, limits.event_queue_bytes);
         if sock.host.is_none() {
+            self.check_fd_room(1)?;
             let out = std::sync::Arc::clone(&self.sessions[&sock.session].out);
             let opened = HostUdp::open(
                 &self.host.reactor,

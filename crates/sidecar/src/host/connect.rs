@@ -148,6 +148,7 @@ fn start(
     responder: &Responder,
 ) -> Result<(HostTcp, Option<u16>), Failure> {
     core.check_room(sid, 1).map_err(Failure::Fatal)?;
+    core.check_fd_room(1).map_err(Failure::Fatal)?;
     let id = SocketId(core.session_mut(sid).map_err(Failure::Fatal)?.mint_id());
     let io_failure = |e: io::Error| Failure::Next(connect_error(addr, &e));
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))

@@ -11,7 +11,11 @@
 //! it, as an in-VM one does. A connection that finds no listener in the VM on the
 //! published port, a listener whose backlog is full, or the VM at its pending
 //! connections limit is closed at once and counted (`published_refused`; the last also
-//! `pending_refused`), as a host with nobody listening would refuse it.
+//! `pending_refused`), as a host with nobody listening would refuse it. So is one the
+//! sidecar's fd budget cannot hold (`fd_budget_refused`, [`crate::fds`]). When accept
+//! itself fails for want of fds, the port sheds one connection with the spare fd and
+//! backs off on a timer (counted: `accept_shed`, `accept_backoff`) instead of spinning
+//! on a readiness that stays true.
 
 use std::cell::RefCell;
 use std::io;
@@ -25,6 +29,7 @@ use sidecar_protocol::{Address, ErrorCode, EventBody, SocketId, WireError};
 
 use super::tcp::HostTcp;
 use crate::core::{Core, Handle};
+use crate::fds::{self, Backoff};
 use crate::metrics::bump;
 use crate::policy::Proto;
 
@@ -98,9 +103,20 @@ async fn serve(core_rc: Rc<RefCell<Core>>, host: SocketAddr, listener: TcpListen
             return;
         }
     };
+    let metrics = Arc::clone(&core_rc.borrow().metrics);
+    let mut backoff = Backoff::new();
+    let mut accepted = 0u32;
     loop {
         match listener.try_read_with(|l| l.accept()) {
-            Ok((stream, peer)) => core_rc.borrow_mut().accept_published(host, stream, peer),
+            Ok((stream, peer)) => {
+                backoff.reset();
+                core_rc.borrow_mut().accept_published(host, stream, peer);
+                // A client that connects as fast as it is closed must not hold the loop.
+                accepted = accepted.wrapping_add(1);
+                if accepted % ACCEPTS_PER_TURN == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // Woken by readiness; the day-long deadline only bounds the wait.
                 let far = Instant::now() + Duration::from_secs(86_400);
@@ -110,15 +126,29 @@ async fn serve(core_rc: Rc<RefCell<Core>>, host: SocketAddr, listener: TcpListen
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
-                // Out of fds and the like: say so, and try again at the next readiness
-                // or shortly (a counted, bounded retry, not a spin).
-                tracing::warn!(%e, %host, "accept on a published port failed");
-                let soon = Instant::now() + Duration::from_millis(100);
-                let _ = listener.readable_until(soon).await;
+                // Out of fds (the listener stays readable: waiting on its readiness would
+                // return at once): shed one connection with the spare fd, then back off
+                // on a timer, so the loop serves everything else meanwhile.
+                let shed = fds::is_exhaustion(&e)
+                    && metrics
+                        .fds
+                        .shed(|| listener.try_read_with(|l| l.accept()).map(drop));
+                if shed {
+                    bump(&metrics.accept_shed);
+                }
+                bump(&metrics.accept_backoff);
+                let wait = backoff.step();
+                let total_shed = crate::metrics::get(&metrics.accept_shed);
+                crate::warn_limited!(%e, %host, shed = total_shed, ?wait,
+                    "accept on a published port failed; shedding and backing off");
+                tokio::time::sleep(wait).await;
             }
         }
     }
 }
+
+/// Accepts in a row before a published port's task lets the rest of the loop run.
+const ACCEPTS_PER_TURN: u32 = 64;
 
 impl Core {
     /// A host client connected to a published port: hand the connection to the VM's
@@ -165,6 +195,12 @@ impl Core {
             bump(&self.metrics.published_refused);
             return;
         }
+        // The process's fds, less those reserved, hold it, or it is closed.
+        if let Err(e) = self.check_fd_room(1) {
+            bump(&self.metrics.published_refused);
+            crate::warn_limited!(%host, %peer, "published connection closed: {}", e.message);
+            return;
+        }
         let Some(session) = self.sessions.get_mut(&sid) else {
             return;
         };
@@ -174,7 +210,7 @@ impl Core {
         let mut tcp = match HostTcp::register(self, sid, id, stream, Interest::NONE, remote) {
             Ok(tcp) => tcp,
             Err(e) => {
-                tracing::warn!(%e, "cannot register a published connection");
+                crate::warn_limited!(%e, "cannot register a published connection");
                 bump(&self.metrics.published_refused);
                 return;
             }

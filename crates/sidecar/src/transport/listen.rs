@@ -4,11 +4,14 @@
 //! bound inside a fresh private (0700) directory, chmod'ed, then renamed into place. A
 //! path that already holds a live socket is refused (`EADDRINUSE`) rather than stolen; a
 //! stale one (nobody answers) is replaced.
+//!
+//! An accept that fails for want of fds sheds one connection and backs off
+//! ([`crate::fds`]): the listener stays readable then, so waiting on it would spin.
 
 use std::cell::RefCell;
 use std::fs::{self, DirBuilder, File};
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -21,6 +24,8 @@ use super::serve_connection;
 use super::stream::{async_fd, FdSink, FdSource};
 use crate::config::random_token;
 use crate::core::Core;
+use crate::fds::{self, Backoff, FdHold};
+use crate::metrics::bump;
 
 /// Binds `path` as a Unix listening socket readable and writable by this user only.
 pub fn bind_private(path: &Path) -> io::Result<UnixListener> {
@@ -51,8 +56,21 @@ pub fn bind_private(path: &Path) -> io::Result<UnixListener> {
     result
 }
 
-/// Accepts connections until the loop shuts down; each becomes a session.
-pub async fn accept_loop(core: Rc<RefCell<Core>>, listener: UnixListener, max_frame: usize) {
+/// Accepts connections until the loop shuts down; each becomes a session. The
+/// listener's fd is counted from now on (not only once the task runs).
+pub fn accept_loop(
+    core: Rc<RefCell<Core>>,
+    listener: UnixListener,
+    max_frame: usize,
+) -> impl std::future::Future<Output = ()> {
+    let listening = FdHold::new(&core.borrow().metrics, 1);
+    async move {
+        accept_until_stopped(core, listener, max_frame).await;
+        drop(listening);
+    }
+}
+
+async fn accept_until_stopped(core: Rc<RefCell<Core>>, listener: UnixListener, max_frame: usize) {
     let listener = match listener
         .set_nonblocking(true)
         .and_then(|()| tokio::net::UnixListener::from_std(listener))
@@ -63,13 +81,16 @@ pub async fn accept_loop(core: Rc<RefCell<Core>>, listener: UnixListener, max_fr
             return;
         }
     };
+    let metrics = Arc::clone(&core.borrow().metrics);
+    let mut backoff = Backoff::new();
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                backoff.reset();
                 let fd = match stream.into_std() {
                     Ok(std_stream) => OwnedFd::from(std_stream),
                     Err(e) => {
-                        tracing::warn!(%e, "accepted connection unusable");
+                        crate::warn_limited!(%e, "accepted connection unusable");
                         continue;
                     }
                 };
@@ -79,17 +100,41 @@ pub async fn accept_loop(core: Rc<RefCell<Core>>, listener: UnixListener, max_fr
                             serve_fds(Rc::clone(&core), Arc::clone(&fd), fd, true, max_frame, None);
                         tokio::task::spawn_local(task);
                     }
-                    Err(e) => tracing::warn!(%e, "cannot register a connection"),
+                    Err(e) => crate::warn_limited!(%e, "cannot register a connection"),
                 }
             }
             Err(e) => {
-                // EMFILE and friends: nothing notifies "an fd was freed", so this is the
-                // one bounded retry of the listener (logged), never a spin.
-                tracing::warn!(%e, "accept failed; retrying in 50 ms");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                // EMFILE and friends: the listener stays readable and nothing notifies
+                // "an fd was freed". Shed one connection with the spare fd (its client
+                // sees the close at once, not a hang), then back off on a timer: the
+                // loop serves everything else meanwhile. Counted, never a spin.
+                let shed = fds::is_exhaustion(&e)
+                    && metrics.fds.shed(|| accept_and_close(listener.as_raw_fd()));
+                if shed {
+                    bump(&metrics.accept_shed);
+                }
+                bump(&metrics.accept_backoff);
+                let wait = backoff.step();
+                let total_shed = crate::metrics::get(&metrics.accept_shed);
+                crate::warn_limited!(%e, shed = total_shed, ?wait,
+                    "accept on the Unix listener failed; shedding and backing off");
+                tokio::time::sleep(wait).await;
             }
         }
     }
+}
+
+/// Takes one pending connection off a non-blocking listener and closes it.
+fn accept_and_close(listener: RawFd) -> io::Result<()> {
+    // SAFETY: accept on a listening fd we own, without an address buffer; the fd it
+    // returns is ours and closed at once.
+    let fd = unsafe { libc::accept(listener, std::ptr::null_mut(), std::ptr::null_mut()) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the accepted fd is ours alone.
+    unsafe { libc::close(fd) };
+    Ok(())
 }
 
 /// Serves one fd-based connection (a socket, or stdin + stdout); `bound` as
@@ -102,20 +147,40 @@ pub async fn serve_fds(
     max_frame: usize,
     bound: Option<String>,
 ) {
+    // Counted as open until both the reader (here) and the writer are done with them.
+    let fds = if is_socket && Arc::ptr_eq(&read, &write) {
+        1
+    } else {
+        2
+    };
+    let hold = Rc::new(FdHold::new(&core.borrow().metrics, fds));
     let sink = FdSink::new(write, is_socket);
     {
         let mut core = core.borrow_mut();
         // Writers of ended sessions are reaped here, so the set stays as big as the
         // sessions that are live (or flushing).
         while core.writers.try_join_next().is_some() {}
-        core.writers.spawn_local(Arc::clone(&sink).run_writer());
+        let writer = Arc::clone(&sink).run_writer();
+        let hold = Rc::clone(&hold);
+        core.writers.spawn_local(async move {
+            writer.await;
+            drop(hold);
+        });
     }
-    serve_connection(
+    let mut stopping = core.borrow().stopping.subscribe();
+    let closer: Arc<dyn crate::outbound::FrameSink> = Arc::clone(&sink) as _;
+    let served = serve_connection(
         core,
         FdSource::new(read, max_frame, is_socket),
         sink,
         max_frame,
         bound,
-    )
-    .await;
+    );
+    tokio::select! {
+        () = served => {}
+        // A stopping sidecar has ended every session already; one still waiting for its
+        // hello is closed here, so that its writer ends and the stop is not held up.
+        _ = stopping.wait_for(|stopping| *stopping) => closer.close(),
+    }
+    drop(hold);
 }
