@@ -61,6 +61,10 @@ struct LimitsSpec {
     write_hard_limit: Option<usize>,
     udp_receive_buffer: Option<usize>,
     pairing_wait_ms: Option<u64>,
+    // Host name lookups: dns_threads and dns_timeout_ms are sidecar-wide.
+    dns_threads: Option<usize>,
+    dns_lookups_per_vm: Option<usize>,
+    dns_timeout_ms: Option<u64>,
 }
 
 impl From<&LimitsSpec> for LimitOverrides {
@@ -74,6 +78,7 @@ impl From<&LimitsSpec> for LimitOverrides {
             write_hard_limit: spec.write_hard_limit,
             udp_receive_buffer: spec.udp_receive_buffer,
             event_queue_bytes: spec.event_queue_bytes,
+            dns_lookups_per_vm: spec.dns_lookups_per_vm,
         }
     }
 }
@@ -159,6 +164,11 @@ fn parse_noting_literal_secrets(
             .limits
             .pairing_wait_ms
             .map_or(defaults.pairing_wait, Duration::from_millis),
+        dns_threads: spec.limits.dns_threads.unwrap_or(defaults.dns_threads),
+        dns_timeout: spec
+            .limits
+            .dns_timeout_ms
+            .map_or(defaults.dns_timeout, Duration::from_millis),
         ..LimitOverrides::from(&spec.limits).over(&defaults)
     };
     if let Err(e) = config.limits.validate() {
@@ -249,6 +259,13 @@ fn parse_noting_literal_secrets(
                 let line = line_of(text, spec.span().start);
                 if spec.get_ref().pairing_wait_ms.is_some() {
                     let e = "pairing_wait_ms is sidecar-wide (set it in [limits])";
+                    return Err(invalid(line, format!("VM {}: [vm.limits]: {e}", vm.name)));
+                }
+                let (threads, timeout) =
+                    (&spec.get_ref().dns_threads, &spec.get_ref().dns_timeout_ms);
+                if threads.is_some() || timeout.is_some() {
+                    let e =
+                        "dns_threads and dns_timeout_ms are sidecar-wide (set them in [limits])";
                     return Err(invalid(line, format!("VM {}: [vm.limits]: {e}", vm.name)));
                 }
                 if let Err(e) = own.over(&config.limits).validate() {
@@ -452,6 +469,26 @@ secret = "sb"
         assert_eq!(a.pending_connections_per_vm, 50, "the global value");
         assert_eq!((a.write_hard_limit, a.write_high_water), (1000, 500));
         assert_eq!(b, config.limits);
+    }
+
+    #[test]
+    fn dns_limits_are_read_and_the_sidecar_wide_ones_stay_global() {
+        let text = "[limits]\ndns_threads = 2\ndns_timeout_ms = 250\ndns_lookups_per_vm = 3\n\
+                    [[vm]]\nname = \"a\"\nsecret = \"s\"\n[vm.limits]\ndns_lookups_per_vm = 1\n";
+        let config = parse_str(text).unwrap();
+        assert_eq!(config.limits.dns_threads, 2);
+        assert_eq!(config.limits.dns_timeout, Duration::from_millis(250));
+        assert_eq!(config.limits.dns_lookups_per_vm, 3);
+        assert_eq!(config.limits_for("a").dns_lookups_per_vm, 1);
+        let own = "[[vm]]\nname = \"a\"\nsecret = \"s\"\n[vm.limits]\ndns_threads = 9\n";
+        let (line, reason) = refused(own);
+        assert_eq!(line, 4, "{reason}");
+        assert!(reason.contains("sidecar-wide"), "{reason}");
+        let (_, reason) = refused("[limits]\ndns_threads = 0\n");
+        assert!(
+            reason.contains("dns_threads must be at least 1"),
+            "{reason}"
+        );
     }
 
     #[test]

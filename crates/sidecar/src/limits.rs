@@ -51,6 +51,16 @@ pub struct Limits {
     /// Period of the counted fallback re-check of parked waits (they are woken by
     /// notifications; the fallback only guards against a lost one). Sidecar wide.
     pub parked_fallback: Duration,
+    // Host name lookups (host/dns_pool.rs).
+    /// Worker threads resolving host names, for all VMs (sidecar wide). One VM occupies
+    /// at most all but one of them; when all are stuck in a resolver that does not
+    /// answer, lookups queue and time out (`ETIMEDOUT`), no thread is added.
+    pub dns_threads: usize,
+    /// Lookups a VM may have queued or running at once (one that timed out but whose
+    /// resolver call has not returned still counts); beyond, `EAGAIN` at once.
+    pub dns_lookups_per_vm: usize,
+    /// How long a lookup may take, queued and resolving: then `ETIMEDOUT`. Sidecar wide.
+    pub dns_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -67,6 +77,9 @@ impl Default for Limits {
             event_queue_bytes: 8 * 1024 * 1024,
             parked_fallback: Duration::from_secs(1),
             pairing_wait: Duration::from_secs(1),
+            dns_threads: 4,
+            dns_lookups_per_vm: 8,
+            dns_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -83,6 +96,7 @@ pub struct LimitOverrides {
     pub write_hard_limit: Option<usize>,
     pub udp_receive_buffer: Option<usize>,
     pub event_queue_bytes: Option<usize>,
+    pub dns_lookups_per_vm: Option<usize>,
 }
 
 /// Effective limits that cannot work together.
@@ -90,6 +104,8 @@ pub struct LimitOverrides {
 pub enum LimitsError {
     #[error("write_high_water ({high}) is above write_hard_limit ({hard})")]
     HighWaterAboveHardLimit { high: usize, hard: usize },
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
 }
 
 impl LimitOverrides {
@@ -108,6 +124,7 @@ impl LimitOverrides {
             write_hard_limit: self.write_hard_limit.unwrap_or(base.write_hard_limit),
             udp_receive_buffer: self.udp_receive_buffer.unwrap_or(base.udp_receive_buffer),
             event_queue_bytes: self.event_queue_bytes.unwrap_or(base.event_queue_bytes),
+            dns_lookups_per_vm: self.dns_lookups_per_vm.unwrap_or(base.dns_lookups_per_vm),
             ..base.clone()
         }
     }
@@ -126,6 +143,15 @@ impl Limits {
                 high: self.write_high_water,
                 hard: self.write_hard_limit,
             });
+        }
+        for (name, value) in [
+            ("dns_threads", self.dns_threads as u128),
+            ("dns_lookups_per_vm", self.dns_lookups_per_vm as u128),
+            ("dns_timeout", self.dns_timeout.as_millis()),
+        ] {
+            if value == 0 {
+                return Err(LimitsError::Zero(name));
+            }
         }
         Ok(())
     }

@@ -109,6 +109,15 @@ pub struct Metrics {
     /// Sessions whose queued events were not all written within the shutdown's grace
     /// period (their guests were not reading); what was left was dropped.
     pub shutdown_unflushed_sessions: AtomicU64,
+    // Host name lookups (host/resolve.rs, host/dns_pool.rs): queries let through to the
+    // resolver; lookups refused by the policy without a query, or whose answer it
+    // allowed nothing of; refused EAGAIN (the VM at dns_lookups_per_vm); timed out
+    // (ETIMEDOUT); and, now, resolver calls still running that nobody waits for.
+    pub dns_lookups: AtomicU64,
+    pub dns_refused_policy: AtomicU64,
+    pub dns_busy: AtomicU64,
+    pub dns_timeouts: AtomicU64,
+    pub dns_abandoned_running: AtomicU64,
 }
 
 pub fn bump(counter: &AtomicU64) {
@@ -143,6 +152,11 @@ impl Metrics {
             "pairs_made": get(&self.pairs_made),
             "pairs_missed": get(&self.pairs_missed),
             "shutdown_unflushed_sessions": get(&self.shutdown_unflushed_sessions),
+            "dns_lookups": get(&self.dns_lookups),
+            "dns_refused_policy": get(&self.dns_refused_policy),
+            "dns_busy": get(&self.dns_busy),
+            "dns_timeouts": get(&self.dns_timeouts),
+            "dns_abandoned_running": get(&self.dns_abandoned_running),
         })
     }
 }

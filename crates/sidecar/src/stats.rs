@@ -8,7 +8,8 @@
 //!               "events_undeliverable", "calls": {method: n}, "open_handles",
 //!               "parked_calls", "queued_bytes"},
 //!   "vm":      {"name", "sockets", "listeners", "pending_connections",
-//!               "udp_dropped_no_receiver", "udp_dropped_no_room"},
+//!               "udp_dropped_no_receiver", "udp_dropped_no_room",
+//!               "dns_lookups_in_flight", "dns_lookups_per_vm"},
 //!   "health":  {"fallback_fired", "fallback_found_work", "timer_origin_wakes"}
 //! }
 //! ```
@@ -39,6 +40,8 @@ fn vm_json(core: &Core, name: &str) -> Value {
             "pending_connections": vm.pending_connections(),
             "udp_dropped_no_receiver": get(&vm.udp_drops.no_receiver),
             "udp_dropped_no_room": get(&vm.udp_drops.no_room),
+            "dns_lookups_in_flight": core.host.dns.in_flight(name),
+            "dns_lookups_per_vm": vm.limits.dns_lookups_per_vm,
         }),
         None => json!({"name": name}),
     }
@@ -83,5 +86,8 @@ pub fn sidecar_stats(core: &Core) -> Value {
     all["streams"] = core.streams.len().into();
     all["host_connections"] = core.hosts.len().into();
     all["servers"] = core.servers.len().into();
+    let dns = core.host.dns.stats();
+    all["dns_pool"] = json!({"threads": dns.threads, "max_threads": dns.max_threads,
+                             "busy": dns.busy, "queued": dns.queued});
     all
 }
