@@ -13,12 +13,12 @@ use std::sync::Arc;
 use serde::Serialize;
 use sidecar_protocol::{
     capability, check_header_len, clamp_wait, parse_call, parse_header_derived, Address,
-    ConnectResult, CreateSocketResult, Empty, Endpoint, ErrorCode, EventBody, Family, Header,
-    LookupAddress, LookupResult, RawFrame, Request, SendResult, SocketId, WireError,
+    ConnectResult, CreateSocketResult, Empty, Endpoint, ErrorCode, EventBody, Header, RawFrame,
+    Request, SendResult, SocketId, WireError,
 };
 use stage_trace::Stage;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use crate::core::{ConnectStep, Core, PollKind, SessionId, Target};
 use crate::metrics::bump;
@@ -218,7 +218,7 @@ pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) 
         Request::Credit(p) => responder.done(core.credit(sid, p.socket, p.bytes).map(|_| Empty {})),
         Request::DnsLookup(p) => {
             drop(core);
-            dns_lookup(core_rc, sid, p.host, p.family, responder);
+            crate::host::resolve::dns_lookup(core_rc, sid, p.host, p.family, responder);
         }
         Request::Poll(p) => {
             drop(core);
@@ -368,11 +368,12 @@ fn connect(
     let target = core_rc.borrow_mut().connect_target(sid, endpoint);
     match target {
         Ok(Target::Name(host, port)) => {
-            // The host's resolver blocks: resolve in a parked call, then go on.
+            // The host's resolver blocks: resolve (an egress, on the DNS pool: see
+            // host/resolve.rs) in a parked call, then go on.
             let (core_task, sid_task, responder_task) =
                 (Rc::clone(core_rc), sid, responder.clone());
             let task = async move {
-                match crate::host::resolve::resolve(host).await {
+                match crate::host::resolve::resolve(&core_task, sid_task, host, deadline).await {
                     Ok(ips) => {
                         let addrs = ips.into_iter().map(|ip| SocketAddr::new(ip, port));
                         let target = Target::Tcp(addrs.collect());
@@ -433,40 +434,4 @@ fn poll(
         return responder.out.reply_polled(responder.id, polled);
     }
     crate::parked::park_poll(core_rc, sid, id, clamp_wait(wait_ms), responder);
-}
-
-/// `dns.lookup`: `localhost` → the VM's loopbacks, an IP literal → itself, any other
-/// name → the host's resolver, in a parked call (policy is checked at connect time).
-fn dns_lookup(
-    core_rc: &Rc<RefCell<Core>>,
-    sid: SessionId,
-    host: String,
-    family: Family,
-    responder: Responder,
-) {
-    if !crate::host::resolve::needs_host_resolver(&host) {
-        let ips = crate::core::resolve_in_vm(&host);
-        return responder.done(ips.and_then(|ips| lookup_result(&host, ips, family)));
-    }
-    let responder_task = responder.clone();
-    let task = async move {
-        let ips = crate::host::resolve::resolve(host.clone()).await;
-        responder_task.done(ips.and_then(|ips| lookup_result(&host, ips, family)));
-    };
-    crate::parked::park(core_rc, sid, &responder, task);
-}
-
-fn lookup_result(host: &str, ips: Vec<IpAddr>, family: Family) -> Result<LookupResult, WireError> {
-    let addresses: Vec<LookupAddress> = ips
-        .into_iter()
-        .filter(|ip| family == Family::Any || Family::of(ip) == family)
-        .map(LookupAddress::from)
-        .collect();
-    if addresses.is_empty() {
-        return Err(WireError::new(
-            ErrorCode::Enotfound,
-            format!("getaddrinfo ENOTFOUND {host} (no address of that family)"),
-        ));
-    }
-    Ok(LookupResult { addresses })
 }

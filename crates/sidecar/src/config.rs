@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use crate::host::resolver::{Resolver, ResolverHandle};
 pub use crate::limits::{LimitOverrides, Limits, LimitsError};
 use crate::policy::{AllowRule, Policy, Proto};
 
@@ -73,6 +74,9 @@ pub struct SidecarConfig {
     pub limits: Limits,
     /// Destinations outside the VMs that guests may reach (default: none).
     pub policy: Policy,
+    /// Who answers host name lookups (default: the system's `getaddrinfo`). Fixed when
+    /// the sidecar starts: a reload's resolver is not used.
+    pub resolver: ResolverHandle,
 }
 
 impl SidecarConfig {
@@ -152,6 +156,30 @@ impl SidecarConfig {
         own.iter()
             .chain(&self.policy.rules)
             .find(|rule| rule.allows(dest, proto))
+    }
+
+    /// The rules of VM `vm`: its own, then the sidecar-wide ones.
+    fn rules_of(&self, vm: &str) -> impl Iterator<Item = &AllowRule> {
+        let own = self.vms.get(vm).map(|v| v.allow.as_slice()).unwrap_or(&[]);
+        own.iter().chain(&self.policy.rules)
+    }
+
+    /// Whether any rule lets VM `vm` reach outside it (else its guests' host names are
+    /// not resolved: a query would carry them out).
+    pub fn may_leave(&self, vm: &str) -> bool {
+        self.rules_of(vm).next().is_some()
+    }
+
+    /// Whether some rule lets VM `vm` reach `ip` (any port, any protocol).
+    pub fn covers(&self, vm: &str, ip: std::net::IpAddr) -> bool {
+        self.rules_of(vm).any(|rule| rule.covers(ip))
+    }
+
+    /// Answers host name lookups with `resolver` instead of the system's (tests: one
+    /// that never answers, counts queries, or answers given addresses).
+    pub fn with_resolver(mut self, resolver: impl Resolver) -> Self {
+        self.resolver = ResolverHandle(std::sync::Arc::new(resolver));
+        self
     }
 
     /// Why `dest` is denied to VM `vm`, for the guest's error message.

@@ -76,6 +76,10 @@ struct LimitsSpec {
     bytes_per_turn: Option<usize>,
     // File descriptors (sidecar wide).
     fd_reserve: Option<usize>,
+    // Host name lookups: dns_threads and dns_timeout_ms are sidecar-wide.
+    dns_threads: Option<usize>,
+    dns_lookups_per_vm: Option<usize>,
+    dns_timeout_ms: Option<u64>,
 }
 
 impl LimitsSpec {
@@ -97,6 +101,8 @@ impl LimitsSpec {
             (self.max_header.is_some(), "max_header"),
             (self.bytes_per_turn.is_some(), "bytes_per_turn"),
             (self.fd_reserve.is_some(), "fd_reserve"),
+            (self.dns_threads.is_some(), "dns_threads"),
+            (self.dns_timeout_ms.is_some(), "dns_timeout_ms"),
         ]
         .into_iter()
         .find_map(|(set, key)| set.then_some(key))
@@ -117,6 +123,7 @@ impl From<&LimitsSpec> for LimitOverrides {
             sessions_per_vm: spec.sessions_per_vm,
             session_outbound_bytes: spec.session_outbound_bytes,
             buffered_bytes_per_vm: spec.buffered_bytes_per_vm,
+            dns_lookups_per_vm: spec.dns_lookups_per_vm,
         }
     }
 }
@@ -225,6 +232,11 @@ fn parse_noting_literal_secrets(
             .bytes_per_turn
             .unwrap_or(defaults.bytes_per_turn),
         fd_reserve: spec.limits.fd_reserve.unwrap_or(defaults.fd_reserve),
+        dns_threads: spec.limits.dns_threads.unwrap_or(defaults.dns_threads),
+        dns_timeout: spec
+            .limits
+            .dns_timeout_ms
+            .map_or(defaults.dns_timeout, Duration::from_millis),
         ..LimitOverrides::from(&spec.limits).over(&defaults)
     };
     if let Err(e) = config.limits.validate() {
@@ -564,6 +576,26 @@ secret = "sb"
         assert_eq!(a.pending_connections_per_vm, 50, "the global value");
         assert_eq!((a.write_hard_limit, a.write_high_water), (1000, 500));
         assert_eq!(b, config.limits);
+    }
+
+    #[test]
+    fn dns_limits_are_read_and_the_sidecar_wide_ones_stay_global() {
+        let text = "[limits]\ndns_threads = 2\ndns_timeout_ms = 250\ndns_lookups_per_vm = 3\n\
+                    [[vm]]\nname = \"a\"\nsecret = \"s\"\n[vm.limits]\ndns_lookups_per_vm = 1\n";
+        let config = parse_str(text).unwrap();
+        assert_eq!(config.limits.dns_threads, 2);
+        assert_eq!(config.limits.dns_timeout, Duration::from_millis(250));
+        assert_eq!(config.limits.dns_lookups_per_vm, 3);
+        assert_eq!(config.limits_for("a").dns_lookups_per_vm, 1);
+        let own = "[[vm]]\nname = \"a\"\nsecret = \"s\"\n[vm.limits]\ndns_threads = 9\n";
+        let (line, reason) = refused(own);
+        assert_eq!(line, 4, "{reason}");
+        assert!(reason.contains("sidecar-wide"), "{reason}");
+        let (_, reason) = refused("[limits]\ndns_threads = 0\n");
+        assert!(
+            reason.contains("dns_threads must be at least 1"),
+            "{reason}"
+        );
     }
 
     #[test]

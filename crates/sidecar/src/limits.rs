@@ -92,6 +92,16 @@ pub struct Limits {
     /// kernel fd past the limit less this fails `EMFILE` (a published connection is closed
     /// and counted); `sockets_per_vm` is clamped to the limit less this. Sidecar wide.
     pub fd_reserve: usize,
+    // Host name lookups (host/dns_pool.rs).
+    /// Worker threads resolving host names, for all VMs (sidecar wide). One VM occupies
+    /// at most all but one of them; when all are stuck in a resolver that does not
+    /// answer, lookups queue and time out (`ETIMEDOUT`), no thread is added.
+    pub dns_threads: usize,
+    /// Lookups a VM may have queued or running at once (one that timed out but whose
+    /// resolver call has not returned still counts); beyond, `EAGAIN` at once.
+    pub dns_lookups_per_vm: usize,
+    /// How long a lookup may take, queued and resolving: then `ETIMEDOUT`. Sidecar wide.
+    pub dns_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -119,6 +129,9 @@ impl Default for Limits {
             buffered_bytes_per_vm: 256 * 1024 * 1024,
             bytes_per_turn: 256 * 1024,
             fd_reserve: crate::fds::DEFAULT_RESERVE,
+            dns_threads: 4,
+            dns_lookups_per_vm: 8,
+            dns_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -138,6 +151,7 @@ pub struct LimitOverrides {
     pub sessions_per_vm: Option<usize>,
     pub session_outbound_bytes: Option<usize>,
     pub buffered_bytes_per_vm: Option<usize>,
+    pub dns_lookups_per_vm: Option<usize>,
 }
 
 /// Effective limits that cannot work together.
@@ -145,6 +159,8 @@ pub struct LimitOverrides {
 pub enum LimitsError {
     #[error("write_high_water ({high}) is above write_hard_limit ({hard})")]
     HighWaterAboveHardLimit { high: usize, hard: usize },
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
 }
 
 impl LimitOverrides {
@@ -170,6 +186,7 @@ impl LimitOverrides {
             buffered_bytes_per_vm: self
                 .buffered_bytes_per_vm
                 .unwrap_or(base.buffered_bytes_per_vm),
+            dns_lookups_per_vm: self.dns_lookups_per_vm.unwrap_or(base.dns_lookups_per_vm),
             ..base.clone()
         }
     }
@@ -188,6 +205,15 @@ impl Limits {
                 high: self.write_high_water,
                 hard: self.write_hard_limit,
             });
+        }
+        for (name, value) in [
+            ("dns_threads", self.dns_threads as u128),
+            ("dns_lookups_per_vm", self.dns_lookups_per_vm as u128),
+            ("dns_timeout", self.dns_timeout.as_millis()),
+        ] {
+            if value == 0 {
+                return Err(LimitsError::Zero(name));
+            }
         }
         Ok(())
     }

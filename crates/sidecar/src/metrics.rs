@@ -137,6 +137,15 @@ pub struct Metrics {
     /// Guest sockets refused (`EMFILE`, or a published connection closed) because the
     /// sidecar's fds were at its limit less `fd_reserve`.
     pub fd_budget_refused: AtomicU64,
+    // Host name lookups (host/resolve.rs, host/dns_pool.rs): queries let through to the
+    // resolver; lookups refused by the policy without a query, or whose answer it
+    // allowed nothing of; refused EAGAIN (the VM at dns_lookups_per_vm); timed out
+    // (ETIMEDOUT); and, now, resolver calls still running that nobody waits for.
+    pub dns_lookups: AtomicU64,
+    pub dns_refused_policy: AtomicU64,
+    pub dns_busy: AtomicU64,
+    pub dns_timeouts: AtomicU64,
+    pub dns_abandoned_running: AtomicU64,
 }
 
 pub fn bump(counter: &AtomicU64) {
@@ -183,6 +192,11 @@ impl Metrics {
             "accept_shed": get(&self.accept_shed),
             "accept_backoff": get(&self.accept_backoff),
             "fd_budget_refused": get(&self.fd_budget_refused),
+            "dns_lookups": get(&self.dns_lookups),
+            "dns_refused_policy": get(&self.dns_refused_policy),
+            "dns_busy": get(&self.dns_busy),
+            "dns_timeouts": get(&self.dns_timeouts),
+            "dns_abandoned_running": get(&self.dns_abandoned_running),
         })
     }
 }

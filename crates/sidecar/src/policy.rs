@@ -93,6 +93,13 @@ impl AllowRule {
         self
     }
 
+    /// Whether this rule allows `ip` on some port, over some protocol (what a lookup,
+    /// which names neither, may answer).
+    pub fn covers(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        ip.is_ipv4() == self.network.is_ipv4() && mask(ip, self.prefix) == self.network
+    }
+
     /// Whether this rule allows `dest` over `proto`.
     pub fn allows(&self, dest: SocketAddr, proto: Proto) -> bool {
         let ip = canonical(dest.ip());

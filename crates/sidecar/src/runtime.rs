@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 
 use crate::config::SidecarConfig;
 use crate::core::Core;
+use crate::host::dns_pool::DnsPool;
 use crate::host::publish::{self, BoundPublication};
 use crate::host::HostNet;
 use crate::metrics::Metrics;
@@ -290,7 +291,13 @@ fn run_loop(
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
         let (notices, notices_rx) = mpsc::unbounded_channel();
-        let host = HostNet { reactor, notices };
+        let threads = config.limits.dns_threads;
+        let dns = DnsPool::new(config.resolver.clone(), threads, Arc::clone(&metrics));
+        let host = HostNet {
+            reactor,
+            notices,
+            dns,
+        };
         let core = Rc::new(RefCell::new(Core::new(config, metrics, host)));
         tokio::task::spawn_local(crate::host::reap(Rc::clone(&core), notices_rx));
         tokio::task::spawn_local(crate::transport::turn::resume_held(Rc::clone(&core)));

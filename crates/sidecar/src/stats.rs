@@ -9,7 +9,8 @@
 //!               "parked_calls", "queued_bytes", "outbound_bytes", "outbound_cap"},
 //!   "vm":      {"name", "sockets", "sockets_limit", "listeners", "pending_connections",
 //!               "udp_dropped_no_receiver", "udp_dropped_no_room", "sessions",
-//!               "sessions_per_vm", "buffered_bytes", "buffered_bytes_limit"},
+//!               "sessions_per_vm", "buffered_bytes", "buffered_bytes_limit",
+//!               "dns_lookups_in_flight", "dns_lookups_per_vm"},
 //!   "health":  {"fallback_fired", "fallback_found_work", "timer_origin_wakes"}
 //! }
 //! ```
@@ -45,6 +46,8 @@ fn vm_json(core: &Core, name: &str) -> Value {
             "sessions_per_vm": vm.limits.sessions_per_vm,
             "buffered_bytes": vm.buffered,
             "buffered_bytes_limit": vm.limits.buffered_bytes_per_vm,
+            "dns_lookups_in_flight": core.host.dns.in_flight(name),
+            "dns_lookups_per_vm": vm.limits.dns_lookups_per_vm,
         }),
         None => json!({"name": name}),
     }
@@ -113,5 +116,8 @@ pub fn sidecar_stats(core: &Core) -> Value {
         "limit": core.metrics.fds.limit(),
         "reserve": core.config.limits.fd_reserve,
     });
+    let dns = core.host.dns.stats();
+    all["dns_pool"] = json!({"threads": dns.threads, "max_threads": dns.max_threads,
+                             "busy": dns.busy, "queued": dns.queued});
     all
 }

@@ -1,7 +1,8 @@
 //! Names only the host's resolver knows (not `localhost`, not an IP literal): `dns.lookup`
 //! and `net.connect` resolve them with the host's resolver, off the RPC loop, so the
-//! sidecar answers what `getaddrinfo` answers in this very process; and the policy is
-//! checked on the resolved addresses, so a name is no way around it.
+//! sidecar answers what `getaddrinfo` answers in this very process, for a VM whose policy
+//! lets it reach outside (a VM without rules resolves no such name: a query is egress);
+//! and the policy is checked on the resolved addresses, so a name is no way around it.
 //!
 //! Which names resolve, and to what, depends on the machine (its hostname may be in
 //! `/etc/hosts`, or not resolve at all), so each test first asks the host's resolver
@@ -69,7 +70,8 @@ fn names() -> Vec<String> {
 
 #[test]
 fn lookup_of_a_host_name_answers_what_the_host_resolver_does() {
-    let h = Harness::new();
+    // Every address allowed: the answer is the resolver's, unfiltered.
+    let h = allowing(&["0.0.0.0/0", "::/0"]);
     let mut g = h.guest(Transport::InProcess);
     for name in names() {
         let here = resolved_here(&name);
@@ -90,6 +92,14 @@ fn lookup_of_a_host_name_answers_what_the_host_resolver_does() {
     for bad in ["", "a\u{0}b"] {
         let got = g.call("dns.lookup", json!({"host": bad}), b"");
         assert_eq!(code(got), "ENOTFOUND", "{bad:?}");
+    }
+    // Without any rule, no host name is resolved (tests/dns_bounds.rs shows no query
+    // leaves), whatever the host's resolver would say.
+    let h = Harness::new();
+    let mut g = h.guest(Transport::InProcess);
+    for name in names() {
+        let got = g.call("dns.lookup", json!({"host": name}), b"");
+        assert_eq!(code(got), "ENOTFOUND", "{name}");
     }
 }
 

@@ -11,15 +11,17 @@
 //! Each host socket is registered with the readiness thread with an inline handler
 //! ([`tcp`], [`udp`], and a published UDP port's [`udp_route`]) that pushes to the
 //! guest's session directly. Waiting (a connect's
-//! completion, a host name's resolution) is a parked call on the RPC loop, never a block.
+//! completion, a host name's resolution on the [`dns_pool`]) is a parked call on the RPC loop, never a block.
 //! A connection that can carry nothing more is reported to the RPC loop through a
 //! [`HostNotice`], which frees it and pushes its `close`.
 
 pub mod connect;
+pub mod dns_pool;
 pub mod pairing;
 pub mod publish;
 pub mod publish_udp;
 pub mod resolve;
+pub mod resolver;
 pub mod tcp;
 pub mod udp;
 pub mod udp_route;
@@ -52,6 +54,8 @@ pub struct HostNotice {
 pub struct HostNet {
     pub reactor: Arc<Reactor>,
     pub notices: UnboundedSender<HostNotice>,
+    /// Host name lookups' worker threads ([`resolve`], [`dns_pool`]).
+    pub dns: dns_pool::DnsPool,
 }
 
 impl Core {
