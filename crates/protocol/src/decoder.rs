@@ -90,6 +90,7 @@ impl LargeFrame {
 enum Failure {
     TooLarge { total: u64 },
     Inconsistent { total: u32, header_len: u32 },
+    HeaderTooLarge { header_len: u32 },
 }
 
 /// Push bytes in, pop complete [`RawFrame`]s out.
@@ -100,6 +101,8 @@ pub struct FrameDecoder {
     start: usize,
     end: usize,
     max_frame: usize,
+    /// Largest `header_len` accepted (see [`FrameDecoder::set_max_header`]).
+    max_header: usize,
     failed: Option<Failure>,
     /// The frame in progress when its payload is read directly (see the module docs).
     large: Option<LargeFrame>,
@@ -119,6 +122,7 @@ impl FrameDecoder {
             start: 0,
             end: 0,
             max_frame,
+            max_header: usize::MAX,
             failed: None,
             large: None,
         }
@@ -130,6 +134,13 @@ impl FrameDecoder {
     /// its payload is never allocated for a claim beyond the limit in force.
     pub fn set_max_frame(&mut self, max_frame: usize) {
         self.max_frame = max_frame;
+    }
+
+    /// Refuses a frame whose header is longer than `max_header`, from its prefix
+    /// ([`FrameError::HeaderTooLarge`]), so a peer that announces a huge header makes the
+    /// decoder neither read nor buffer it. Unlimited (up to the frame limit) by default.
+    pub fn set_max_header(&mut self, max_header: usize) {
+        self.max_header = max_header;
     }
 
     /// The limit in force.
@@ -277,7 +288,15 @@ impl FrameDecoder {
         let result = if data.len() >= PREFIX_LEN {
             let mut bytes = [0u8; PREFIX_LEN];
             bytes.copy_from_slice(&data[..PREFIX_LEN]);
-            parse_prefix(bytes, self.max_frame).map(Some)
+            parse_prefix(bytes, self.max_frame).and_then(|p| {
+                if p.header_len as usize > self.max_header {
+                    return Err(FrameError::HeaderTooLarge {
+                        header_len: p.header_len,
+                        max: self.max_header,
+                    });
+                }
+                Ok(Some(p))
+            })
         } else if data.len() >= 4 {
             let total = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
             check_total(total, self.max_frame).map(|()| None)
@@ -289,6 +308,9 @@ impl FrameDecoder {
                 FrameError::TooLarge { total, .. } => Some(Failure::TooLarge { total }),
                 FrameError::Inconsistent { total, header_len } => {
                     Some(Failure::Inconsistent { total, header_len })
+                }
+                FrameError::HeaderTooLarge { header_len, .. } => {
+                    Some(Failure::HeaderTooLarge { header_len })
                 }
                 _ => None,
             };
@@ -309,6 +331,10 @@ impl FrameDecoder {
             Failure::Inconsistent { total, header_len } => {
                 FrameError::Inconsistent { total, header_len }
             }
+            Failure::HeaderTooLarge { header_len } => FrameError::HeaderTooLarge {
+                header_len,
+                max: self.max_header,
+            },
         }
     }
 

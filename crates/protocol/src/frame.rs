@@ -57,6 +57,15 @@ pub enum FrameError {
         /// The `header_len` field.
         header_len: u32,
     },
+    /// `header_len` exceeds the header limit (detected from the prefix, before any of the
+    /// header is read): a header is small, the bytes of a frame belong in its payload.
+    #[error("frame header of {header_len} bytes exceeds the limit of {max} bytes")]
+    HeaderTooLarge {
+        /// The `header_len` field.
+        header_len: u32,
+        /// The header limit in force.
+        max: usize,
+    },
     /// The stream ended inside a frame.
     #[error("stream ended inside a frame ({buffered} bytes of it received)")]
     Truncated {

@@ -336,3 +336,28 @@ fn a_lowered_limit_refuses_a_big_announcement_before_reading_it() {
     ));
     assert!(d.capacity() < 64 * 1024, "capacity {}", d.capacity());
 }
+
+#[test]
+fn a_header_over_the_header_limit_is_refused_from_the_prefix() {
+    let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+    decoder.set_max_header(1024);
+    // Announces a 16 MiB header; only the prefix is sent.
+    let total: u32 = 16 << 20;
+    let mut prefix = total.to_be_bytes().to_vec();
+    prefix.extend_from_slice(&(total - 4).to_be_bytes());
+    decoder.push(&prefix);
+    match decoder.next_frame() {
+        Err(FrameError::HeaderTooLarge { header_len, max }) => {
+            assert_eq!((header_len, max), (total - 4, 1024));
+        }
+        other => panic!("expected HeaderTooLarge, got {other:?}"),
+    }
+    assert_eq!(decoder.buffered(), 0, "nothing of it is kept");
+    // A header within the limit still decodes.
+    let mut ok = FrameDecoder::new(DEFAULT_MAX_FRAME);
+    ok.set_max_header(1024);
+    let mut frame = Vec::new();
+    crate::encode_raw_frame(b"{}", b"xyz", DEFAULT_MAX_FRAME, &mut frame).unwrap();
+    ok.push(&frame);
+    assert!(ok.next_frame().unwrap().is_some());
+}

@@ -168,10 +168,11 @@ pub async fn serve_fds(
         });
     }
     let mut stopping = core.borrow().stopping.subscribe();
+    let max_header = core.borrow().config.limits.max_header;
     let closer: Arc<dyn crate::outbound::FrameSink> = Arc::clone(&sink) as _;
     let served = serve_connection(
         core,
-        FdSource::new(read, max_frame, is_socket),
+        FdSource::new(read, max_frame, is_socket).with_max_header(max_header),
         sink,
         max_frame,
         bound,

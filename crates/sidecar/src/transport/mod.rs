@@ -209,7 +209,7 @@ fn report_framing_error(
     let core = core.borrow();
     bump(&core.metrics.framing_errors);
     let code = match error {
-        FrameError::TooLarge { .. } => ErrorCode::Emsgsize,
+        FrameError::TooLarge { .. } | FrameError::HeaderTooLarge { .. } => ErrorCode::Emsgsize,
         _ => ErrorCode::Eproto,
     };
     let wire = WireError::new(code, format!("{error}; closing the session"));

@@ -77,6 +77,13 @@ impl FdSource {
             one_per_batch: false,
         }
     }
+
+    /// Refuses a frame whose header is longer than `max_header` from its prefix (a
+    /// framing error), so an announced huge header is never read into memory.
+    pub fn with_max_header(mut self, max_header: usize) -> Self {
+        self.decoder.set_max_header(max_header);
+        self
+    }
 }
 
 /// A reader that remembers whether its last read was short (fewer bytes than asked).

@@ -56,12 +56,15 @@ pub fn frames_until_eof(guest: &mut RawGuest) -> Vec<Incoming> {
     frames
 }
 
-/// The error code of the first reply among `frames`.
+/// The error code of the first error reply or `error` event among `frames`.
 pub fn first_error_code(frames: &[Incoming]) -> Option<String> {
     frames.iter().find_map(|f| match f {
         Incoming::Reply {
             outcome: Err(e), ..
         } => e["code"].as_str().map(str::to_owned),
+        Incoming::Event { event, .. } if event["event"] == "error" => {
+            event["code"].as_str().map(str::to_owned)
+        }
         _ => None,
     })
 }

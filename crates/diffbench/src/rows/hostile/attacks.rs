@@ -9,7 +9,8 @@ use std::net::{SocketAddr, TcpStream as StdTcp};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,9 @@ use crate::env::{Connector, NOISY_VM};
 /// How long an attack may take to establish itself or to end.
 const DEADLINE: Duration = Duration::from_secs(30);
 const HOST: &str = "127.0.0.1";
+/// How long after a watchdog stopped an attack the bystander may still take before the
+/// sidecar is killed.
+const KILL_GRACE: Duration = Duration::from_secs(10);
 
 /// The attack classes, in the order the row runs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,17 +129,23 @@ impl Attack {
 
 impl Running {
     /// Stops the attack by itself if the bystander's echoes are not done within `limit`
-    /// (an attack the sidecar does not withstand would otherwise hang the run):
-    /// [`Watchdog::done`] says whether it had to.
-    pub fn watchdog(&self, limit: Duration) -> Watchdog {
+    /// (an attack the sidecar does not withstand would otherwise hang the run), and kills
+    /// the sidecar (`pid`) if they are still not done [`KILL_GRACE`] after that (a sidecar
+    /// that never recovers): [`Watchdog::done`] says whether it had to step in.
+    pub fn watchdog(&self, limit: Duration, pid: u32) -> Watchdog {
         let (done, wait) = mpsc::channel::<()>();
         let stop = self.stop.clone();
-        let thread = thread::spawn(move || match wait.recv_timeout(limit) {
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                stop.0.store(true, Ordering::Relaxed);
-                true
+        let timed_out = move |d| matches!(wait.recv_timeout(d), Err(RecvTimeoutError::Timeout));
+        let thread = thread::spawn(move || {
+            if !timed_out(limit) {
+                return false;
             }
-            _ => false,
+            stop.0.store(true, Ordering::Relaxed);
+            if timed_out(KILL_GRACE) {
+                // SAFETY: a signal to the child process the row started.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
+            true
         });
         Watchdog { done, thread }
     }

@@ -17,6 +17,7 @@ pub mod attacks;
 pub mod process;
 pub mod raw;
 
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -106,9 +107,20 @@ fn under(
     let running = attack.start(target)?;
     let attached = attach_bystander(target);
     let mut hist = histogram();
-    let watchdog = running.watchdog(STALL_LIMIT);
-    bystander(echoes, &mut hist);
+    let watchdog = running.watchdog(STALL_LIMIT, pid);
+    // A sidecar the watchdog had to kill fails the bystander's calls (it panics).
+    let finished = panic::catch_unwind(AssertUnwindSafe(|| bystander(echoes, &mut hist)));
     let stalled = watchdog.done();
+    if finished.is_err() {
+        let _ = running.stop();
+        return Err(format!(
+            "the bystander's echoes failed under the attack (the sidecar {})",
+            match sidecar.alive() {
+                true => "still runs",
+                false => "had to be killed: it never recovered",
+            }
+        ));
+    }
     let note = running.stop()?;
     if stalled {
         return Err(format!(

@@ -57,9 +57,12 @@ fn config_text(published: u16) -> String {
         session_outbound_bytes,
         buffered_bytes_per_vm,
     } = CONFIGURED;
-    let _ = (session_outbound_bytes, buffered_bytes_per_vm);
     format!(
         r#"
+[limits]
+session_outbound_bytes = {session_outbound_bytes}
+buffered_bytes_per_vm = {buffered_bytes_per_vm}
+
 [[vm]]
 name = "{VM}"
 secret = "{bystander}"
