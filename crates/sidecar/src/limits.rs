@@ -56,8 +56,8 @@ pub struct Limits {
     /// if any). Past it the connection gets an `ETIMEDOUT` error reply and is closed.
     /// Sidecar wide.
     pub hello_timeout: Duration,
-    /// Connections not attached yet, sidecar wide. One beyond it gets an `EAGAIN` error
-    /// reply and is closed at once.
+    /// Connections not attached yet, sidecar wide. One beyond it takes the place of the
+    /// one that has waited longest, which gets an `EAGAIN` error reply and is closed.
     pub unattached_connections: usize,
     /// Largest frame accepted before attach (a hello is small). A bigger announced frame
     /// is refused (`EMSGSIZE`, closed) before any of it is read. Sidecar wide.

@@ -32,8 +32,8 @@ fn stat(stats: &Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{key} in {stats}"))
 }
 
-/// 200 connections that never say hello, with the cap at 50 and a 300 ms deadline: 50
-/// wait and are closed at the deadline (`ETIMEDOUT`), the other 150 are refused at once
+/// 200 connections that never say hello, with the cap at 50 and a 300 ms deadline: each
+/// is closed at the deadline (`ETIMEDOUT`) or, when a newer one needed its place, evicted
 /// (`EAGAIN`); none stays open. Then VM b attaches and echoes.
 #[test]
 fn silent_connections_are_refused_beyond_the_cap_and_closed_at_the_deadline() {
@@ -63,24 +63,33 @@ fn silent_connections_are_refused_beyond_the_cap_and_closed_at_the_deadline() {
     echoes(&h, Transport::InProcess, "b", 20);
 }
 
-/// While the cap is full, the next connection is refused `EAGAIN` at once (not queued).
+/// While the cap is full of silent connections, a client that says hello still gets in:
+/// it takes the place of the one that has waited longest, which is closed `EAGAIN`.
 #[test]
-fn a_connection_beyond_the_cap_gets_eagain_while_the_others_wait() {
+fn a_full_cap_evicts_its_oldest_silent_connection_for_a_newcomer() {
     let h = Harness::with_config(config(Limits {
         unattached_connections: 5,
         hello_timeout: Duration::from_secs(600),
         ..Limits::default()
     }));
-    let waiting: Vec<RawGuest> = (0..5).map(|_| unix_guest(&h)).collect();
-    settle(&h, "5 waiting", |s| s["unattached_connections"] == 5);
-    let mut extra = unix_guest(&h);
-    let frames = frames_until_eof(&mut extra);
+    let mut waiting: Vec<RawGuest> = Vec::new();
+    for n in 1..=5 {
+        waiting.push(unix_guest(&h));
+        // One at a time, so which one is the oldest is known.
+        settle(&h, "waiting", |s| s["unattached_connections"] == n);
+    }
+    // Each of VM b's sessions evicts one silent connection, oldest first.
+    echoes(&h, Transport::Unix, "b", 5);
+    let frames = frames_until_eof(&mut waiting[0]);
     assert_eq!(first_error_code(&frames).as_deref(), Some("EAGAIN"));
+    let stats = settle(&h, "evictions counted", |s| {
+        s["unattached_refused"].as_u64() >= Some(1)
+    });
+    assert!(stat(&stats, "unattached_connections") <= 5, "{stats}");
     drop(waiting);
     settle(&h, "the places are free", |s| {
         s["unattached_connections"] == 0
     });
-    echoes(&h, Transport::Unix, "b", 5);
 }
 
 /// Connections that announce a 16 MiB frame before hello (and send part of it) are

@@ -100,6 +100,8 @@ pub struct Core {
     /// Set once a shutdown has told every session: connections still waiting for their
     /// hello close then instead of holding the flush up ([`crate::shutdown`]).
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
+    /// Connections waiting for their hello (the hello gate's cap and eviction).
+    pub(crate) waiting_room: std::rc::Rc<crate::transport::WaitingRoom>,
     next_key: u64,
 }
 
@@ -126,6 +128,7 @@ impl Core {
             held: Vec::new(),
             held_notify: std::rc::Rc::default(),
             stopping: tokio::sync::watch::Sender::new(false),
+            waiting_room: std::rc::Rc::default(),
             next_key: 1,
         };
         core.add_vms(&config);

@@ -5,8 +5,11 @@
 //! hundred that announce 16 MiB frames hold gigabytes, and one connection can guess
 //! secrets thousands of times a second. So, sidecar wide (PROTOCOL.md §13):
 //!
-//! - at most `unattached_connections` are waiting at once ([`Gate::enter`]); one more is
-//!   refused `EAGAIN` and closed;
+//! - at most `unattached_connections` are waiting at once ([`Gate::enter`]); one more
+//!   takes the place of the one that has waited longest, which is closed (`EAGAIN`). So a
+//!   flood of silent connections cannot lock a real client out: it only shortens how long
+//!   each silent connection may wait, and a client that says hello at once (a round trip
+//!   on the host) gets in unless the flood opens the whole cap's worth in that time;
 //! - each has `hello_timeout` to attach (a timer on its own task), then `ETIMEDOUT`;
 //! - its frames are limited to `hello_max_frame` until it attaches (the source refuses a
 //!   bigger announcement from its prefix, before reading it);
@@ -14,9 +17,12 @@
 //!   connection's task: the loop serves everyone else meanwhile), then closed: one
 //!   connection guesses a few times a second, and the cap bounds how many guess at once.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
+
+use tokio::sync::Notify;
 
 use sidecar_protocol::{
     encode_reply_ok, BoundResult, ErrorCode, Header, RawFrame, Request, WireError, PROTOCOL_VERSION,
@@ -24,45 +30,84 @@ use sidecar_protocol::{
 
 use super::{reply_err_direct, Attach};
 use crate::core::{Core, HelloOutcome};
-use crate::metrics::{bump, drop_one, get, Metrics};
+use crate::metrics::{bump, drop_one, Metrics};
 use crate::outbound::FrameSink;
+
+/// The connections waiting for their hello, oldest first, each with the signal that
+/// evicts it (one per sidecar, in its core).
+#[derive(Default)]
+pub struct WaitingRoom {
+    waiting: RefCell<VecDeque<(u64, Rc<Notify>)>>,
+    next: Cell<u64>,
+}
 
 /// A connection's place among the unattached ones; dropping it frees the place.
 pub(super) struct Gate {
     metrics: Arc<Metrics>,
+    room: Rc<WaitingRoom>,
+    id: u64,
+    evicted: Rc<Notify>,
 }
 
 impl Gate {
-    /// Takes a place, or refuses the connection (`EAGAIN` error reply, counted) when the
-    /// sidecar already has `unattached_connections` waiting.
-    pub(super) fn enter(core: &Rc<RefCell<Core>>, sink: &Arc<dyn FrameSink>) -> Option<Gate> {
+    /// Takes a place. When the sidecar already has `unattached_connections` waiting, the
+    /// one that has waited longest is evicted (counted `unattached_refused`) to make room.
+    pub(super) fn enter(core: &Rc<RefCell<Core>>) -> Gate {
         let c = core.borrow();
-        let cap = c.config.limits.unattached_connections;
-        if get(&c.metrics.unattached_now) >= cap as u64 {
+        let cap = c.config.limits.unattached_connections.max(1);
+        let room = Rc::clone(&c.waiting_room);
+        let mut waiting = room.waiting.borrow_mut();
+        while waiting.len() >= cap {
+            let Some((_, oldest)) = waiting.pop_front() else {
+                break;
+            };
+            oldest.notify_one();
             bump(&c.metrics.unattached_refused);
             crate::warn_limited!(
                 cap,
-                "refused a connection: too many connections not attached"
+                "closed the oldest connection not attached: too many waiting"
             );
-            let message = format!(
-                "the sidecar has {cap} connections not attached yet (unattached_connections); \
-                 try again later"
-            );
-            let error = WireError::new(ErrorCode::Eagain, message);
-            reply_err_direct(sink, 0, &error, c.config.limits.max_frame);
-            return None;
         }
+        let id = room.next.get();
+        room.next.set(id + 1);
+        let evicted = Rc::new(Notify::new());
+        waiting.push_back((id, Rc::clone(&evicted)));
+        drop(waiting);
         bump(&c.metrics.unattached_now);
-        Some(Gate {
+        Gate {
             metrics: Arc::clone(&c.metrics),
-        })
+            room,
+            id,
+            evicted,
+        }
+    }
+
+    /// Resolves when a newer connection has taken this one's place.
+    pub(super) async fn evicted(&self) {
+        self.evicted.notified().await;
     }
 }
 
 impl Drop for Gate {
     fn drop(&mut self) {
         drop_one(&self.metrics.unattached_now);
+        self.room
+            .waiting
+            .borrow_mut()
+            .retain(|(id, _)| *id != self.id);
     }
+}
+
+/// A connection evicted from the waiting room: `EAGAIN`.
+pub(super) fn evicted(core: &Rc<RefCell<Core>>, sink: &Arc<dyn FrameSink>) {
+    let c = core.borrow();
+    let cap = c.config.limits.unattached_connections;
+    let message = format!(
+        "closed: the sidecar had {cap} newer connections not attached yet \
+         (unattached_connections); say hello at once"
+    );
+    let error = WireError::new(ErrorCode::Eagain, message);
+    reply_err_direct(sink, 0, &error, c.config.limits.max_frame);
 }
 
 /// A connection that did not attach within `hello_timeout`: `ETIMEDOUT`, counted.

@@ -28,6 +28,7 @@ use crate::calls;
 use crate::core::{Core, SessionId};
 use crate::metrics::bump;
 use crate::outbound::FrameSink;
+pub use hello_gate::WaitingRoom;
 use hello_gate::{Gate, HelloStep};
 
 /// Why a connection's frames stopped.
@@ -73,11 +74,7 @@ pub async fn serve_connection(
     max_frame: usize,
     mut bound: Option<String>,
 ) {
-    let Some(gate) = Gate::enter(&core, &sink) else {
-        sink.close();
-        return;
-    };
-    let mut gate = Some(gate);
+    let mut gate = Some(Gate::enter(&core));
     let (hello_timeout, hello_max_frame, refused_delay) = {
         let limits = &core.borrow().config.limits;
         (
@@ -96,13 +93,21 @@ pub async fn serve_connection(
         // A source may return frames it decoded whole before a framing error in the same
         // read: they are served first (the stream was in sync up to the bad frame), then
         // the error ends the connection below.
-        let ended = if gate.is_some() {
-            // The deadline is a timer on this connection's task (no poll). A batch cut
-            // short by it is dropped with the connection.
-            match tokio::time::timeout_at(deadline, source.next_batch(&mut batch)).await {
-                Ok(ended) => ended,
-                Err(_) => {
-                    hello_gate::timed_out(&core, &sink);
+        let ended = if let Some(waiting) = &gate {
+            // The deadline is a timer on this connection's task (no poll); eviction a
+            // notification. A batch cut short by either is dropped with the connection.
+            let next = tokio::time::timeout_at(deadline, source.next_batch(&mut batch));
+            tokio::select! {
+                biased;
+                read = next => match read {
+                    Ok(ended) => ended,
+                    Err(_) => {
+                        hello_gate::timed_out(&core, &sink);
+                        break 'connection;
+                    }
+                },
+                () = waiting.evicted() => {
+                    hello_gate::evicted(&core, &sink);
                     break 'connection;
                 }
             }
