@@ -331,9 +331,9 @@ fn non_reading(target: &Target, stop: &Flag, ready: &mpsc::Sender<()>) -> Result
     let writers = writers.join().map_err(|_| "a writer panicked".to_owned())?;
     writers?;
     Ok(format!(
-        "{} MiB of unread calls written (sidecar stopped reading: {held_back}); {streams} \
-         in-VM streams to a non-reader, {} stalled",
-        written >> 20,
+        "{} KiB of calls written, their replies unread (the sidecar stopped reading them: \
+         {held_back}); {streams} in-VM streams to a non-reader, {} stalled",
+        written >> 10,
         stalled.load(Ordering::Relaxed)
     ))
 }
@@ -362,20 +362,20 @@ fn pre_hello(target: &Target, stop: &Flag, ready: &mpsc::Sender<()>) -> Result<S
         };
         let _ = s.write_all(&prefix(total, total - 4));
         let _ = s.set_nonblocking(true);
-        big.push((s, 8usize));
+        big.push((s, 8usize, false));
     }
     let junk = vec![b'x'; 64 * 1024];
     let mut announced = false;
     while !stop.raised() {
         let mut progressed = false;
-        for (s, sent) in big.iter_mut().filter(|(_, sent)| *sent < 4 << 20) {
+        for (s, sent, closed) in big.iter_mut().filter(|b| b.1 < 4 << 20 && !b.2) {
             match s.write(&junk) {
                 Ok(n) => {
                     *sent += n;
                     progressed = true;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(_) => *sent = usize::MAX, // closed by the sidecar
+                Err(_) => *closed = true, // by the sidecar
             }
         }
         if !announced && !progressed {
@@ -387,14 +387,14 @@ fn pre_hello(target: &Target, stop: &Flag, ready: &mpsc::Sender<()>) -> Result<S
         }
     }
     let silent_closed = silent.iter_mut().map(closed_by_peer).filter(|c| *c).count();
-    let big_closed = big.iter().filter(|(_, sent)| *sent == usize::MAX).count();
-    let big_sent: usize = big.iter().map(|(_, s)| (*s).min(4 << 20)).sum();
+    let big_closed = big.iter().filter(|b| b.2).count();
+    let big_sent: usize = big.iter().map(|b| b.1).sum();
     Ok(format!(
         "{} silent connections ({silent_closed} closed by the sidecar), {} announcing 16 MiB \
-         ({big_closed} closed, {} MiB sent), {refused} connects refused",
+         ({big_closed} closed, {} KiB sent), {refused} connects refused",
         silent.len(),
         big.len(),
-        big_sent >> 20
+        big_sent >> 10
     ))
 }
 
