@@ -21,7 +21,7 @@
 //!   10 ms doubling to 200 ms, on a timer of the RPC loop, which serves everything else
 //!   meanwhile). Both are counted (`accept_shed`, `accept_backoff`).
 //!
-//! The count of open fds ([`open`]) is exact for what the sidecar opens after it starts
+//! The count of open fds ([`FdGauge::open`]) is exact for what the sidecar opens after it starts
 //! (the readiness thread's registrations are every host socket and publication; the
 //! byte-stream transports count their own) plus the fds the process held when the
 //! sidecar started, counted once then. An embedder's own fds opened later are not seen:

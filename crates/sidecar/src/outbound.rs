@@ -16,7 +16,7 @@
 //! then (so `seq` stays contiguous in the order the guest receives events). Events that
 //! name no id are pushed even in poll mode: nothing could poll for them.
 //!
-//! What is queued for a guest and not taken yet is capped per session ([`room`]).
+//! What is queued for a guest and not taken yet is capped per session (`room.rs`, [`Room`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};

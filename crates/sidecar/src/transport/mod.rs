@@ -64,7 +64,7 @@ pub(super) enum Attach {
 /// Serves one connection until it ends; then its session (if any) ends too. `bound`:
 /// the VM the operator attached this stream to before a guest got it (its hello then
 /// carries no secret), or `None` for a stream that must present one. Until it attaches,
-/// the connection is under the hello gate ([`hello_gate`]): a place among the unattached,
+/// the connection is under the hello gate (`hello_gate.rs`): a place among the unattached,
 /// a deadline, a small frame limit, and a delayed answer to a refused hello. A stream the
 /// operator bound is under it too: its guest must still say hello in time.
 pub async fn serve_connection(

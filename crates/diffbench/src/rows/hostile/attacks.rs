@@ -130,7 +130,7 @@ impl Attack {
 impl Running {
     /// Stops the attack by itself if the bystander's echoes are not done within `limit`
     /// (an attack the sidecar does not withstand would otherwise hang the run), and kills
-    /// the sidecar (`pid`) if they are still not done [`KILL_GRACE`] after that (a sidecar
+    /// the sidecar (`pid`) if they are still not done `KILL_GRACE` (10 s) after that (a sidecar
     /// that never recovers): [`Watchdog::done`] says whether it had to step in.
     pub fn watchdog(&self, limit: Duration, pid: u32) -> Watchdog {
         let (done, wait) = mpsc::channel::<()>();
