@@ -337,10 +337,18 @@ fn a_held_back_guest_that_goes_away_ends_its_session() {
         // Few enough calls that a blocking write never waits (a Unix socket's buffer
         // holds them: 8 KiB on macOS), enough replies to pass the cap and the kernel's
         // buffers for them.
+        // One write: a write per call would cost the socket's buffer far more than the
+        // calls' bytes (each is a buffer of its own in the kernel), and once the sidecar
+        // holds the session back, a blocking write would wait for good.
         let calls = if cfg!(target_os = "linux") { 600 } else { 100 };
-        for _ in 0..calls {
-            flooder.send_call("stats", json!({}), b"", false);
-        }
+        let all: Vec<u8> = (0..calls)
+            .flat_map(|id| {
+                let header =
+                    json!({"type": "call", "id": 1000 + id, "method": "stats", "params": {}});
+                support::encode(&header, b"")
+            })
+            .collect();
+        flooder.send_raw(all);
         settle(&h, "the flooder is never held back", |s| {
             s["outbound_held_back"].as_u64().unwrap() > 0
         });
