@@ -255,6 +255,34 @@ pub fn sidecar_binary() -> Result<std::path::PathBuf> {
     Ok(binary)
 }
 
+/// Starts `command` (a `sidecar serve --listen`) with its stderr piped and waits for its
+/// "listening" log line. The rest of its stderr is drained on a thread (so the sidecar
+/// never blocks on a full pipe), `on_line` called for each line.
+pub fn spawn_listening(
+    command: &mut Command,
+    on_line: impl Fn() + Send + 'static,
+) -> Result<Child> {
+    let mut child = command
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {:?}", command.get_program()))?;
+    let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
+    let mut line = String::new();
+    while !line.contains("listening") {
+        line.clear();
+        if stderr.read_line(&mut line)? == 0 {
+            let _ = child.wait();
+            bail!("the sidecar exited before listening");
+        }
+    }
+    thread::spawn(move || {
+        for _ in stderr.lines() {
+            on_line();
+        }
+    });
+    Ok(child)
+}
+
 /// The sidecar of a run, kept alive for its duration.
 pub struct Env {
     pub connector: Connector,
@@ -331,22 +359,7 @@ impl Env {
             std::fs::write(&config, "[limits]\npairing_wait_ms = 0\n")?;
             command.arg("--config").arg(config);
         }
-        let mut child = command
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
-        let mut line = String::new();
-        while !line.contains("listening") {
-            line.clear();
-            if stderr.read_line(&mut line)? == 0 {
-                let _ = child.wait();
-                bail!("the sidecar exited before listening");
-            }
-        }
-        // Keep draining its stderr so it can never block on a full pipe.
-        thread::spawn(move || for _ in stderr.lines() {});
+        let child = spawn_listening(command.env("RUST_LOG", "info"), || {})?;
         Ok(Env {
             connector: Connector::new(ConnectorKind::Unix(socket)),
             transport: "unix",

@@ -9,18 +9,16 @@
 //! on the command line). The attacker's VM publishes one host TCP port (the fd attack's
 //! target) and may reach `tcp:0.0.0.0/0:443`, so its lookups are egress (the DNS attack).
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 
-use crate::env::{secret_of, sidecar_binary, Connector, NOISY_VM, VM};
+use crate::env::{secret_of, sidecar_binary, spawn_listening, Connector, NOISY_VM, VM};
 
 /// The sidecar's open-file limit (soft and hard) during the row.
 pub const FD_LIMIT: u64 = 1024;
@@ -96,8 +94,7 @@ impl HostileSidecar {
             .arg(&socket)
             .arg("--config")
             .arg(&config)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped());
+            .env("RUST_LOG", "info");
         // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
             command.pre_exec(|| {
@@ -111,26 +108,11 @@ impl HostileSidecar {
                 Ok(())
             });
         }
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
-        let mut line = String::new();
-        while !line.contains("listening") {
-            line.clear();
-            if stderr.read_line(&mut line)? == 0 {
-                let _ = child.wait();
-                bail!("the hostile_p99 sidecar exited before listening");
-            }
-        }
         let log_lines = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&log_lines);
-        // Keep draining its stderr (so it never blocks on a full pipe), counting lines.
-        thread::spawn(move || {
-            for _ in stderr.lines() {
-                counted.fetch_add(1, Ordering::Relaxed);
-            }
-        });
+        let child = spawn_listening(&mut command, move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+        })?;
         Ok(HostileSidecar {
             child,
             socket,
