@@ -398,6 +398,9 @@ fn pre_hello(target: &Target, stop: &Flag, ready: &mpsc::Sender<()>) -> Result<S
     ))
 }
 
+/// The shortest time between two rounds of ten big headers.
+const HEADER_ROUND: Duration = Duration::from_millis(100);
+
 fn big_headers(target: &Target, stop: &Flag, ready: &mpsc::Sender<()>) -> Result<String, String> {
     // A JSON map that never closes: `{"method":"stats","id":1,"x":[1,1,1,…` (invalid).
     let total = (16u32 << 20) - 4;
@@ -405,9 +408,15 @@ fn big_headers(target: &Target, stop: &Flag, ready: &mpsc::Sender<()>) -> Result
     frame.extend_from_slice(br#"{"method":"stats","id":1,"x":["#);
     frame.resize(4 + total as usize, b'1');
     let (mut sent, mut refused_early) = (0u32, 0u32);
+    // Ten at a time (each on a session of its own: the sidecar closes a stream that
+    // announces one), a round every `HEADER_ROUND`: flat out, the attacker's own
+    // reconnects and writes (each pushes a socket buffer's worth of the header before it
+    // is closed) would be a CPU hog of their own (see `FLOOD_RATE`), not a header attack.
     let per_round = 10;
-    let mut announced = false;
+    let (mut announced, mut rounds, started) = (false, 0u64, Instant::now());
     while !stop.raised() {
+        rounds += 1;
+        pace(started, rounds, 1.0 / HEADER_ROUND.as_secs_f64());
         for _ in 0..per_round {
             let mut session = RawSession::attach(&target.socket, NOISY_VM).map_err(text)?;
             match session.stream.write_all(&frame) {
@@ -428,6 +437,24 @@ fn big_headers(target: &Target, stop: &Flag, ready: &mpsc::Sender<()>) -> Result
         "{} headers of 16 MiB ({sent} sent whole, {refused_early} cut off by the sidecar)",
         sent + refused_early
     ))
+}
+
+/// The datagram flood's pace and burst. Flat out, on a 2-vCPU machine, the flooding
+/// guest's thread and the RPC loop serving it take both CPUs, and the row would measure
+/// the OS scheduler rather than the sidecar: two threads that do nothing but spin (no
+/// sidecar involved) put the bystander's p99 at 18-20× its alone p99 there, one at 1×
+/// (`docs/benchmarks.md`). At this pace, in bursts this small, a CPU stays free, as in
+/// `isolation_p99` (whose flood runs at the same rate): what is left is the sidecar's own
+/// share of the loop.
+const FLOOD_RATE: f64 = 50_000.0;
+const FLOOD_BURST: u64 = 16;
+
+/// Sleeps until `sent` items are due at `rate` per second since `started`.
+fn pace(started: Instant, sent: u64, rate: f64) {
+    let due = Duration::from_secs_f64(sent as f64 / rate);
+    if let Some(wait) = due.checked_sub(started.elapsed()) {
+        thread::sleep(wait);
+    }
 }
 
 fn udp_flood(target: &Target, stop: &Flag, ready: &mpsc::Sender<()>) -> Result<String, String> {
@@ -458,15 +485,16 @@ fn udp_flood(target: &Target, stop: &Flag, ready: &mpsc::Sender<()>) -> Result<S
     let sent = lp.block_on(async {
         let socket = UdpSocket::bind(&lp, HOST, 0).map_err(text)?;
         let payload = [0x33u8; 64];
-        let mut sent = 0u64;
+        let (mut sent, started) = (0u64, Instant::now());
         while !stop.raised() {
-            for _ in 0..256 {
+            for _ in 0..FLOOD_BURST {
                 socket.send_to(&payload, HOST, port).await.map_err(text)?;
             }
-            sent += 256;
-            if sent == 256 * 64 {
+            sent += FLOOD_BURST;
+            if sent == FLOOD_BURST * 64 {
                 let _ = ready.send(());
             }
+            pace(started, sent, FLOOD_RATE);
         }
         // The end marker, until the receiver has it (the flood may have filled its queue).
         let deadline = Instant::now() + DEADLINE;

@@ -169,7 +169,8 @@ fn idle_cpu(pid: u32) -> Option<f64> {
     Some(100.0 * used / started.elapsed().as_nanos() as f64)
 }
 
-/// Samples a process's fd count every 10 ms; keeps the peak.
+/// Samples a process's fd count every 50 ms; keeps the peak (each sample reads the
+/// whole fd table of the sidecar, a thousand entries under the fd attack).
 struct FdSampler {
     stop: Arc<AtomicBool>,
     peak: Arc<AtomicU64>,
@@ -190,7 +191,7 @@ impl FdSampler {
                 if let Some(n) = probe::fds(pid) {
                     max.fetch_max(n, Ordering::Relaxed);
                 }
-                thread::sleep(Duration::from_millis(10));
+                thread::sleep(Duration::from_millis(50));
             }
         });
         FdSampler {
