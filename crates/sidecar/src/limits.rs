@@ -70,8 +70,10 @@ pub struct Limits {
     /// Largest credit window (hello) and `net.credit` grant: a larger figure is clamped
     /// to it. Sidecar wide.
     pub max_credit: u64,
-    /// Largest JSON header of a frame; a bigger one gets an `EMSGSIZE` error (the session
-    /// goes on) and is never parsed. Sidecar wide.
+    /// Largest JSON header of a frame, never parsed beyond it: on a stream, a frame whose
+    /// prefix announces more is a framing error (`EMSGSIZE`, then close) before any of it
+    /// is read; in process, where a frame arrives whole, the call gets an `EMSGSIZE` error
+    /// and the session goes on. Sidecar wide.
     pub max_header: usize,
     // Memory held per session/VM and the loop's fairness (see `outbound`, `transport::turn`).
     /// Bytes of replies and events queued for a session's guest that its transport has

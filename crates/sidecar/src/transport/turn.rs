@@ -51,8 +51,9 @@ impl Turn {
     }
 
     /// Called before serving `raw` on a connection of session `sid` (`None` before its
-    /// hello; `event_channel` if this connection is its event channel): lets other sessions run once this one has had its turn, and waits while
-    /// the session's guest has not read what is queued for it.
+    /// hello; `event_channel` if this connection is its event channel): lets other
+    /// sessions run once this one has had its turn, and waits while the session's guest
+    /// has not read what is queued for it.
     pub async fn before_frame(
         &mut self,
         core: &Rc<RefCell<Core>>,
