@@ -57,6 +57,11 @@ fn flood_in_vm(h: &Harness, setup: Setup, pressure: bool) -> Vec<Value> {
     for _ in 0..8 {
         client.send_call("net.write", json!({"socket": sock}), &[5u8; CHUNK], true);
     }
+    // A session's calls are served in order: once this is answered, all eight writes
+    // were taken (and the last four buffered) before the reader grants anything. (The
+    // loop may serve the reader between two of the writes otherwise: a session's turn
+    // ends after 256 KiB, and a reader that grants in time leaves nothing to drain.)
+    client.call("stats", json!({}), b"").unwrap();
     // The reader takes everything (granting credit as it goes): the buffer drains.
     assert_eq!(server.read_data(server_sock, 8 * CHUNK).len(), 8 * CHUNK);
     events_until_drain(&mut client, sock)
