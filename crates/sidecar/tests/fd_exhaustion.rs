@@ -282,12 +282,10 @@ fn published_port_works_again(served: &Served, a: &mut RawGuest, attackers: Vec<
     client.write_all(b"!").unwrap();
 }
 
-/// The default reserve: VM a's published connections stop at the budget (the rest are
-/// closed), so VM b attaches during the attack and echoes; afterwards the published port
-/// serves a new client.
-#[test]
-fn a_published_port_flood_stops_at_the_fd_budget_and_another_vm_attaches_and_echoes() {
-    let mut served = Served::start(64);
+/// A sidecar with the default reserve, and VM a's guest listening behind the published
+/// port (a deep backlog, so the sidecar takes connections until its fds run out).
+fn served_with_listener() -> (Served, RawGuest) {
+    let served = Served::start(64);
     let mut a = served.attach("a", "sa");
     a.call(
         "net.listen",
@@ -295,6 +293,15 @@ fn a_published_port_flood_stops_at_the_fd_budget_and_another_vm_attaches_and_ech
         b"",
     )
     .unwrap();
+    (served, a)
+}
+
+/// The default reserve: VM a's published connections stop at the budget (the rest are
+/// closed), so VM b attaches during the attack and echoes; afterwards the published port
+/// serves a new client.
+#[test]
+fn a_published_port_flood_stops_at_the_fd_budget_and_another_vm_attaches_and_echoes() {
+    let (mut served, mut a) = served_with_listener();
     // A guest sees its VM's socket limit clamped to the fds the process can hold.
     assert_eq!(
         a.stats()["vm"]["sockets_limit"],
@@ -335,14 +342,7 @@ fn a_published_port_flood_stops_at_the_fd_budget_and_another_vm_attaches_and_ech
 /// echoing, and SIGTERM stops the process within its bound.
 #[test]
 fn out_of_fds_the_acceptors_shed_and_back_off_and_sigterm_still_stops_the_sidecar() {
-    let mut served = Served::start(64);
-    let mut a = served.attach("a", "sa");
-    a.call(
-        "net.listen",
-        json!({"port": PUBLISHED, "backlog": 1000}),
-        b"",
-    )
-    .unwrap();
+    let (mut served, a) = served_with_listener();
     let mut echo = Echo::attach(&served);
     let before = served.line_count();
     let mut attackers = flood(served.host, ATTACK);

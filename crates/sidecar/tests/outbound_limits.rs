@@ -14,6 +14,7 @@ mod support;
 use std::time::Instant;
 
 use serde_json::{json, Value};
+use support::bystander::echoes;
 use support::*;
 
 const CAP: usize = 64 * 1024;
@@ -24,34 +25,6 @@ fn config(edit: impl FnOnce(&mut sidecar::Limits)) -> sidecar::SidecarConfig {
         .with_vm("b", "sb");
     edit(&mut config.limits);
     config
-}
-
-/// Round trips of a TCP connection inside VM `b`: `rounds` times 1 KiB there and back.
-fn echo_in_b(h: &Harness, rounds: usize) {
-    let mut server = h.guest_in(Transport::InProcess, "b");
-    let listened = server.call("net.listen", json!({"port": 0}), b"").unwrap();
-    let port = listened["local"]["port"].as_u64().unwrap();
-    let mut client = h.guest_in(Transport::InProcess, "b");
-    let sock = client
-        .call("net.connect", json!({"port": port}), b"")
-        .unwrap()["socket"]
-        .as_u64()
-        .unwrap();
-    let (accept, _, _) = server.event_of("accept");
-    let server_sock = accept["socket"].as_u64().unwrap();
-    client.event_of("connect");
-    for round in 0..rounds {
-        let ping = pattern_at(round, 1024);
-        client
-            .call("net.write", json!({"socket": sock}), &ping)
-            .unwrap();
-        let got = server.read_data(server_sock, ping.len());
-        assert_eq!(got, ping, "round {round}: server side");
-        server
-            .call("net.write", json!({"socket": server_sock}), &got)
-            .unwrap();
-        assert_eq!(client.read_data(sock, ping.len()), ping, "round {round}");
-    }
 }
 
 /// The largest `session_outbound_bytes` among the sidecar's sessions.
@@ -110,7 +83,7 @@ fn a_guest_that_never_reads_its_replies_is_held_back_at_its_outbound_cap() {
         let bound = (CAP + 16 * 1024) as u64;
         assert!(most_held(&stats) <= bound, "{transport:?}: {stats}");
         // Another VM is served meanwhile, and the flooder stays under its bound.
-        echo_in_b(&h, 20);
+        echoes(&h, Transport::InProcess, "b", 20);
         let stats = h.stats();
         assert!(most_held(&stats) <= bound, "{transport:?}: {stats}");
         // Now the guest reads: every reply, in order, nothing dropped.
@@ -176,7 +149,7 @@ fn in_vm_connections_to_a_guest_that_never_reads_stop_at_the_vm_buffer_cap() {
         );
         assert_eq!(vm["buffered_bytes_limit"], VM_CAP as u64);
         assert!(stats["vm_buffer_refused"].as_u64().unwrap() >= 1);
-        echo_in_b(&h, 10);
+        echoes(&h, Transport::InProcess, "b", 10);
         // The reader goes: what was buffered for it is released.
         drop(reader);
         settle(&h, "buffers never released", |s| {
@@ -206,7 +179,7 @@ fn a_udp_flood_in_one_vm_leaves_another_vm_echoing_and_its_drops_are_counted() {
         sender.call("stats", json!({}), b"").unwrap();
         sender
     });
-    echo_in_b(&h, 50);
+    echoes(&h, Transport::InProcess, "b", 50);
     let _sender = flood.join().unwrap();
     let stats = h.stats();
     let dropped = stats["vms"]["a"]["udp_dropped_no_room"].as_u64().unwrap();
@@ -257,7 +230,7 @@ fn stream_data_for_a_guest_at_its_outbound_cap_waits_in_the_writers_buffer() {
         // (a Unix socket's kernel buffers took some of it).
         let buffered = stats["vms"]["a"]["buffered_bytes"].as_u64().unwrap();
         assert!(buffered >= (TOTAL / 2) as u64, "{transport:?}: {stats}");
-        echo_in_b(&h, 10);
+        echoes(&h, Transport::InProcess, "b", 10);
         // The guest reads: every byte, in order.
         let got = reader.read_data(reader_sock, TOTAL);
         assert!(
