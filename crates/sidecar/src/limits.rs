@@ -52,8 +52,9 @@ pub struct Limits {
     /// notifications; the fallback only guards against a lost one). Sidecar wide.
     pub parked_fallback: Duration,
     // --- Before hello, headers, names, sessions (PROTOCOL.md §13) ---
-    /// How long a connection may take to attach (its hello, after the operator's `bind`
-    /// if any). Past it the connection gets an `ETIMEDOUT` error reply and is closed.
+    /// How long a connection accepted from a listener may take to attach (its hello,
+    /// after the operator's `bind` if any). Past it the connection gets an `ETIMEDOUT`
+    /// error reply and is closed. Streams the operator hands over have no deadline.
     /// Sidecar wide.
     pub hello_timeout: Duration,
     /// Connections not attached yet, sidecar wide. One beyond it takes the place of the

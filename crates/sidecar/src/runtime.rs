@@ -41,7 +41,7 @@ use crate::metrics::Metrics;
 use crate::policy::Proto;
 use crate::transport::inproc::{PipeSink, PipeSource};
 use crate::transport::listen::{accept_loop, bind_private, serve_fds};
-use crate::transport::serve_connection;
+use crate::transport::{serve_connection, Arrival};
 use crate::transport::stream::async_fd;
 
 enum Command {
@@ -315,6 +315,7 @@ fn run_loop(
                         sink,
                         max_frame,
                         bound,
+                        Arrival::Handed,
                     ));
                 }
                 Command::Fds {
@@ -378,7 +379,7 @@ fn serve_fd_command(
         Ok((read, write)) => {
             let core = Rc::clone(core);
             tokio::task::spawn_local(async move {
-                serve_fds(core, read, write, is_socket, max_frame, bound).await;
+                serve_fds(core, read, write, is_socket, max_frame, bound, Arrival::Handed).await;
                 let _ = done.send(());
             });
         }

@@ -280,3 +280,59 @@ fn a_huge_credit_window_is_clamped() {
     );
     echoes(&h, Transport::Unix, "b", 5);
 }
+
+/// Streams the operator handed over (in process, or fds such as those `sidecar run` gives
+/// its child) wait for their hello as long as their program takes to start: they take no
+/// place among the unattached, so a flood of silent connections cannot evict them, and
+/// the deadline that closes those does not close them.
+#[test]
+fn handed_streams_wait_for_their_hello_without_a_deadline_or_eviction() {
+    // Evictions: the cap is 2 and three silent connections arrive one by one.
+    let h = Harness::with_config(config(Limits {
+        unattached_connections: 2,
+        hello_timeout: Duration::from_secs(600),
+        ..Limits::default()
+    }));
+    let mut handed = handed_streams(&h);
+    let mut silent = Vec::new();
+    for n in 1..=3 {
+        silent.push(unix_guest(&h));
+        settle(&h, "waiting", |s| s["unattached_connections"] == n.min(2));
+    }
+    let frames = frames_until_eof(&mut silent[0]);
+    assert_eq!(first_error_code(&frames).as_deref(), Some("EAGAIN"));
+    say_hello(&mut handed);
+    let stats = h.stats();
+    assert_eq!(stat(&stats, "unattached_refused"), 1, "{stats}");
+
+    // The deadline: a silent connection is closed at it, the handed streams are not.
+    let h = Harness::with_config(config(Limits {
+        hello_timeout: Duration::from_millis(100),
+        ..Limits::default()
+    }));
+    let mut handed = handed_streams(&h);
+    let frames = frames_until_eof(&mut unix_guest(&h));
+    assert_eq!(first_error_code(&frames).as_deref(), Some("ETIMEDOUT"));
+    say_hello(&mut handed);
+    assert_eq!(stat(&h.stats(), "hello_timeouts"), 1);
+}
+
+/// One in-process stream and one socketpair served as fds, neither attached yet.
+fn handed_streams(h: &Harness) -> Vec<RawGuest> {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    h.sidecar.serve_fds(ours.into(), None).unwrap();
+    vec![
+        RawGuest::new(h.wire(Transport::InProcess)),
+        RawGuest::new(Wire::Unix(theirs)),
+    ]
+}
+
+/// Each stream says hello as VM b and makes a call; panics if either is refused.
+fn say_hello(streams: &mut [RawGuest]) {
+    for (n, guest) in streams.iter_mut().enumerate() {
+        let params = json!({"version": 1, "vm": "b", "secret": "sb", "capabilities": ALL_CAPS});
+        let outcome = guest.call("hello", params, b"");
+        assert!(outcome.is_ok(), "handed stream {n}: {outcome:?}");
+        assert!(guest.call("stats", json!({}), b"").is_ok());
+    }
+}

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use tokio::io::unix::AsyncFd;
 
-use super::serve_connection;
+use super::{serve_connection, Arrival};
 use super::stream::{async_fd, FdSink, FdSource};
 use crate::config::random_token;
 use crate::core::Core;
@@ -97,7 +97,15 @@ async fn accept_until_stopped(core: Rc<RefCell<Core>>, listener: UnixListener, m
                 match async_fd(fd) {
                     Ok(fd) => {
                         let task =
-                            serve_fds(Rc::clone(&core), Arc::clone(&fd), fd, true, max_frame, None);
+                            serve_fds(
+                                Rc::clone(&core),
+                                Arc::clone(&fd),
+                                fd,
+                                true,
+                                max_frame,
+                                None,
+                                Arrival::Accepted,
+                            );
                         tokio::task::spawn_local(task);
                     }
                     Err(e) => crate::warn_limited!(%e, "cannot register a connection"),
@@ -137,8 +145,8 @@ fn accept_and_close(listener: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Serves one fd-based connection (a socket, or stdin + stdout); `bound` as
-/// [`serve_connection`] takes it.
+/// Serves one fd-based connection (a socket, or stdin + stdout); `bound` and `arrival`
+/// as [`serve_connection`] takes them.
 pub async fn serve_fds(
     core: Rc<RefCell<Core>>,
     read: Arc<AsyncFd<File>>,
@@ -146,6 +154,7 @@ pub async fn serve_fds(
     is_socket: bool,
     max_frame: usize,
     bound: Option<String>,
+    arrival: Arrival,
 ) {
     // Counted as open until both the reader (here) and the writer are done with them.
     let fds = if is_socket && Arc::ptr_eq(&read, &write) {
@@ -176,6 +185,7 @@ pub async fn serve_fds(
         sink,
         max_frame,
         bound,
+        arrival,
     );
     tokio::select! {
         () = served => {}

@@ -61,20 +61,35 @@ pub(super) enum Attach {
     EventChannel(SessionId),
 }
 
+/// How a connection reached the sidecar, which decides what waiting for its hello costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Accepted from a listener: anyone who can reach the socket made it, so it waits
+    /// for its hello under the whole gate (a place among the unattached, a deadline).
+    Accepted,
+    /// Handed over by the operator's own code (in process, or fds such as the streams
+    /// `sidecar run` gives its child): there are only as many as the operator made, so
+    /// it takes no place among the unattached (a flood of accepted connections cannot
+    /// evict it) and has no deadline (a program may start slowly). Its frames before
+    /// hello are still limited to `hello_max_frame`, and a refused hello still waits.
+    Handed,
+}
+
 /// Serves one connection until it ends; then its session (if any) ends too. `bound`:
 /// the VM the operator attached this stream to before a guest got it (its hello then
 /// carries no secret), or `None` for a stream that must present one. Until it attaches,
-/// the connection is under the hello gate (`hello_gate.rs`): a place among the unattached,
-/// a deadline, a small frame limit, and a delayed answer to a refused hello. A stream the
-/// operator bound is under it too: its guest must still say hello in time.
+/// the connection is under the hello gate (`hello_gate.rs`): a small frame limit and a
+/// delayed answer to a refused hello, and for an [`Arrival::Accepted`] one a place among
+/// the unattached and a deadline.
 pub async fn serve_connection(
     core: Rc<RefCell<Core>>,
     mut source: impl FrameSource,
     sink: Arc<dyn FrameSink>,
     max_frame: usize,
     mut bound: Option<String>,
+    arrival: Arrival,
 ) {
-    let mut gate = Some(Gate::enter(&core));
+    let mut gate = (arrival == Arrival::Accepted).then(|| Gate::enter(&core));
     let (hello_timeout, hello_max_frame, refused_delay) = {
         let limits = &core.borrow().config.limits;
         (
