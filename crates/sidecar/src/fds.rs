@@ -12,8 +12,9 @@
 //!   ([`restore_in_child`]), so a guest never inherits the raised one.
 //! - Guest sockets that hold a kernel fd (host connects and UDP sockets, published
 //!   connections) fit in the **budget**: the limit less [`crate::Limits::fd_reserve`]
-//!   ([`crate::core::Core::check_fd_room`]: `EMFILE` for that guest beyond it, as for its
-//!   VM's own socket limit). The reserve is for attaches (the Unix listener takes its
+//!   ([`crate::core::Core::check_fd_room`]: `ENFILE` for that guest beyond it: the
+//!   sidecar as a whole is out, as a system whose file table is full, where `EMFILE` is
+//!   the guest's own VM at its socket limit). The reserve is for attaches (the Unix listener takes its
 //!   connections up to the real limit), the readiness thread, logging, DNS.
 //! - An accept that still fails `EMFILE`/`ENFILE` sheds: the one spare fd kept open
 //!   (`/dev/null`) is closed, the connection is accepted and closed at once, the spare
@@ -316,7 +317,8 @@ impl crate::core::Core {
     }
 
     /// Refuses `n` more kernel fds for guest sockets past the budget (the fd limit less
-    /// `fd_reserve`): `EMFILE`, counted (`fd_budget_refused`).
+    /// `fd_reserve`): `ENFILE` (the sidecar as a whole is out, as a system's file table
+    /// is; not the guest's own limit, which is `EMFILE`), counted (`fd_budget_refused`).
     pub fn check_fd_room(&self, n: u64) -> Result<(), sidecar_protocol::WireError> {
         let limit = self.metrics.fds.limit();
         let reserve = self.config.limits.fd_reserve as u64;
@@ -327,7 +329,7 @@ impl crate::core::Core {
         }
         crate::metrics::bump(&self.metrics.fd_budget_refused);
         Err(sidecar_protocol::WireError::new(
-            sidecar_protocol::ErrorCode::Emfile,
+            sidecar_protocol::ErrorCode::Enfile,
             format!(
                 "the sidecar holds {open} fds: its limit is {limit}, {reserve} of them reserved"
             ),

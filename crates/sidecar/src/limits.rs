@@ -92,7 +92,7 @@ pub struct Limits {
     // File descriptors (crate::fds).
     /// Fds of the process's limit kept back from guest sockets, so that attaches, the
     /// readiness thread and logging always have some. A guest socket that would hold a
-    /// kernel fd past the limit less this fails `EMFILE` (a published connection is closed
+    /// kernel fd past the limit less this fails `ENFILE` (a published connection is closed
     /// and counted); `sockets_per_vm` is clamped to the limit less this. Sidecar wide.
     pub fd_reserve: usize,
     // Host name lookups (host/dns_pool.rs).

@@ -391,10 +391,10 @@ impl Served {
 }
 
 /// In process: the operator sees the fd use; a host socket past the budget fails
-/// `EMFILE` for the guest that asked (counted), while in-VM sockets, which hold no fd, go
+/// `ENFILE` for the guest that asked (counted), while in-VM sockets, which hold no fd, go
 /// on; a reload that gives the budget room back lets host connects through again.
 #[test]
-fn a_host_connect_past_the_fd_budget_fails_emfile_and_in_vm_sockets_go_on() {
+fn a_host_connect_past_the_fd_budget_fails_enfile_and_in_vm_sockets_go_on() {
     let mut config = sidecar::SidecarConfig::default()
         .with_vm("a", "sa")
         .with_allow("127.0.0.1".parse().unwrap());
@@ -422,7 +422,7 @@ fn a_host_connect_past_the_fd_budget_fails_emfile_and_in_vm_sockets_go_on() {
             b"",
         )
         .unwrap_err();
-    assert_eq!(refused["code"], "EMFILE", "{refused}");
+    assert_eq!(refused["code"], "ENFILE", "{refused}");
     assert!(
         refused["message"].as_str().unwrap().contains("reserved"),
         "{refused}"
