@@ -293,6 +293,13 @@ impl Outbound {
         }
     }
 
+    /// Poll mode: bytes of payload waiting in every queue, not polled yet (0 in push mode).
+    pub fn poll_queued_bytes(&self) -> usize {
+        self.poll
+            .as_ref()
+            .map_or(0, |p| p.queues.lock().values().map(|q| q.bytes).sum())
+    }
+
     /// Poll mode: bytes of payload waiting in `id`'s queue (UDP receive room).
     pub fn polled_bytes(&self, id: u64) -> usize {
         self.poll

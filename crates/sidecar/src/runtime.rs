@@ -41,8 +41,8 @@ use crate::metrics::Metrics;
 use crate::policy::Proto;
 use crate::transport::inproc::{PipeSink, PipeSource};
 use crate::transport::listen::{accept_loop, bind_private, serve_fds};
-use crate::transport::{serve_connection, Arrival};
 use crate::transport::stream::async_fd;
+use crate::transport::{serve_connection, Arrival};
 
 enum Command {
     InProcess(inproc_pipe::End, Option<String>),
@@ -379,7 +379,16 @@ fn serve_fd_command(
         Ok((read, write)) => {
             let core = Rc::clone(core);
             tokio::task::spawn_local(async move {
-                serve_fds(core, read, write, is_socket, max_frame, bound, Arrival::Handed).await;
+                serve_fds(
+                    core,
+                    read,
+                    write,
+                    is_socket,
+                    max_frame,
+                    bound,
+                    Arrival::Handed,
+                )
+                .await;
                 let _ = done.send(());
             });
         }

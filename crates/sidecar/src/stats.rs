@@ -6,7 +6,8 @@
 //! {
 //!   "session": {"id", "vm", "mode", "last_seq", "events_pushed": {kind: n},
 //!               "events_undeliverable", "calls": {method: n}, "open_handles",
-//!               "parked_calls", "queued_bytes", "outbound_bytes", "outbound_cap"},
+//!               "parked_calls", "queued_bytes", "outbound_bytes", "outbound_cap",
+//!               "poll_queued_bytes"},
 //!   "vm":      {"name", "sockets", "sockets_limit", "listeners", "pending_connections",
 //!               "udp_dropped_no_receiver", "udp_dropped_no_room", "sessions",
 //!               "sessions_per_vm", "buffered_bytes", "buffered_bytes_limit",
@@ -72,6 +73,7 @@ pub fn session_stats(core: &Core, sid: SessionId) -> Value {
             "queued_bytes": session.out.queued_bytes(),
             "outbound_bytes": session.out.outbound_bytes(),
             "outbound_cap": session.out.room.cap(),
+            "poll_queued_bytes": session.out.poll_queued_bytes(),
         },
         "vm": vm_json(core, &session.vm),
         "health": health(core),

@@ -307,13 +307,18 @@ impl Core {
             return;
         };
         session.out.room.release();
-        let keys: Vec<StreamKey> = session
-            .handles()
-            .filter_map(|(_, handle)| match handle {
-                Handle::Stream(key) => Some(key),
-                _ => None,
-            })
-            .collect();
+        let mut keys: Vec<StreamKey> = Vec::new();
+        for (_, handle) in session.handles() {
+            match handle {
+                Handle::Stream(key) => keys.push(key),
+                Handle::Host(key) => {
+                    if let Some(host) = self.hosts.get(&key) {
+                        host.resume_reading();
+                    }
+                }
+                _ => {}
+            }
+        }
         for key in keys {
             if self.streams.get(&key).is_some_and(|e| !e.inbox.is_empty()) {
                 self.pump(key);

@@ -47,7 +47,12 @@ impl Core {
 
     /// Takes `id`'s next queued event, if any.
     pub fn take_polled(&mut self, sid: SessionId, id: u64) -> Option<Polled> {
-        let polled = self.sessions.get(&sid)?.out.take_polled(id)?;
+        let session = self.sessions.get(&sid)?;
+        let refills = session.window_refills_on_poll();
+        let polled = session.out.take_polled(id)?;
+        if let (EventBody::Data { socket }, true) = (&polled.0, refills) {
+            let _ = self.credit(sid, *socket, polled.1.len() as u64);
+        }
         if let EventBody::Accept { socket, .. } = &polled.0 {
             match self.stream_of(sid, *socket) {
                 Ok(key) => self.touch(key),

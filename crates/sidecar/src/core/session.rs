@@ -70,6 +70,22 @@ impl Session {
         capability::has(&self.capabilities, cap)
     }
 
+    /// A new stream socket's receive window: the session's `credit` where it negotiated
+    /// `credit`. A poll-mode session that did not gets the same window, refilled by what
+    /// its `net.poll` takes ([`Session::window_refills_on_poll`]): its data waits in the
+    /// sidecar until polled, so without a window one socket it never polls would hold
+    /// all a writer sends. A push-mode session without credit has no window; what it
+    /// does not read is bounded by `session_outbound_bytes` instead.
+    pub fn stream_window(&self) -> Option<u64> {
+        (self.has(capability::CREDIT) || self.window_refills_on_poll()).then_some(self.credit)
+    }
+
+    /// A poll-mode session without the `credit` capability: each `data` its `net.poll`
+    /// takes is a grant of that many bytes.
+    pub fn window_refills_on_poll(&self) -> bool {
+        self.mode == Mode::Poll && !self.has(capability::CREDIT)
+    }
+
     pub fn handle(&self, id: u64) -> Option<Handle> {
         self.handles.get(&id).copied()
     }

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use sidecar_protocol::{
-    capability, Address, Endpoint, ErrorCode, EventBody, SocketId, WireError, DEFAULT_CONNECT_HOST,
+    Address, Endpoint, ErrorCode, EventBody, SocketId, WireError, DEFAULT_CONNECT_HOST,
 };
 
 use super::servers::{resolve_in_vm, Bound};
@@ -237,10 +237,7 @@ impl Core {
             self.session_mut(server_sid)?
                 .insert(Handle::Stream(server_end_key)),
         );
-        let window_of = |core: &Core, session: SessionId| {
-            let session = &core.sessions[&session];
-            session.has(capability::CREDIT).then_some(session.credit)
-        };
+        let window_of = |core: &Core, session: SessionId| core.sessions[&session].stream_window();
         let (client_window, server_window) =
             (window_of(self, client_sid), window_of(self, server_sid));
         let end =

@@ -43,11 +43,14 @@ pub use udp::HostUdp;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct HostKey(pub u64);
 
-/// From a host socket's handler to the RPC loop: nothing more can flow on `key`.
+/// From a host socket's handler to the RPC loop.
 #[derive(Debug, Clone, Copy)]
-pub struct HostNotice {
-    pub key: HostKey,
-    pub had_error: bool,
+pub enum HostNotice {
+    /// Nothing more can flow on `key`: free it.
+    Finished { key: HostKey, had_error: bool },
+    /// A socket of this session stopped reading because its guest has not taken what is
+    /// queued for it (`session_outbound_bytes`): resume it once there is room.
+    Held(SessionId),
 }
 
 /// What host sockets need from the running sidecar.
@@ -195,13 +198,21 @@ pub(crate) fn with_read_buffer<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) ->
     })
 }
 
-/// The RPC loop's side of [`HostNotice`]s: frees finished host connections.
+/// The RPC loop's side of [`HostNotice`]s: frees finished host connections, and hands
+/// held sessions to [`crate::transport::turn::resume_held`].
 pub async fn reap(
     core: std::rc::Rc<std::cell::RefCell<Core>>,
     mut notices: tokio::sync::mpsc::UnboundedReceiver<HostNotice>,
 ) {
     while let Some(notice) = notices.recv().await {
-        core.borrow_mut()
-            .close_host(notice.key, true, notice.had_error);
+        let mut core = core.borrow_mut();
+        match notice {
+            HostNotice::Finished { key, had_error } => core.close_host(key, true, had_error),
+            HostNotice::Held(sid) => {
+                crate::metrics::bump(&core.metrics.outbound_held_back);
+                core.held.push(sid);
+                core.held_notify.notify_one();
+            }
+        }
     }
 }

@@ -3,9 +3,11 @@
 //!
 //! On readable the handler reads, up to the guest's credit, and pushes `data` straight to
 //! the session from the readiness thread: one sidecar thread wake from kernel to guest,
-//! no hop through the RPC loop. With no credit left it stops reading, so the kernel's
-//! receive buffer fills and the remote sender's TCP window closes: back-pressure reaches
-//! the sender instead of a buffer here growing. On writable it flushes what the guest
+//! no hop through the RPC loop. With no credit left, or with its guest not taking what is
+//! queued for it (the session at `session_outbound_bytes`: held until there is room,
+//! as in-VM stream data is), it stops reading, so the kernel's receive buffer fills and
+//! the remote sender's TCP window closes: back-pressure reaches the sender instead of a
+//! buffer here growing. On writable it flushes what the guest
 //! wrote past what the kernel took at once, and pushes `drain` once that falls below the
 //! high-water mark (the write that passed it pushed `pressure`, if negotiated, under the
 //! same lock, so the two are always in that order). End of stream → `end`; an error (a reset…) → `error`; either way, once
@@ -23,14 +25,12 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use readiness::{Action, Interest, Next, Readiness, Registration};
-use sidecar_protocol::{
-    capability, Address, ErrorCode, EventBody, SocketId, WireError, WriteResult,
-};
+use sidecar_protocol::{Address, ErrorCode, EventBody, SocketId, WireError, WriteResult};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{io_wire_error, with_read_buffer, HostKey, HostNotice};
 use crate::core::{Core, SessionId};
-use crate::outbound::Outbound;
+use crate::outbound::{Gate, Outbound};
 
 /// Largest single read (and so largest `data` event) from a host socket.
 const READ_CHUNK: usize = 64 * 1024;
@@ -71,6 +71,9 @@ struct TcpState {
     /// The RPC loop has been told to free the socket (or the guest destroyed it):
     /// nothing more is pushed.
     finished: bool,
+    /// Reading stopped because the guest has not taken what is queued for it (its
+    /// session at `session_outbound_bytes`); resumed by [`HostTcp::resume_reading`].
+    held: bool,
     /// The interest last asked of the reactor.
     armed: Interest,
 }
@@ -79,7 +82,7 @@ impl TcpState {
     fn wanted(&self) -> Interest {
         let live = self.open && !self.failed && !self.finished;
         Interest {
-            readable: live && self.read_open && self.window != Some(0),
+            readable: live && self.read_open && !self.held && self.window != Some(0),
             writable: live && (self.pending_bytes > 0 || self.shutdown_due()),
         }
     }
@@ -141,6 +144,7 @@ impl TcpShared {
                 write_closed: false,
                 failed: false,
                 finished: false,
+                held: false,
                 armed: Interest::WRITABLE,
             }),
         })
@@ -178,6 +182,15 @@ impl TcpShared {
         while st.read_open && !st.failed {
             if budget == 0 {
                 return true;
+            }
+            if !self.out.has_room(Gate::All) {
+                // The guest is not reading what it was sent: leave the data in the
+                // kernel (the sender's window closes) until it has taken some.
+                st.held = true;
+                if self.out.room.hold() {
+                    let _ = self.notices.send(HostNotice::Held(self.session));
+                }
+                return false;
             }
             let room = match st.window {
                 Some(0) => return false,
@@ -258,7 +271,7 @@ impl TcpShared {
         let done = st.failed || (!st.read_open && st.write_closed);
         if done && !st.finished {
             st.finished = true;
-            let _ = self.notices.send(HostNotice {
+            let _ = self.notices.send(HostNotice::Finished {
                 key: self.key,
                 had_error: st.failed,
             });
@@ -282,7 +295,7 @@ impl HostTcp {
             .sessions
             .get(&sid)
             .ok_or_else(|| io::Error::other("the session has ended"))?;
-        let window = session.has(capability::CREDIT).then_some(session.credit);
+        let window = session.stream_window();
         let out = Arc::clone(&session.out);
         let limits = core.vm_limits(&session.vm);
         let limits = (limits.write_high_water, limits.write_hard_limit);
@@ -407,6 +420,14 @@ impl HostTcp {
             *w = w.saturating_add(bytes).min(max);
         }
         self.rearm(st);
+    }
+
+    /// Reading resumes after a hold: the session's guest has taken what was queued.
+    pub fn resume_reading(&self) {
+        let mut st = self.shared.state.lock();
+        if std::mem::take(&mut st.held) {
+            self.rearm(st);
+        }
     }
 
     /// `net.shutdown`: FIN after what is queued. Returns whether it was already requested.

@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use tokio::io::unix::AsyncFd;
 
-use super::{serve_connection, Arrival};
 use super::stream::{async_fd, FdSink, FdSource};
+use super::{serve_connection, Arrival};
 use crate::config::random_token;
 use crate::core::Core;
 use crate::fds::{self, Backoff, FdHold};
@@ -96,16 +96,15 @@ async fn accept_until_stopped(core: Rc<RefCell<Core>>, listener: UnixListener, m
                 };
                 match async_fd(fd) {
                     Ok(fd) => {
-                        let task =
-                            serve_fds(
-                                Rc::clone(&core),
-                                Arc::clone(&fd),
-                                fd,
-                                true,
-                                max_frame,
-                                None,
-                                Arrival::Accepted,
-                            );
+                        let task = serve_fds(
+                            Rc::clone(&core),
+                            Arc::clone(&fd),
+                            fd,
+                            true,
+                            max_frame,
+                            None,
+                            Arrival::Accepted,
+                        );
                         tokio::task::spawn_local(task);
                     }
                     Err(e) => crate::warn_limited!(%e, "cannot register a connection"),

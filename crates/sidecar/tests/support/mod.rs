@@ -107,6 +107,11 @@ impl RawGuest {
         guest
     }
 
+    /// Treats this guest as a poll-mode one (after a hello made by hand in poll mode).
+    pub fn set_poll_mode(&mut self) {
+        self.poll_mode = true;
+    }
+
     /// Poll mode: remembers the ids a reply or event created, forgets closed ones.
     fn learn(&mut self, result: &Value) {
         if !self.poll_mode || !result.is_object() {
