@@ -6,7 +6,7 @@
 //! On a small VM a thread hand-off costs a few µs when both threads share a vCPU and
 //! ~30 µs when it wakes the other one, and the scheduler, not the sidecar, decides which.
 //! A row's p50 mixes the two; this report separates them, so the `_ext` hop-floor figures
-//! in the README can be reproduced and a change can be judged per placement.
+//! in `docs/benchmarks.md` can be reproduced and a change can be judged per placement.
 //!
 //! # How
 //!

@@ -17,7 +17,7 @@
 //! directly, as the bare-C yardstick of `scripts/benchmarks/c` does. Measured with
 //! diffbench (`--no-node`, builds alternated, two sets of three pairs): in-VM echoes
 //! 12.0–12.8 → 11.0–11.5 µs p50; the `_ext` rows moved within their run-to-run noise
-//! (README, "Embedding").
+//! (`docs/benchmarks.md`, "Embedding").
 
 use std::cell::RefCell;
 use std::collections::HashSet;

@@ -9,7 +9,8 @@
 //! two threads on one vCPU costs a few µs, one that wakes the other vCPU ~30 µs. A p50
 //! alone cannot say which; this trace can. `diffbench --stage-trace` (built with
 //! `--features stage-trace`) uses it to split round trips by how many hand-offs crossed
-//! vCPUs and to time each stage; the README's figures on the `_ext` hop floor come from it.
+//! vCPUs and to time each stage; the figures on the `_ext` hop floor in `docs/benchmarks.md`
+//! come from it.
 //!
 //! # Cost
 //!

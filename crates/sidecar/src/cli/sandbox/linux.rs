@@ -26,7 +26,7 @@
 //! root, there is no user namespace and the child stays root, but with its bounding set
 //! cut to a container's defaults ([`KEPT_CAPABILITIES`]: no `CAP_SYS_ADMIN`, so no
 //! umount or setns; no ptrace, modules, device nodes). Root still reads and writes the
-//! host's files, so untrusted code should not run as root; the README says so.
+//! host's files, so untrusted code should not run as root; `docs/security.md` says so.
 //!
 //! Setup failures are written to a report pipe as `stage\0errno` before the process
 //! fails, so `run` can say which step the kernel refused.
