@@ -272,12 +272,16 @@ fn non_reading(target: &Target, stop: &Flag, ready: &mpsc::Sender<()>) -> Result
     let port = crate::rows::port_of(&listener.local_addr());
     let streams = if target.quick { 32 } else { 128 };
     let stalled = Arc::new(AtomicU64::new(0));
+    // Writes completed by all the writers: once it holds still, every writer waits.
+    let progress = Arc::new(AtomicU64::new(0));
     let (connector, counted) = (target.connector.clone(), Arc::clone(&stalled));
+    let moved = Arc::clone(&progress);
     let writers = thread::spawn(move || -> Result<(), String> {
         let lp = GuestLoop::new(connector.client_in(NOISY_VM, false)).map_err(text)?;
         let tasks: Vec<_> = (0..streams)
             .map(|_| {
                 let (counted, handle) = (Arc::clone(&counted), lp.handle());
+                let moved = Arc::clone(&moved);
                 lp.spawn(async move {
                     let Ok(stream) = TcpStream::connect(&handle, HOST, port).await else {
                         return;
@@ -293,8 +297,10 @@ fn non_reading(target: &Target, stop: &Flag, ready: &mpsc::Sender<()>) -> Result
                         }
                         if stream.write_all(&chunk).await.is_err() {
                             counted.fetch_add(u64::from(!noted), Ordering::Relaxed);
+                            moved.fetch_add(1, Ordering::Relaxed);
                             return;
                         }
+                        moved.fetch_add(1, Ordering::Relaxed);
                     }
                 })
             })
@@ -308,6 +314,9 @@ fn non_reading(target: &Target, stop: &Flag, ready: &mpsc::Sender<()>) -> Result
     });
     let started = Instant::now();
     let mut announced = false;
+    // Established once the writers are all stuck (not while they ramp up: that is a
+    // burst, not the attack): every one noted, and their writes hold still for 150 ms.
+    let (mut last_moved, mut still_since) = (u64::MAX, Instant::now());
     while !stop.raised() {
         match flood.stream.write(&calls[at..]) {
             Ok(n) => {
@@ -319,8 +328,13 @@ fn non_reading(target: &Target, stop: &Flag, ready: &mpsc::Sender<()>) -> Result
             }
             Err(e) => return Err(format!("the call flood's stream failed: {e}")),
         }
-        let stalled_now = stalled.load(Ordering::Relaxed) > 0;
-        if !announced && ((held_back && stalled_now) || started.elapsed() > DEADLINE / 2) {
+        let moved_now = progress.load(Ordering::Relaxed);
+        if moved_now != last_moved {
+            (last_moved, still_since) = (moved_now, Instant::now());
+        }
+        let all_stuck = stalled.load(Ordering::Relaxed) >= streams as u64
+            && still_since.elapsed() >= Duration::from_millis(150);
+        if !announced && ((held_back && all_stuck) || started.elapsed() > DEADLINE / 2) {
             announced = true;
             let _ = ready.send(());
         }
