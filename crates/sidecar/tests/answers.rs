@@ -13,6 +13,9 @@
 //! - Poll mode: a `noreply` connect's `connect` event is pushed (it tells the new id).
 //! - A hello asking for a mode the sidecar does not have is `ENOTSUP`.
 //! - A datagram too big for the receiver's `max_frame` is dropped and counted.
+//!
+//! And what the document says of a second hello, backlog 0, a socket that closes by
+//! itself (`EPIPE`, then `EBADF`) and which loopback `localhost` tries first.
 
 mod support;
 
@@ -348,4 +351,91 @@ fn a_datagram_too_big_for_the_receivers_frames_is_dropped_and_counted() {
             assert_eq!(empty.unwrap(), Value::Null, "nothing else was queued");
         }
     }
+}
+
+// What PROTOCOL.md says of backlog 0, a socket that closes by itself, and `localhost`.
+
+#[test]
+fn a_backlog_of_zero_admits_one_unacknowledged_connection() {
+    let h = Harness::new();
+    let mut server = h.guest(Transport::InProcess);
+    let listened = server.call("net.listen", json!({"port": 0, "backlog": 0}), b"");
+    let port = listened.unwrap()["local"]["port"].clone();
+    let mut client = h.guest(Transport::InProcess);
+    let first = client.call("net.connect", json!({"port": port}), b"");
+    assert!(first.is_ok(), "{first:?}");
+    let second = client.call("net.connect", json!({"port": port, "timeout_ms": 100}), b"");
+    assert_eq!(code(second), "ETIMEDOUT", "the backlog of one is full");
+}
+
+#[test]
+fn after_the_peers_destroy_a_socket_closes_and_its_id_is_released() {
+    let h = Harness::new();
+    let mut c = connect_pair(
+        &h,
+        Transport::InProcess,
+        json!({"port": 0}),
+        json!({"host": "127.0.0.1"}),
+    );
+    c.server
+        .call("net.destroy", json!({"socket": c.server_sock}), b"")
+        .unwrap();
+    let (end, _, _) = c.client.event_of("end");
+    assert_eq!(end["socket"], c.client_sock);
+    let (close, _, _) = c.client.event_of("close");
+    assert_eq!(close["socket"], c.client_sock);
+    let write = c
+        .client
+        .call("net.write", json!({"socket": c.client_sock}), b"x");
+    assert_eq!(code(write), "EBADF", "closed by itself: the id is released");
+
+    // After its own shutdown a socket still open refuses writes with EPIPE.
+    let mut c = connect_pair(
+        &h,
+        Transport::InProcess,
+        json!({"port": 0}),
+        json!({"host": "127.0.0.1"}),
+    );
+    let socket = json!({"socket": c.client_sock});
+    c.client.call("net.shutdown", socket.clone(), b"").unwrap();
+    assert_eq!(code(c.client.call("net.write", socket, b"x")), "EPIPE");
+}
+
+#[test]
+fn localhost_tries_ipv4_loopback_first_then_ipv6() {
+    let h = Harness::new();
+    let mut v6 = h.guest(Transport::InProcess);
+    let listened = v6.call("net.listen", json!({"host": "::1", "port": 0}), b"");
+    let port = listened.unwrap()["local"]["port"].clone();
+    let mut client = h.guest(Transport::InProcess);
+    let reached = client.call(
+        "net.connect",
+        json!({"host": "localhost", "port": port}),
+        b"",
+    );
+    assert_eq!(
+        reached.unwrap()["remote"]["address"],
+        "::1",
+        "only ::1 listens"
+    );
+
+    let mut v4 = h.guest(Transport::InProcess);
+    let listened = v4.call(
+        "net.listen",
+        json!({"host": "127.0.0.1", "port": port}),
+        b"",
+    );
+    assert!(listened.is_ok(), "{listened:?}");
+    let reached = client.call(
+        "net.connect",
+        json!({"host": "localhost", "port": port}),
+        b"",
+    );
+    assert_eq!(
+        reached.unwrap()["remote"]["address"],
+        "127.0.0.1",
+        "127.0.0.1 first"
+    );
+    let (accept, _, _) = v4.event_of("accept");
+    assert_eq!(accept["local"]["address"], "127.0.0.1");
 }
