@@ -2,10 +2,10 @@
 //!
 //! A non-blocking reader gets bytes in whatever pieces the kernel hands out: half a prefix,
 //! three frames and a bit, one byte. [`FrameDecoder`] keeps the partial frame between
-//! reads, validates each prefix the moment its bytes are there (the `total` limit after 4
-//! bytes, consistency after 8) and only then lets the buffer grow toward the claimed size,
-//! in bounded steps as bytes really arrive. After a [`FrameError`] it stays failed: the
-//! stream is out of sync and the session must close.
+//! reads, validates each prefix the moment its bytes are there (`total` within
+//! `4 ..= max_frame` after 4 bytes, the header length after 8) and only then lets the
+//! buffer grow toward the claimed size, in bounded steps as bytes really arrive. After a
+//! [`FrameError`] it stays failed: the stream is out of sync and the session must close.
 //!
 //! A frame with a large payload (a 64 KiB `data` event, a bulk `net.write`) is not read
 //! into the shared buffer and copied out again: once its header is in, the payload gets
@@ -89,6 +89,7 @@ impl LargeFrame {
 #[derive(Debug, Clone, Copy)]
 enum Failure {
     TooLarge { total: u64 },
+    TooSmall { total: u32 },
     Inconsistent { total: u32, header_len: u32 },
     HeaderTooLarge { header_len: u32 },
 }
@@ -306,6 +307,7 @@ impl FrameDecoder {
         if let Err(err) = &result {
             self.failed = match *err {
                 FrameError::TooLarge { total, .. } => Some(Failure::TooLarge { total }),
+                FrameError::TooSmall { total } => Some(Failure::TooSmall { total }),
                 FrameError::Inconsistent { total, header_len } => {
                     Some(Failure::Inconsistent { total, header_len })
                 }
@@ -328,6 +330,7 @@ impl FrameDecoder {
                 total,
                 max: self.max_frame,
             },
+            Failure::TooSmall { total } => FrameError::TooSmall { total },
             Failure::Inconsistent { total, header_len } => {
                 FrameError::Inconsistent { total, header_len }
             }

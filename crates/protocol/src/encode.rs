@@ -75,14 +75,35 @@ pub fn encode_reply_ok<T: Serialize + ?Sized>(
     encode_serialized(&ReplyOkView { id, result }, payload, max_frame, out)
 }
 
-/// Appends an error reply frame.
+/// Appends an error reply frame. One that would pass `max_frame` is sent with its message
+/// cut to fit ([`crate::error::shorten_message`]), so that every call can be answered;
+/// the code is never cut. Fails only if not even an empty message fits.
 pub fn encode_reply_err(
     id: u64,
     error: &WireError,
     max_frame: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), FrameError> {
-    encode_serialized(&ReplyErrView { id, error }, &[], max_frame, out)
+    let excess = match encode_serialized(&ReplyErrView { id, error }, &[], max_frame, out) {
+        Err(FrameError::TooLarge { total, max }) => total.saturating_sub(max as u64) as usize,
+        done => return done,
+    };
+    let mut error = error.clone();
+    let mut by = excess;
+    loop {
+        if !error.shorten_message(by) {
+            return Err(FrameError::TooLarge {
+                total: (max_frame + excess) as u64,
+                max: max_frame,
+            });
+        }
+        match encode_serialized(&ReplyErrView { id, error: &error }, &[], max_frame, out) {
+            Err(FrameError::TooLarge { total, max }) => {
+                by = total.saturating_sub(max as u64) as usize;
+            }
+            done => return done,
+        }
+    }
 }
 
 /// Appends an event frame (`payload` = the bytes of a `data` / `message` event).
@@ -92,7 +113,9 @@ pub fn encode_event(
     max_frame: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), FrameError> {
-    encode_serialized(&EventView { event }, payload, max_frame, out)
+    encode_event_head(event, payload.len(), max_frame, out)?;
+    out.extend_from_slice(payload);
+    Ok(())
 }
 
 /// The prefix and header of a call frame whose `payload_len` payload bytes follow on the
@@ -116,13 +139,38 @@ pub fn encode_call_head<P: CallParams>(
 
 /// The prefix and header of an event frame whose `payload_len` payload bytes follow on the
 /// wire, written by the caller (see [`encode_event`]).
+///
+/// An `error` event that would pass `max_frame` is sent with its message cut to fit, as
+/// [`encode_reply_err`] does; any other event too large is refused (nothing written).
 pub fn encode_event_head(
     event: &Event,
     payload_len: usize,
     max_frame: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), FrameError> {
-    encode_serialized_head(&EventView { event }, payload_len, max_frame, out)
+    let excess = match encode_serialized_head(&EventView { event }, payload_len, max_frame, out) {
+        Err(FrameError::TooLarge { total, max }) if event.body.is_error() => {
+            total.saturating_sub(max as u64) as usize
+        }
+        done => return done,
+    };
+    let mut event = event.clone();
+    let mut by = excess;
+    loop {
+        if !event.body.shorten_message(by) {
+            return Err(FrameError::TooLarge {
+                total: (max_frame + excess) as u64,
+                max: max_frame,
+            });
+        }
+        let view = EventView { event: &event };
+        match encode_serialized_head(&view, payload_len, max_frame, out) {
+            Err(FrameError::TooLarge { total, max }) => {
+                by = total.saturating_sub(max as u64) as usize;
+            }
+            done => return done,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -232,6 +280,83 @@ mod tests {
         let err = WireError::new(ErrorCode::Eaddrinuse, "127.0.0.1:80");
         encode_reply_err(6, &err, DEFAULT_MAX_FRAME, &mut out).unwrap();
         assert_eq!(decode(&out).header, Header::Reply(Reply::err(6, err)));
+    }
+
+    #[test]
+    fn an_error_too_big_for_the_frame_is_cut_to_fit_never_its_code() {
+        let max = 4096;
+        // Plain ASCII, escapes (each control byte is 6 bytes of JSON), and multi-byte
+        // characters that must not be cut in the middle.
+        for message in [
+            "ENOSYS unknown method ".to_owned() + &"m".repeat(8000),
+            "\u{1}".repeat(5000),
+            "\u{e9}".repeat(3000) + "\u{1f600}",
+        ] {
+            let error = WireError::new(ErrorCode::Enosys, message.clone());
+            let mut out = vec![0xaa]; // bytes already there are kept
+            encode_reply_err(7, &error, max, &mut out).unwrap();
+            assert_eq!(out[0], 0xaa);
+            assert!(out.len() - 1 <= 4 + max, "{} bytes", out.len() - 1);
+            let Header::Reply(reply) = decode(&out[1..]).header else {
+                panic!("not a reply")
+            };
+            assert_eq!(reply.id, 7);
+            let got = reply.outcome.unwrap_err();
+            assert_eq!(got.code, ErrorCode::Enosys);
+            let kept = got
+                .message
+                .strip_suffix(crate::error::TRUNCATED_MARK)
+                .unwrap();
+            assert!(message.starts_with(kept), "a prefix of the message");
+            assert!(kept.len() > 100, "as much kept as fits: {}", kept.len());
+
+            let event = Event::new(
+                3,
+                EventBody::request_error(9, Some(SocketId(4)), error.clone()),
+            );
+            let mut out = Vec::new();
+            encode_event(&event, b"", max, &mut out).unwrap();
+            assert!(out.len() <= 4 + max);
+            let Header::Event(got) = decode(&out).header else {
+                panic!("not an event")
+            };
+            let EventBody::Error {
+                code,
+                message: cut,
+                request,
+                socket,
+                ..
+            } = got.body
+            else {
+                panic!("not an error event")
+            };
+            assert_eq!(
+                (code, request, socket),
+                (ErrorCode::Enosys, Some(9), Some(SocketId(4)))
+            );
+            assert!(message.starts_with(cut.strip_suffix(crate::error::TRUNCATED_MARK).unwrap()));
+        }
+        // One that fits is sent whole; an event that is not an error is never cut.
+        let error = WireError::new(ErrorCode::Enoent, "connect ENOENT /x");
+        let mut out = Vec::new();
+        encode_reply_err(1, &error, max, &mut out).unwrap();
+        assert_eq!(decode(&out).header, Header::Reply(Reply::err(1, error)));
+        let accept = Event::new(
+            1,
+            EventBody::Connect {
+                socket: SocketId(1),
+                local: Address::Unix(String::new()),
+                remote: Address::Unix("/".repeat(5000)),
+                request: None,
+            },
+        );
+        let err = encode_event(&accept, b"", max, &mut out).unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { .. }), "{err}");
+        // Not even the code fits: refused, nothing written.
+        let mut out = Vec::new();
+        let tiny = encode_reply_err(1, &WireError::new(ErrorCode::Eio, "x"), 8, &mut out);
+        assert!(matches!(tiny, Err(FrameError::TooLarge { .. })));
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -306,6 +306,52 @@ impl WireError {
     pub fn invalid(message: impl Into<String>) -> WireError {
         WireError::new(ErrorCode::Einval, message)
     }
+
+    /// Cuts the message by at least `by` bytes (see [`shorten_message`]); false if it was
+    /// empty already (nothing left to cut).
+    pub fn shorten_message(&mut self, by: usize) -> bool {
+        shorten_message(&mut self.message, by)
+    }
+}
+
+/// What ends a message that was cut to fit a frame.
+pub const TRUNCATED_MARK: &str = "\u{2026}";
+
+/// Cuts `message` so that it is at least `by` bytes shorter as encoded in a JSON header,
+/// at a character boundary, and marks the cut with [`TRUNCATED_MARK`] (a message no
+/// longer than the cut plus its mark becomes empty). This is how an answer too big for the
+/// receiver's `max_frame` (an error naming a huge method or path) still fits: the message
+/// is for humans, the code is never cut. Returns false if `message` was empty already.
+pub fn shorten_message(message: &mut String, by: usize) -> bool {
+    if message.is_empty() {
+        return false;
+    }
+    // Cut whole characters from the end until their JSON form (escapes counted) and the
+    // room for the mark make up `by`.
+    let need = by + TRUNCATED_MARK.len();
+    let mut cut = 0;
+    let mut keep = message.len();
+    for (at, c) in message.char_indices().rev() {
+        if cut >= need {
+            break;
+        }
+        cut += json_len(c);
+        keep = at;
+    }
+    message.truncate(keep);
+    if keep > 0 {
+        message.push_str(TRUNCATED_MARK);
+    }
+    true
+}
+
+/// Bytes `c` takes inside a JSON string as `serde_json` writes it.
+fn json_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\t' | '\r' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
 }
 
 impl From<ErrorCode> for WireError {

@@ -208,6 +208,21 @@ impl EventBody {
         }
     }
 
+    /// Whether this is an `error` event.
+    pub fn is_error(&self) -> bool {
+        matches!(self, EventBody::Error { .. })
+    }
+
+    /// An `error` event's message, cut by at least `by` bytes to fit a frame
+    /// ([`crate::error::shorten_message`]); false for other events, or when the message
+    /// is empty already.
+    pub fn shorten_message(&mut self, by: usize) -> bool {
+        match self {
+            EventBody::Error { message, .. } => crate::error::shorten_message(message, by),
+            _ => false,
+        }
+    }
+
     /// The socket the event is about, if any (for `accept`, the new socket).
     pub fn socket(&self) -> Option<SocketId> {
         match self {

@@ -49,7 +49,15 @@ pub enum FrameError {
         /// The limit in force.
         max: usize,
     },
-    /// `total < 4`, or `header_len > total - 4`.
+    /// `total < 4`: the frame cannot even hold its `header_len` field (detected from the
+    /// first 4 bytes, like [`FrameError::TooLarge`]; the 4 bytes after it belong to no
+    /// frame and are not read).
+    #[error("frame of {total} bytes is shorter than its 4-byte header length field")]
+    TooSmall {
+        /// The `total` field.
+        total: u32,
+    },
+    /// `header_len > total - 4`.
     #[error("inconsistent frame lengths: total {total}, header {header_len}")]
     Inconsistent {
         /// The `total` field.
@@ -101,8 +109,12 @@ impl Prefix {
     }
 }
 
-/// Checks the `total` field alone (possible as soon as 4 bytes arrived).
+/// Checks the `total` field alone (possible as soon as 4 bytes arrived): at most `max`,
+/// and at least 4 (the `header_len` field it counts).
 pub(crate) fn check_total(total: u32, max: usize) -> Result<(), FrameError> {
+    if total < 4 {
+        return Err(FrameError::TooSmall { total });
+    }
     if total as u64 > max as u64 {
         return Err(FrameError::TooLarge {
             total: total.into(),
@@ -117,7 +129,7 @@ pub(crate) fn parse_prefix(bytes: [u8; PREFIX_LEN], max: usize) -> Result<Prefix
     let total = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     let header_len = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
     check_total(total, max)?;
-    if total < 4 || header_len > total - 4 {
+    if header_len > total - 4 {
         return Err(FrameError::Inconsistent { total, header_len });
     }
     Ok(Prefix { total, header_len })
@@ -459,7 +471,7 @@ mod tests {
 
     #[test]
     fn reader_rejects_inconsistent_lengths() {
-        for (total, header_len) in [(3u32, 0u32), (0, 0), (10, 7), (4, 1)] {
+        for (total, header_len) in [(10u32, 7u32), (4, 1)] {
             let mut bytes = total.to_be_bytes().to_vec();
             bytes.extend_from_slice(&header_len.to_be_bytes());
             bytes.extend_from_slice(&[b'x'; 16]);

@@ -93,7 +93,7 @@ pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) 
         match e.id {
             Some(id) => out.reply_err(id, &e.to_wire_error()),
             None => {
-                out.deliver(EventBody::request_error(0, None, e.to_wire_error()), &[]);
+                out.deliver(unaddressed_error(e.to_wire_error()), &[]);
             }
         }
         return;
@@ -105,10 +105,24 @@ pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) 
         Some(call) => (call.id, call.noreply, Ok(call.request)),
         None => match parse_header_derived(&raw.header) {
             Ok(Header::Call(call)) => (call.id, call.noreply, call.into_request()),
-            Ok(_) => {
+            Ok(not_a_call) => {
+                // A reply or an event from a guest: answered as any malformed header is,
+                // to the id it carries (an event carries none).
                 bump(&core.metrics.bad_frames);
-                let error = WireError::new(ErrorCode::Eproto, "a guest sends calls only");
-                out.deliver(EventBody::request_error(0, None, error), &[]);
+                let (id, kind) = match &not_a_call {
+                    Header::Reply(reply) => (Some(reply.id), "reply"),
+                    _ => (None, "event"),
+                };
+                let error = WireError::new(
+                    ErrorCode::Eproto,
+                    format!("a guest sends calls only, not a {kind}"),
+                );
+                match id {
+                    Some(id) => out.reply_err(id, &error),
+                    None => {
+                        out.deliver(unaddressed_error(error), &[]);
+                    }
+                }
                 return;
             }
             Err(e) => {
@@ -116,14 +130,8 @@ pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) 
                 match e.to_reply() {
                     Some(reply) => out.reply_err(reply.id, &e.to_wire_error()),
                     None => {
-                        let body = EventBody::Error {
-                            socket: None,
-                            server: None,
-                            request: None,
-                            code: ErrorCode::Eproto,
-                            message: e.to_string(),
-                        };
-                        out.deliver(body, &[]);
+                        let error = WireError::new(ErrorCode::Eproto, e.to_string());
+                        out.deliver(unaddressed_error(error), &[]);
                     }
                 }
                 return;
@@ -152,7 +160,9 @@ pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) 
     if !raw.payload.is_empty() && !method.has_payload() {
         return responder.err(WireError::invalid(format!("{method} takes no payload")));
     }
-    if let Err(e) = check_capability(&core, sid, &request).and_then(|()| check_names(&request)) {
+    let checked =
+        check_capability(&core, sid, &request).and_then(|()| check_names(&core, sid, &request));
+    if let Err(e) = checked {
         return responder.err(e);
     }
     responder.socket = named_socket(&request);
@@ -281,6 +291,18 @@ pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) 
     }
 }
 
+/// An `error` event about no socket, server or request: the answer to a frame whose
+/// request id cannot be known (PROTOCOL.md §3).
+fn unaddressed_error(error: WireError) -> EventBody {
+    EventBody::Error {
+        socket: None,
+        server: None,
+        request: None,
+        code: error.code,
+        message: error.message,
+    }
+}
+
 /// The socket a call names (for `noreply` failure reports).
 fn named_socket(request: &Request) -> Option<SocketId> {
     match request {
@@ -307,7 +329,9 @@ fn check_capability(core: &Core, sid: SessionId, request: &Request) -> Result<()
         Request::Connect(p) => endpoint_capability(&p.endpoint),
         Request::Listen(p) => endpoint_capability(&p.endpoint),
         Request::DnsLookup(_) => capability::DNS,
-        Request::Credit(_) => capability::CREDIT,
+        // `bytes: 0` grants nothing: it is the accept acknowledgement, which every guest
+        // may send (PROTOCOL.md, `net.listen`), with or without a receive window.
+        Request::Credit(p) if p.bytes > 0 => capability::CREDIT,
         Request::DgramCreateSocket(_)
         | Request::DgramBind(_)
         | Request::DgramConnect(_)
@@ -331,23 +355,49 @@ fn check_capability(core: &Core, sid: SessionId, request: &Request) -> Result<()
 /// bounds what 1024 listeners hold.
 pub const MAX_UNIX_PATH: usize = 107;
 
-/// Names a guest gives: a Unix path longer than [`MAX_UNIX_PATH`] is `ENAMETOOLONG`.
-fn check_names(request: &Request) -> Result<(), WireError> {
+/// Longest Unix path once resolved against the session's `cwd`, in bytes of JSON: the
+/// frames that report it (a listen or connect reply, an `accept` or `connect` event) must
+/// fit the smallest `max_frame` a guest may announce (4096) with room for the rest of
+/// their header. A guest gives at most [`MAX_UNIX_PATH`] bytes, but a long `cwd` makes
+/// the name longer.
+pub const MAX_RESOLVED_UNIX_PATH: usize = 3072;
+
+/// Names a guest gives: a Unix path longer than [`MAX_UNIX_PATH`], or longer than
+/// [`MAX_RESOLVED_UNIX_PATH`] once resolved, is `ENAMETOOLONG`, refused before anything is
+/// done (so no listener exists that its reply could not report).
+fn check_names(core: &Core, sid: SessionId, request: &Request) -> Result<(), WireError> {
     let endpoint = match request {
         Request::Connect(p) => &p.endpoint,
         Request::Listen(p) => &p.endpoint,
         _ => return Ok(()),
     };
-    match endpoint {
-        Endpoint::Unix { path } if path.len() > MAX_UNIX_PATH => Err(WireError::new(
+    let Endpoint::Unix { path } = endpoint else {
+        return Ok(());
+    };
+    if path.len() > MAX_UNIX_PATH {
+        return Err(WireError::new(
             ErrorCode::Enametoolong,
             format!(
                 "a Unix path of {} bytes is longer than {MAX_UNIX_PATH}",
                 path.len()
             ),
-        )),
-        _ => Ok(()),
+        ));
     }
+    let cwd = core.session(sid).map_or("/", |s| s.cwd.as_str());
+    let Some(resolved) = crate::addr::normalize_unix_path(path, cwd) else {
+        return Ok(()); // empty or with a NUL: the call itself refuses it
+    };
+    let json_len = serde_json::to_string(&resolved).map_or(usize::MAX, |j| j.len() - 2);
+    if json_len > MAX_RESOLVED_UNIX_PATH {
+        return Err(WireError::new(
+            ErrorCode::Enametoolong,
+            format!(
+                "a Unix path resolved against the cwd is {json_len} bytes (as JSON), \
+                 longer than {MAX_RESOLVED_UNIX_PATH}"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn endpoint_capability(endpoint: &Endpoint) -> &'static str {

@@ -13,8 +13,9 @@
 //! In poll mode nothing is pushed: [`Outbound::deliver`] queues each event under the id it
 //! names and notifies that id's fabric key, and a poll call takes it with
 //! [`Outbound::take_polled`] and answers with [`Outbound::reply_polled`], which numbers it
-//! then (so `seq` stays contiguous in the order the guest receives events). Events that
-//! name no id are pushed even in poll mode: nothing could poll for them.
+//! then (so `seq` stays contiguous in the order the guest receives events). Events the
+//! guest could not poll for are pushed even in poll mode: those that name no id, and the
+//! `connect` that tells a `noreply` connect's new id.
 //!
 //! What is queued for a guest and not taken yet is capped per session (`room.rs`, [`Room`]).
 
@@ -36,14 +37,24 @@ use crate::metrics::{EventCounts, Metrics};
 mod room;
 pub use room::{Gate, Room};
 
+/// Room for a `message` event's prefix and header (or a poll reply's around it): its
+/// fields are ids, numbers and one IP address, under 200 bytes as JSON.
+const MESSAGE_HEAD_ROOM: usize = 256;
+
 /// An event waiting in a poll-mode queue, with its payload.
 pub type Polled = (EventBody, Vec<u8>);
 
 /// The id whose poll returns this event: the server for an `accept` (its new socket is
-/// not known to the guest yet), else the socket or server it names.
+/// not known to the guest yet), none for the `connect` of a `noreply` connect (the event
+/// is how the guest learns the socket's id, so it could poll for it only by guessing: it
+/// is pushed, as a failed `noreply` call's `error` is), else the socket or server it
+/// names.
 fn poll_id(body: &EventBody) -> Option<u64> {
     match body {
         EventBody::Accept { server, .. } => Some(server.0),
+        EventBody::Connect {
+            request: Some(_), ..
+        } => None,
         other => other
             .socket()
             .or(other.server().map(|s| SocketId(s.0)))
@@ -129,6 +140,9 @@ pub struct Outbound {
     /// Per-session counts (the guest's `stats` shows its own).
     pub session_events: EventCounts,
     pub events_undeliverable: AtomicU64,
+    /// Datagrams dropped because a `message` event carrying them could not fit this
+    /// guest's `max_frame` (also counted as finding no room, by the caller).
+    pub datagrams_too_large: AtomicU64,
     /// The cap on what is queued for the guest, and who waits for room under it.
     pub room: Room,
 }
@@ -164,6 +178,7 @@ impl Outbound {
             pressure,
             session_events: EventCounts::default(),
             events_undeliverable: AtomicU64::new(0),
+            datagrams_too_large: AtomicU64::new(0),
             room: Room::new(crate::Limits::default().session_outbound_bytes),
         }
     }
@@ -278,8 +293,16 @@ impl Outbound {
         }
     }
 
+    /// The largest datagram a `message` event (pushed, or in a poll reply) to this guest
+    /// can carry within its `max_frame`.
+    pub fn max_datagram(&self) -> usize {
+        self.max_frame.saturating_sub(MESSAGE_HEAD_ROOM)
+    }
+
     /// Room for a datagram of `len` bytes: in poll mode in `id`'s unpolled queue, in push
-    /// mode in the transport's queue. No room: the caller drops it and counts it.
+    /// mode in the transport's queue. No room: the caller drops it and counts it. A
+    /// datagram over [`Outbound::max_datagram`] never has room (counted here too, in
+    /// `datagrams_too_large`), so it is dropped before it is queued or numbered.
     pub fn has_datagram_room(
         &self,
         id: u64,
@@ -287,6 +310,10 @@ impl Outbound {
         poll_room: usize,
         push_room: usize,
     ) -> bool {
+        if len > self.max_datagram() {
+            self.datagrams_too_large.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         match self.poll {
             Some(_) => self.polled_bytes(id) + len <= poll_room,
             None => self.queued_bytes() + len <= push_room,
@@ -370,8 +397,11 @@ impl Outbound {
         state.seq += 1;
         let event = Event::new(state.seq, body);
         let mut head = Vec::with_capacity(HEAD_GUESS + payload.len());
-        if encode_event_head(&event, payload.len(), self.max_frame, &mut head).is_err() {
-            // Callers split data to fit; an event that still does not fit is a bug.
+        if let Err(error) = encode_event_head(&event, payload.len(), self.max_frame, &mut head) {
+            // Callers split data and refuse datagrams and names that could not fit, and
+            // an `error` event's message is cut to fit: an event that still does not fit
+            // is a bug, counted and logged.
+            crate::warn_limited!(%error, kind = ?kind, "an event did not fit the guest's max_frame");
             state.seq -= 1;
             self.events_undeliverable.fetch_add(1, Ordering::Relaxed);
             return false;

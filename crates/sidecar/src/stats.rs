@@ -5,9 +5,9 @@
 //! ```text
 //! {
 //!   "session": {"id", "vm", "mode", "last_seq", "events_pushed": {kind: n},
-//!               "events_undeliverable", "calls": {method: n}, "open_handles",
-//!               "parked_calls", "queued_bytes", "outbound_bytes", "outbound_cap",
-//!               "poll_queued_bytes"},
+//!               "events_undeliverable", "udp_dropped_too_large", "calls": {method: n},
+//!               "open_handles", "parked_calls", "queued_bytes", "outbound_bytes",
+//!               "outbound_cap", "poll_queued_bytes"},
 //!   "vm":      {"name", "sockets", "sockets_limit", "listeners", "pending_connections",
 //!               "udp_dropped_no_receiver", "udp_dropped_no_room", "sessions",
 //!               "sessions_per_vm", "buffered_bytes", "buffered_bytes_limit",
@@ -67,6 +67,7 @@ pub fn session_stats(core: &Core, sid: SessionId) -> Value {
             "last_seq": session.out.last_seq(),
             "events_pushed": session.out.session_events.to_json(),
             "events_undeliverable": session.out.events_undeliverable.load(std::sync::atomic::Ordering::Relaxed),
+            "udp_dropped_too_large": session.out.datagrams_too_large.load(std::sync::atomic::Ordering::Relaxed),
             "calls": session.calls.to_json(),
             "open_handles": session.open_handles(),
             "parked_calls": session.parked_count(),

@@ -90,7 +90,11 @@ impl TransportError {
     pub fn is_protocol_violation(&self) -> bool {
         matches!(
             self,
-            TransportError::Frame(FrameError::TooLarge { .. } | FrameError::Inconsistent { .. })
+            TransportError::Frame(
+                FrameError::TooLarge { .. }
+                    | FrameError::TooSmall { .. }
+                    | FrameError::Inconsistent { .. }
+            )
         )
     }
 }

@@ -262,7 +262,41 @@ fn inconsistent_lengths_are_fatal() {
     d.push(&[0, 0, 0, 2, 0, 0, 0, 0]);
     assert!(matches!(
         d.next_frame(),
-        Err(FrameError::Inconsistent { .. })
+        Err(FrameError::TooSmall { total: 2 })
+    ));
+}
+
+#[test]
+fn a_total_below_four_is_refused_from_its_four_bytes() {
+    // `total` 3 cannot hold the header length field: refused at once, with no wait for
+    // bytes that would belong to no frame, and nothing read from beyond it.
+    for total in 0u32..4 {
+        let mut d = FrameDecoder::default();
+        d.push(&total.to_be_bytes());
+        let err = d.next_frame().unwrap_err();
+        assert!(
+            matches!(err, FrameError::TooSmall { total: t } if t == total),
+            "{err:?}"
+        );
+        assert_eq!(d.buffered(), 0, "nothing kept after a framing error");
+        // The decoder stays failed with the same error, whatever follows.
+        d.push(&[0xff; 16]);
+        assert!(matches!(d.next_frame(), Err(FrameError::TooSmall { .. })));
+        assert!(matches!(d.finish(), Err(FrameError::TooSmall { .. })));
+        // `read_from` does not read: the pending error comes first.
+        let mut never = &[1u8; 8][..];
+        assert!(d.read_from(&mut never).is_err());
+        assert_eq!(never.len(), 8);
+    }
+    // The blocking reader and the whole-message splitter refuse it from 4 bytes too.
+    let mut four: &[u8] = &[0, 0, 0, 3];
+    assert!(matches!(
+        crate::read_frame(&mut four, DEFAULT_MAX_FRAME),
+        Err(FrameError::TooSmall { total: 3 })
+    ));
+    assert!(matches!(
+        crate::split_frame(vec![0, 0, 0, 1], DEFAULT_MAX_FRAME),
+        Err(FrameError::TooSmall { total: 1 })
     ));
 }
 

@@ -148,15 +148,32 @@ pub(super) fn hello(
     }
     let call = match raw.parse_header() {
         Ok(Header::Call(call)) => call,
-        Ok(_) => {
+        // A reply carries an id to answer; an event none (id 0, as before any hello).
+        Ok(Header::Reply(reply)) => {
+            return refuse(
+                reply.id,
+                WireError::new(ErrorCode::Eproto, "expected a hello call, not a reply"),
+            )
+        }
+        Ok(Header::Event(_)) => {
             return refuse(
                 0,
-                WireError::new(ErrorCode::Eproto, "expected a hello call"),
+                WireError::new(ErrorCode::Eproto, "expected a hello call, not an event"),
             )
         }
         Err(e) => return refuse(e.id.unwrap_or(0), e.to_wire_error()),
     };
     let id = call.id;
+    // A mode this sidecar does not have is a feature it lacks (`ENOTSUP`, PROTOCOL.md
+    // §14), not a malformed param.
+    if call.method == "hello" {
+        if let Some(mode) = call.params.get("mode").and_then(|m| m.as_str()) {
+            if !matches!(mode, "push" | "poll") {
+                let message = format!("mode {mode:?} is not supported: \"push\" or \"poll\"");
+                return refuse(id, WireError::new(ErrorCode::Enotsup, message));
+            }
+        }
+    }
     let params = match call.into_request() {
         Ok(Request::Hello(params)) => params,
         Ok(other) => {
