@@ -9,18 +9,16 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::json;
-use support::{free_port, RawGuest, Wire, DEADLINE};
+use support::child::{plain, Served};
+use support::{free_port, RawGuest, DEADLINE};
 
 /// The child's fd limit (soft = hard, so the sidecar cannot raise it).
 const FD_LIMIT: u64 = 256;
@@ -32,165 +30,18 @@ const ECHO: u16 = 9000;
 /// At most this many log lines while an attack lasts: each site logs once a second.
 const MAX_LOG_LINES: usize = 40;
 
-/// The running `sidecar serve --listen` child and its log.
-struct Served {
-    /// `None` once it has been stopped.
-    child: Option<Child>,
-    socket: PathBuf,
-    host: SocketAddr,
-    lines: Arc<Mutex<Vec<String>>>,
-    log: mpsc::Receiver<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Served {
-    /// Starts the binary with `[limits] fd_reserve = reserve`, VM a (publishing a host port
-    /// to its in-VM port 8080) and VM b; returns once it listens.
-    fn start(reserve: usize) -> Served {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("s.sock");
-        let host: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let config = dir.path().join("sidecar.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[limits]\nfd_reserve = {reserve}\n\
-                 [[vm]]\nname = \"a\"\nsecret = \"sa\"\n\
-                 [[vm.publish]]\nhost = \"{host}\"\nport = {PUBLISHED}\n\
-                 [[vm]]\nname = \"b\"\nsecret = \"sb\"\n"
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sidecar"));
-        command
-            .args(["serve", "--listen", socket.to_str().unwrap(), "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped());
-        // SAFETY: only setrlimit, in the forked child before exec.
-        unsafe {
-            command.pre_exec(|| {
-                let lim = libc::rlimit {
-                    rlim_cur: FD_LIMIT as libc::rlim_t,
-                    rlim_max: FD_LIMIT as libc::rlim_t,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = command.spawn().unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let (tx, log) = mpsc::channel();
-        let kept = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                let line = plain(&line);
-                kept.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
-        let mut served = Served {
-            child: Some(child),
-            socket,
-            host,
-            lines,
-            log,
-            _dir: dir,
-        };
-        served.wait_for_log("listening");
-        served
-    }
-
-    /// Waits (bounded) for a log line containing `needle`; panics past the deadline.
-    fn wait_for_log(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.log.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("no log line with {needle:?}: {:#?}", self.lines()),
-            }
-        }
-    }
-
-    /// Whether a line containing `needle` was logged since the last look (no wait).
-    fn logged(&mut self, needle: &str) -> bool {
-        self.log.try_iter().any(|line| line.contains(needle))
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    fn line_count(&self) -> usize {
-        self.lines.lock().unwrap().len()
-    }
-
-    fn attach(&self, vm: &str, secret: &str) -> RawGuest {
-        RawGuest::attach(
-            Wire::Unix(UnixStream::connect(&self.socket).unwrap()),
-            vm,
-            secret,
-        )
-    }
-
-    /// SIGTERM, then the exit, which must come within the grace period and a margin.
-    /// The whole log.
-    fn terminate(mut self) -> Vec<String> {
-        let bound = sidecar::shutdown::FLUSH_GRACE + Duration::from_secs(8);
-        let mut child = self.child.take().unwrap();
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let (tx, rx) = mpsc::channel();
-        let pid = child.id();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-        match rx.recv_timeout(bound) {
-            Ok(status) => assert!(status.unwrap().success(), "{:#?}", self.lines()),
-            Err(_) => {
-                // SAFETY: our own child, still running.
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                panic!(
-                    "SIGTERM: still running after {bound:?}: {:#?}",
-                    self.lines()
-                );
-            }
-        }
-        assert!(!Path::new(&self.socket).exists(), "the socket file stayed");
-        // The log ends with the process (the reader thread sees end of file).
-        let deadline = Instant::now() + DEADLINE;
-        while self.log.recv_timeout(deadline - Instant::now()).is_ok() {}
-        self.lines()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// `line` without its terminal colour sequences (`ESC [ ... m`).
-fn plain(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            chars.by_ref().find(|&c| c == 'm');
-        } else {
-            out.push(c);
-        }
-    }
-    out
+/// Starts the binary (fd limit [`FD_LIMIT`]) with `[limits] fd_reserve = reserve`, VM a
+/// (publishing a host port to its in-VM port 8080) and VM b; returns once it listens,
+/// with the published host address.
+fn start(reserve: usize) -> (Served, SocketAddr) {
+    let host: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let config = format!(
+        "[limits]\nfd_reserve = {reserve}\n\
+         [[vm]]\nname = \"a\"\nsecret = \"sa\"\n\
+         [[vm.publish]]\nhost = \"{host}\"\nport = {PUBLISHED}\n\
+         [[vm]]\nname = \"b\"\nsecret = \"sb\"\n"
+    );
+    (Served::start(&config, Some(FD_LIMIT)), host)
 }
 
 /// Two guests of VM b: a server listening on the echo port, and a client connected to it.
@@ -247,7 +98,7 @@ fn flood(host: SocketAddr, n: usize) -> Vec<TcpStream> {
 
 /// VM a's guest, after the attacker left: destroys every connection it was handed, then
 /// a new client of the published port reaches it and gets its answer.
-fn published_port_works_again(served: &Served, a: &mut RawGuest, attackers: Vec<TcpStream>) {
+fn published_port_works_again(host: SocketAddr, a: &mut RawGuest, attackers: Vec<TcpStream>) {
     drop(attackers);
     // The guest lets go of every connection it was handed (their accepts all came before
     // the stats reply).
@@ -260,7 +111,7 @@ fn published_port_works_again(served: &Served, a: &mut RawGuest, attackers: Vec<
         }
     }
     assert_eq!(a.stats()["vm"]["sockets"], 1, "every destroy is served");
-    let mut client = TcpStream::connect(served.host).unwrap();
+    let mut client = TcpStream::connect(host).unwrap();
     client.set_read_timeout(Some(DEADLINE)).unwrap();
     let port = client.local_addr().unwrap().port();
     let sock = loop {
@@ -284,8 +135,8 @@ fn published_port_works_again(served: &Served, a: &mut RawGuest, attackers: Vec<
 
 /// A sidecar with the default reserve, and VM a's guest listening behind the published
 /// port (a deep backlog, so the sidecar takes connections until its fds run out).
-fn served_with_listener() -> (Served, RawGuest) {
-    let served = Served::start(64);
+fn served_with_listener() -> (Served, SocketAddr, RawGuest) {
+    let (served, host) = start(64);
     let mut a = served.attach("a", "sa");
     a.call(
         "net.listen",
@@ -293,7 +144,7 @@ fn served_with_listener() -> (Served, RawGuest) {
         b"",
     )
     .unwrap();
-    (served, a)
+    (served, host, a)
 }
 
 /// The default reserve: VM a's published connections stop at the budget (the rest are
@@ -301,7 +152,7 @@ fn served_with_listener() -> (Served, RawGuest) {
 /// serves a new client.
 #[test]
 fn a_published_port_flood_stops_at_the_fd_budget_and_another_vm_attaches_and_echoes() {
-    let (mut served, mut a) = served_with_listener();
+    let (mut served, host, mut a) = served_with_listener();
     // A guest sees its VM's socket limit clamped to the fds the process can hold.
     assert_eq!(
         a.stats()["vm"]["sockets_limit"],
@@ -309,7 +160,7 @@ fn a_published_port_flood_stops_at_the_fd_budget_and_another_vm_attaches_and_ech
         "sockets_per_vm clamped to the fd limit less the reserve"
     );
     let before = served.line_count();
-    let attackers = flood(served.host, ATTACK);
+    let attackers = flood(host, ATTACK);
     assert!(
         attackers.len() > FD_LIMIT as usize,
         "the flood did not connect"
@@ -331,7 +182,7 @@ fn a_published_port_flood_stops_at_the_fd_budget_and_another_vm_attaches_and_ech
         served.lines()
     );
     // (c) The attacker leaves: the published port works again.
-    published_port_works_again(&served, &mut a, attackers);
+    published_port_works_again(host, &mut a, attackers);
     echo.echoes(1);
     let log = served.terminate();
     assert!(!log.iter().any(|l| l.contains("did not read")), "{log:#?}");
@@ -342,10 +193,10 @@ fn a_published_port_flood_stops_at_the_fd_budget_and_another_vm_attaches_and_ech
 /// echoing, and SIGTERM stops the process within its bound.
 #[test]
 fn out_of_fds_the_acceptors_shed_and_back_off_and_sigterm_still_stops_the_sidecar() {
-    let (mut served, a) = served_with_listener();
+    let (mut served, host, a) = served_with_listener();
     let mut echo = Echo::attach(&served);
     let before = served.line_count();
-    let mut attackers = flood(served.host, ATTACK);
+    let mut attackers = flood(host, ATTACK);
     served.wait_for_log("published connection closed");
     // Connections to the Unix listener (never a hello) take the reserve, until its
     // accept fails for want of fds.
@@ -355,7 +206,7 @@ fn out_of_fds_the_acceptors_shed_and_back_off_and_sigterm_still_stops_the_sideca
     }
     served.wait_for_log_or_seen("accept on the Unix listener failed");
     // The published port, out of fds too, sheds new connections.
-    attackers.extend(flood(served.host, 50));
+    attackers.extend(flood(host, 50));
     served.wait_for_log_or_seen("accept on a published port failed");
     // A session attached before is served all along.
     echo.echoes(5);
@@ -378,16 +229,6 @@ fn out_of_fds_the_acceptors_shed_and_back_off_and_sigterm_still_stops_the_sideca
         assert!(line.contains("sessions=1 "), "{line}");
     }
     drop((attackers, unattached, a, echo));
-}
-
-impl Served {
-    /// As [`Served::wait_for_log`], counting a line already seen by [`Served::logged`].
-    fn wait_for_log_or_seen(&mut self, needle: &str) {
-        if self.lines().iter().any(|l| l.contains(needle)) {
-            return;
-        }
-        self.wait_for_log(needle);
-    }
 }
 
 /// In process: the operator sees the fd use; a host socket past the budget fails

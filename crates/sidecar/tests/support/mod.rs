@@ -13,6 +13,7 @@ pub use sidecar_protocol::Mode;
 use sidecar_protocol::{read_frame, Header, DEFAULT_MAX_FRAME};
 
 pub mod bystander;
+pub mod child;
 mod native;
 #[allow(unused_imports)] // not every test binary uses the native peers
 pub use native::*;
