@@ -20,6 +20,8 @@ const stream = require('stream');
 const util = require('util');
 const { updateRef, defineRef, session } = require('./handle');
 const { sysError, fromWire, nodeError } = require('./errors');
+const netConnect = require('./net_connect');
+const { socketHandle } = require('./handle_shim');
 
 // Bytes of noreply writes between synchronous ones (with `pressure`: without an event
 // dispatched in between). The sidecar may hold up to about this much past its high-water
@@ -102,6 +104,11 @@ function Socket(options) {
   // Node's sockets walk `_parent` to null (a TLSSocket refreshes its timers up the chain).
   this._parent = null;
   this._pollKind = 'socket';
+  this._attempts = null;
+  this._lookupHost = undefined;
+  // Node's own listener: without allowHalfOpen, a write after the peer's end fails EPIPE.
+  this.on('end', onReadableStreamEnd);
+  if (options.signal) netConnect.addAbortSignal(this, options.signal);
   const accepted = options[kAccepted];
   if (accepted) {
     this._local = accepted.local;
@@ -113,6 +120,20 @@ function Socket(options) {
   }
 }
 util.inherits(Socket, stream.Duplex);
+
+function onReadableStreamEnd() {
+  if (!this.allowHalfOpen) this.write = writeAfterFIN;
+}
+
+function writeAfterFIN(chunk, encoding, cb) {
+  if (!this.writableEnded) return stream.Duplex.prototype.write.call(this, chunk, encoding, cb);
+  if (typeof encoding === 'function') cb = encoding;
+  const err = new Error('This socket has been ended by the other party');
+  err.code = 'EPIPE';
+  if (typeof cb === 'function') process.nextTick(cb, err);
+  this.destroy(err);
+  return false;
+}
 
 Socket.prototype._attach = function (id) {
   this._id = id;
@@ -129,28 +150,29 @@ Socket.prototype._applyOptions = function () {
 // --- connect ---------------------------------------------------------------------
 
 Socket.prototype.connect = function (...args) {
-  const normalized = isNormalized(args) ? args[0] : normalizeArgs(args);
-  const [options, cb] = normalized;
-  if (this.connecting || this._id !== null) throw nodeError('ERR_SOCKET_CONNECTING', 'Socket is already connected or connecting');
-  if (this.destroyed) throw nodeError('ERR_SOCKET_CLOSED', 'Socket is closed');
-  if (cb) this.once('connect', cb);
-  let where;
-  if (options.path !== undefined && options.path !== null) {
-    where = { path: String(options.path) };
-  } else {
-    where = { host: options.host || 'localhost', port: validatePort(options.port) };
-  }
-  if (options.timeout) this.setTimeout(options.timeout);
-  this._where = where;
+  return netConnect.connect(this, args, normalizeArgs);
+};
+
+// From connect(), once the arguments are valid: the socket is connecting from now on.
+Socket.prototype._startConnect = function () {
   this.connecting = true;
   this._active = true;
   updateRef(this);
-  if (this._session.mode === 'poll') return this._connectBlocking(where);
+};
+
+// Connects to `where` ({ host: an IP or a name the sidecar resolves, port } or
+// { path }); `attempts` ({ rest, errors }): the addresses still to try if this fails.
+Socket.prototype._connectTo = function (where, attempts = null) {
+  this._where = where;
+  this._attempts = attempts;
+  if (attempts && this.autoSelectFamilyAttemptedAddresses) this.autoSelectFamilyAttemptedAddresses.push(`${where.host}:${where.port}`);
+  const params = where.path !== undefined ? { path: where.path } : { host: where.host, port: where.port };
+  if (this._session.mode === 'poll') return this._connectBlocking(params);
   try {
-    this._connectRequest = this._session.send('net.connect', where);
+    this._connectRequest = this._session.send('net.connect', params);
     this._session.requests.set(this._connectRequest, this);
   } catch (e) {
-    process.nextTick(() => this.destroy(toSysError(e, 'connect', where)));
+    process.nextTick(() => this._connectFailed(toSysError(e, 'connect', where)));
   }
   return this;
 };
@@ -158,12 +180,12 @@ Socket.prototype.connect = function (...args) {
 // Poll mode: a blocking net.connect, as the old polyfill made it (a `noreply` connect
 // reports its socket id in an event, and a poll-mode guest polls by socket id). The
 // socket is polled from now on; its `connect` event, polled, completes the connect.
-Socket.prototype._connectBlocking = function (where) {
+Socket.prototype._connectBlocking = function (params) {
   let result;
   try {
-    result = this._session.call('net.connect', where).result;
+    result = this._session.call('net.connect', params).result;
   } catch (e) {
-    process.nextTick(() => this.destroy(toSysError(e, 'connect', where)));
+    process.nextTick(() => this._connectFailed(toSysError(e, 'connect', this._where)));
     return this;
   }
   this._local = result.local;
@@ -172,18 +194,55 @@ Socket.prototype._connectBlocking = function (where) {
   return this;
 };
 
-function isNormalized(args) {
-  return args.length === 1 && Array.isArray(args[0]) && args[0].length === 2 && typeof args[0][0] === 'object';
-}
-
-function validatePort(port) {
-  if (port === undefined || port === null) throw nodeError('ERR_MISSING_ARGS', 'The "options" or "port" or "path" argument must be specified', TypeError);
-  const n = typeof port === 'string' && port.trim() !== '' ? Number(port) : port;
-  if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > 65535) {
-    throw nodeError('ERR_SOCKET_BAD_PORT', `Port should be >= 0 and < 65536. Received ${util.inspect(port)}.`, RangeError);
+// A connect attempt failed: the next address (autoSelectFamily), or the socket fails
+// as Node's does (a name that did not resolve: 'lookup' with the error first).
+Socket.prototype._connectFailed = function (err) {
+  if (this.destroyed || !this.connecting) return;
+  const attempts = this._attempts;
+  if (attempts && attempts.rest.length > 0) {
+    attempts.errors.push(err);
+    const next = attempts.rest.shift();
+    this._connectTo({ ...this._where, host: next.address }, attempts);
+    return;
   }
-  return n;
-}
+  if (attempts && attempts.errors.length > 0) {
+    attempts.errors.push(err);
+    const all = new AggregateError(attempts.errors, err.message);
+    all.code = err.code;
+    this.destroy(all);
+    return;
+  }
+  const host = this._lookupHost;
+  if (host !== undefined && netConnect.RESOLVE_ERRORS.has(err.code)) {
+    this._lookupHost = undefined;
+    const lookupErr = sysError(err.code, 'getaddrinfo', host, { hostname: host });
+    this.emit('lookup', lookupErr, undefined, undefined, host);
+    this.destroy(lookupErr);
+    return;
+  }
+  this.destroy(err);
+};
+
+// Reconnect (connect() on a closed socket): back to a new socket's state, as Node's
+// connect() does with _undestroy().
+Socket.prototype._reset = function () {
+  this._undestroy();
+  this._id = null;
+  this._closed = false;
+  this._gotEnd = false;
+  this._local = null;
+  this._remote = null;
+  this._owed = 0;
+  this._held = false;
+  this._pressured = false;
+  this._unsynced = 0;
+  this._sentNoDelay = null;
+  this._sentKeepAlive = null;
+  this._pendingWrite = null;
+  this._pendingFinal = null;
+  this._awaitDrain = null;
+  if (this.write !== Socket.prototype.write) this.write = Socket.prototype.write;
+};
 
 Socket.prototype._onConnected = function (event) {
   if (this.destroyed) {
@@ -198,6 +257,12 @@ Socket.prototype._onConnected = function (event) {
   if (this._id !== event.socket) this._attach(event.socket);
   this._applyOptions();
   this._refreshTimer();
+  const host = this._lookupHost;
+  if (host !== undefined) {
+    // The sidecar resolved the name: the address it connected to, as Node's 'lookup'.
+    this._lookupHost = undefined;
+    this.emit('lookup', null, this._remote && this._remote.address, familyNumber(this._remote), host);
+  }
   if (this._pendingWrite) {
     const { data, cb } = this._pendingWrite;
     this._pendingWrite = null;
@@ -277,11 +342,19 @@ Socket.prototype._onDrain = function () {
 
 Socket.prototype._onError = function (event) {
   if (this.destroyed) return;
-  let syscall = 'read';
-  if (this.connecting) syscall = 'connect';
-  else if (event.request !== undefined) syscall = 'write';
-  this.destroy(fromWire(event, syscall, this.connecting ? this._where : undefined));
+  if (this.connecting) {
+    this._connectFailed(fromWire(event, 'connect', this._where));
+    return;
+  }
+  const syscall = event.request !== undefined ? 'write' : 'read';
+  this.destroy(fromWire(event, syscall));
 };
+
+function familyNumber(endpoint) {
+  if (!endpoint) return undefined;
+  if (endpoint.family === 'IPv6' || endpoint.family === 6) return 6;
+  return 4;
+}
 
 Socket.prototype._onClose = function () {
   this._release();
@@ -503,8 +576,14 @@ define('localPort', function () {
 define('localFamily', function () {
   return this._local && this._local.family;
 });
+// As Node's: what was sent, plus what is queued (before connect, or behind a write).
 define('bytesWritten', function () {
-  return this._bytesWritten;
+  let bytes = this._bytesWritten;
+  const queued = this.writableBuffer;
+  if (!queued) return undefined;
+  for (const el of queued) bytes += Buffer.isBuffer(el.chunk) ? el.chunk.length : Buffer.byteLength(el.chunk, el.encoding);
+  if (this._pendingWrite) bytes += this._pendingWrite.data.length;
+  return bytes;
 });
 define('bufferSize', function () {
   return this.writableLength;
@@ -512,9 +591,15 @@ define('bufferSize', function () {
 define('pending', function () {
   return this._id === null || this.connecting;
 });
-define('_handle', function () {
-  // Node code tests `socket._handle` for "is open"; there is no native handle here.
-  return null;
+// Open (connecting or connected, not destroyed): a stand-in handle (handle_shim.js).
+Object.defineProperty(Socket.prototype, '_handle', {
+  get() {
+    if (this.destroyed || (!this.connecting && this._id === null)) return null;
+    return socketHandle(this);
+  },
+  set() {},
+  configurable: true,
+  enumerable: false,
 });
 define('readyState', function () {
   if (this.connecting) return 'opening';
@@ -527,6 +612,7 @@ define('readyState', function () {
 function install(originals) {
   OriginalSocket = originals.Socket;
   normalizeArgs = originals.normalizeArgs;
+  netConnect.install(normalizeArgs);
   // Sockets Node makes over fds (stdio pipes) are instances of the original class; they
   // still count as net.Socket.
   Object.defineProperty(Socket, Symbol.hasInstance, {
