@@ -81,24 +81,25 @@ function lookupAndConnect(socket, options) {
   if (attemptTimeout !== undefined && attemptTimeout !== null) v.validateInt32(attemptTimeout, 'options.autoSelectFamilyAttemptTimeout', 1);
   const local = localAddress || localPort ? { localAddress, localPort } : null;
 
-  socket._startConnect();
   const family = net.isIP(host);
+  // Everything that throws is checked before the socket counts as connecting (it then
+  // holds the process open).
+  if (!family && options.lookup !== undefined && options.lookup !== null) v.validateFunction(options.lookup, 'options.lookup');
+  const dnsopts = { family: socketToDnsFamily(options.family), hints: options.hints || 0 };
+  if (!family && !options.lookup && dnsopts.family !== undefined && dnsopts.family !== 0 && dnsopts.family !== 4 && dnsopts.family !== 6) {
+    // The sidecar resolves the name as it connects: `family` is checked as dns.lookup does.
+    throw v.invalidArgValue('options.family', dnsopts.family, 'must be one of: 0, 4, 6');
+  }
+  socket._startConnect();
   if (family) {
     process.nextTick(() => {
       if (socket.connecting) socket._connectTo({ host, port, ...local });
     });
     return;
   }
-  if (options.lookup !== undefined && options.lookup !== null) v.validateFunction(options.lookup, 'options.lookup');
-  const dnsopts = { family: socketToDnsFamily(options.family), hints: options.hints || 0 };
   if (dnsopts.family !== 4 && dnsopts.family !== 6 && dnsopts.hints === 0) dnsopts.hints = dns.ADDRCONFIG;
   socket._host = host;
   if (!options.lookup) {
-    // The sidecar resolves the name in the VM as it connects; `family` still is
-    // validated as dns.lookup would.
-    if (dnsopts.family !== undefined && dnsopts.family !== 0 && dnsopts.family !== 4 && dnsopts.family !== 6) {
-      throw v.invalidArgValue('options.family', dnsopts.family, 'must be one of: 0, 4, 6');
-    }
     socket._lookupHost = host;
     process.nextTick(() => {
       if (socket.connecting) socket._connectTo({ host, port, ...local });

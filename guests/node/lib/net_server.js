@@ -106,7 +106,10 @@ Server.prototype._onAccept = function (event) {
     this._connections--;
     this._emitCloseIfDrained();
   });
-  if (this.pauseOnConnect) socket.pause();
+  if (this.pauseOnConnect) {
+    socket.pause();
+    socket._setReading(false);
+  }
   this.emit('connection', socket);
 };
 

@@ -90,6 +90,7 @@ function Socket(options) {
   this._pendingWrite = null;
   this._pendingFinal = null;
   this._awaitDrain = null;
+  this._readStopped = false; // not reading (see _busy)
   this._gotEnd = false;
   this._timer = null;
   this.timeout = 0;
@@ -241,6 +242,7 @@ Socket.prototype._reset = function () {
   this._pendingWrite = null;
   this._pendingFinal = null;
   this._awaitDrain = null;
+  this._readStopped = false;
   if (this.write !== Socket.prototype.write) this.write = Socket.prototype.write;
 };
 
@@ -255,6 +257,7 @@ Socket.prototype._onConnected = function (event) {
   this.connecting = false;
   this._connectRequest = null;
   if (this._id !== event.socket) this._attach(event.socket);
+  else updateRef(this);
   this._applyOptions();
   this._refreshTimer();
   const host = this._lookupHost;
@@ -275,6 +278,9 @@ Socket.prototype._onConnected = function (event) {
   }
   this.emit('connect');
   this.emit('ready');
+  // Paused before it connected or in a 'connect' listener: as Node's, it never starts
+  // reading (and does not hold the process) until resumed or read.
+  if (this.isPaused()) this._setReading(false);
 };
 
 // --- events from the sidecar ---------------------------------------------------------
@@ -306,7 +312,10 @@ Socket.prototype._onData = function (payload) {
   this.bytesRead += payload.length;
   this._owed += payload.length;
   this._refreshTimer();
-  if (!this.push(payload)) this._held = true;
+  if (!this.push(payload)) {
+    this._held = true;
+    this._setReading(false);
+  }
   else if (this._owed >= GRANT_BATCH) this._grant();
 };
 
@@ -316,7 +325,24 @@ Socket.prototype._grant = function () {
   this._owed = 0;
 };
 
+// Whether the socket holds the process open (with ref): as Node's, while it connects,
+// reads or waits to write. Node's socket stops reading (and no longer holds the loop)
+// once its buffer is full (push() says so), when accepted with pauseOnConnect, or when
+// paused before 'connect' returned; pause() alone does not stop it; _read() restarts it.
+Socket.prototype._busy = function () {
+  return this.connecting || !this._readStopped || this._awaitDrain !== null || this._pendingWrite !== null;
+};
+
+Socket.prototype._setReading = function (reading) {
+  if (this._readStopped !== reading) return;
+  this._readStopped = !reading;
+  updateRef(this);
+};
+
 Socket.prototype._read = function () {
+  // Not the read(0) a push() into a paused stream makes: data a guest socket receives
+  // while it "does not read" (the sidecar's window) must not restart it.
+  if (this._held || !this.isPaused()) this._setReading(true);
   if (this._held || this._owed >= GRANT_BATCH) {
     this._held = false;
     this._grant();
@@ -337,6 +363,7 @@ Socket.prototype._onDrain = function () {
   const waiting = this._awaitDrain;
   if (!waiting) return;
   this._awaitDrain = null;
+  updateRef(this);
   waiting.resume();
 };
 
@@ -418,6 +445,7 @@ Socket.prototype._sendData = function (data, offset, cb) {
       // Past the high-water mark: the rest waits for `drain`.
       const rest = offset;
       this._awaitDrain = { resume: () => this._sendData(data, rest, cb), cb };
+      updateRef(this);
       return undefined;
     }
     const n = Math.min(piece, data.length - offset);
@@ -441,6 +469,7 @@ Socket.prototype._sendData = function (data, offset, cb) {
         this._pressured = true;
         const rest = offset;
         this._awaitDrain = { resume: () => this._sendData(data, rest, cb), cb };
+        updateRef(this);
         return undefined;
       }
     } catch (e) {

@@ -100,8 +100,8 @@ function invalidIpAddress(ip) {
 }
 
 function missingArgs(...names) {
-  const quoted = names.map((n) => `"${n}"`);
-  const list = quoted.length <= 2 ? quoted.join(' or ') : `${quoted.slice(0, -1).join(', ')} or ${quoted[quoted.length - 1]}`;
+  // As Node's ERR_MISSING_ARGS given one list of alternatives.
+  const list = names.map((n) => `"${n}"`).join(' or ');
   return nodeError('ERR_MISSING_ARGS', `The ${list} argument must be specified`, TypeError);
 }
 
