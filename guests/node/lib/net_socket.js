@@ -21,6 +21,7 @@ const util = require('util');
 const { updateRef, defineRef, session } = require('./handle');
 const { sysError, fromWire, nodeError } = require('./errors');
 const netConnect = require('./net_connect');
+const onread = require('./net_onread');
 const { socketHandle } = require('./handle_shim');
 
 // Bytes of noreply writes between synchronous ones (with `pressure`: without an event
@@ -91,6 +92,7 @@ function Socket(options) {
   this._pendingFinal = null;
   this._awaitDrain = null;
   this._readStopped = false; // not reading (see _busy)
+  this._onread = onread.parse(options.onread); // { buffer, callback } (net_onread.js)
   this._gotEnd = false;
   this._timer = null;
   this.timeout = 0;
@@ -310,8 +312,14 @@ Socket.prototype._onEvent = function (event, payload) {
 Socket.prototype._onData = function (payload) {
   if (this.destroyed || this._gotEnd) return;
   this.bytesRead += payload.length;
-  this._owed += payload.length;
   this._refreshTimer();
+  if (this._onread) {
+    // Credit goes back for what the program's callback took.
+    this._owed += onread.deliver(this, this._onread, payload);
+    if (this._owed >= GRANT_BATCH || this._onread.stopped) this._grant();
+    return;
+  }
+  this._owed += payload.length;
   if (!this.push(payload)) {
     this._held = true;
     this._setReading(false);
@@ -339,6 +347,20 @@ Socket.prototype._setReading = function (reading) {
   updateRef(this);
 };
 
+Socket.prototype.resume = function () {
+  if (this._onread && this._onread.stopped) {
+    this._owed += onread.restart(this, this._onread);
+    this._grant();
+    if (this._onread.endPending && this._onread.waiting.length === 0) this._onEnd();
+  }
+  return stream.Duplex.prototype.resume.call(this);
+};
+
+Socket.prototype.pause = function () {
+  if (this._onread) this._onread.stopped = true;
+  return stream.Duplex.prototype.pause.call(this);
+};
+
 Socket.prototype._read = function () {
   // Not the read(0) a push() into a paused stream makes: data a guest socket receives
   // while it "does not read" (the sidecar's window) must not restart it.
@@ -351,6 +373,11 @@ Socket.prototype._read = function () {
 
 Socket.prototype._onEnd = function () {
   if (this._gotEnd) return;
+  if (this._onread && this._onread.waiting.length > 0) {
+    // The EOF comes after the bytes still waiting for the program's callback.
+    this._onread.endPending = true;
+    return;
+  }
   this._gotEnd = true;
   this.push(null);
   // As Node's own sockets do on EOF: a stream nobody reads, with nothing buffered,

@@ -69,6 +69,7 @@ const APPS = [
   { app: 'poll_throw.js', output: /poll throw ok/, methods: ['net.connect', 'net.write'] },
   { app: 'close_same_tick.js', output: /close same tick ok/, methods: ['net.listen', 'net.server_close'] },
   { app: 'paused_exit.js', output: /paused exit ok/, methods: ['net.connect'] },
+  { app: 'onread.js', output: /onread ok/, methods: ['net.connect', 'net.credit'] },
 ];
 
 for (const lane of ['plain', 'push', 'poll']) {
