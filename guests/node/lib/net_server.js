@@ -12,6 +12,7 @@ const { updateRef, defineRef, session } = require('./handle');
 const { fromWire, nodeError } = require('./errors');
 const { Socket, kAccepted } = require('./net_socket');
 const { serverHandle, markTransport } = require('./handle_shim');
+const { invalidArgType, validateFunction } = require('./validators');
 const tls = require('tls');
 
 function Server(options, connectionListener) {
@@ -23,7 +24,7 @@ function Server(options, connectionListener) {
   } else if (options === undefined || options === null) {
     options = {};
   } else if (typeof options !== 'object') {
-    throw nodeError('ERR_INVALID_ARG_TYPE', 'The "options" argument must be of type object.', TypeError);
+    throw invalidArgType('options', 'object', options);
   }
   if (typeof connectionListener === 'function') this.on('connection', connectionListener);
   this._session = session();
@@ -163,6 +164,7 @@ Server.prototype.address = function () {
 };
 
 Server.prototype.getConnections = function (cb) {
+  validateFunction(cb, 'callback');
   process.nextTick(cb, null, this._connections);
   return this;
 };

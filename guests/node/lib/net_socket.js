@@ -22,6 +22,7 @@ const { updateRef, defineRef, session } = require('./handle');
 const { sysError, fromWire, nodeError } = require('./errors');
 const netConnect = require('./net_connect');
 const onread = require('./net_onread');
+const v = require('./validators');
 const { socketHandle } = require('./handle_shim');
 
 // Bytes of noreply writes between synchronous ones (with `pressure`: without an event
@@ -581,6 +582,10 @@ Socket.prototype.setKeepAlive = function (enable = false, initialDelay = 0) {
 };
 
 Socket.prototype.setTimeout = function (msecs, callback) {
+  // As Node's getTimerDuration and validateFunction.
+  v.validateNumber(msecs, 'msecs');
+  if (msecs < 0 || !Number.isFinite(msecs)) throw v.outOfRange('msecs', 'a non-negative finite number', msecs);
+  if (callback !== undefined) v.validateFunction(callback, 'callback');
   if (this._timer) {
     clearTimeout(this._timer);
     this._timer = null;

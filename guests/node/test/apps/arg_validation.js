@@ -20,6 +20,11 @@ const cases = [
   [() => net.createServer().listen({ port: 1.5 }), { code: 'ERR_SOCKET_BAD_PORT', name: 'RangeError' }],
   [() => net.createServer().listen({ fd: -5 }), { code: 'ERR_INVALID_ARG_VALUE' }],
   [() => new net.Socket().write(5), { code: 'ERR_INVALID_ARG_TYPE', name: 'TypeError' }],
+  [() => new net.Socket().setTimeout(-1), { code: 'ERR_OUT_OF_RANGE', name: 'RangeError', message: 'The value of "msecs" is out of range. It must be a non-negative finite number. Received -1' }],
+  [() => new net.Socket().setTimeout('x'), { code: 'ERR_INVALID_ARG_TYPE', message: "The \"msecs\" argument must be of type number. Received type string ('x')" }],
+  [() => new net.Socket().setTimeout(10, 5), { code: 'ERR_INVALID_ARG_TYPE', message: 'The "callback" argument must be of type function. Received type number (5)' }],
+  [() => new net.Server(5), { code: 'ERR_INVALID_ARG_TYPE', name: 'TypeError', message: 'The "options" argument must be of type object. Received type number (5)' }],
+  [() => net.createServer().getConnections(5), { code: 'ERR_INVALID_ARG_TYPE', message: 'The "callback" argument must be of type function. Received type number (5)' }],
 ];
 for (const [fn, expected] of cases) {
   assert.throws(fn, expected);
