@@ -102,11 +102,8 @@ Server.prototype._onAccept = function (event) {
   socket._server = this;
   // tls.Server (https, http2 secure) wraps it in a TLSSocket in its 'connection' listener.
   if (this instanceof tls.Server) markTransport(socket);
+  // Counted down by the socket's _destroy, as Node's (no listener of ours on it).
   this._connections++;
-  socket.once('close', () => {
-    this._connections--;
-    this._emitCloseIfDrained();
-  });
   if (this.pauseOnConnect) {
     socket.pause();
     socket._setReading(false);

@@ -541,6 +541,12 @@ Socket.prototype._destroy = function (err, cb) {
   }
   cb(err);
   process.nextTick(() => this.emit('close', Boolean(err)));
+  const server = this._server;
+  if (server && !this._uncounted) {
+    this._uncounted = true;
+    server._connections--;
+    if (server._emitCloseIfDrained) server._emitCloseIfDrained();
+  }
 };
 
 Socket.prototype.destroySoon = function () {

@@ -5,7 +5,13 @@
 const net = require('net');
 const assert = require('assert');
 
-const server = net.createServer((s) => s.end('four'));
+const server = net.createServer((s) => {
+  // An accepted socket carries Node's own 'end' listener and nothing else of its own.
+  assert.strictEqual(s.listenerCount('end'), 1);
+  assert.strictEqual(s.listenerCount('close'), 0);
+  assert.strictEqual(s.listenerCount('data'), 0);
+  s.end('four');
+});
 server.listen(0, '127.0.0.1', () => {
   const { port } = server.address();
   const socket = new net.Socket();
