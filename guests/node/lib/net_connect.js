@@ -17,7 +17,7 @@
 
 const net = require('net');
 const dns = require('dns');
-const { nodeError } = require('./errors');
+const { nodeError, sysError } = require('./errors');
 const v = require('./validators');
 
 let kNormalized = null;
@@ -177,4 +177,95 @@ function addAbortSignal(socket, signal) {
   socket.once('close', () => signal.removeEventListener('abort', onAbort));
 }
 
-module.exports = { install, connect, addAbortSignal, RESOLVE_ERRORS };
+// The guest Socket's connect attempts: _connectTo (one address), _connectBlocking (poll
+// mode), _connectFailed (the next address, or the error as Node reports it), _reset
+// (reconnect). `deps.toSysError` turns a call's wire error into a Node error.
+function defineAttempts(Socket, { toSysError }) {
+  const proto = Socket.prototype;
+  // Connects to `where` ({ host: an IP or a name the sidecar resolves, port } or
+  // { path }); `attempts` ({ rest, errors }): the addresses still to try if this fails.
+  proto._connectTo = function (where, attempts = null) {
+    this._where = where;
+    this._attempts = attempts;
+    if (attempts && this.autoSelectFamilyAttemptedAddresses) this.autoSelectFamilyAttemptedAddresses.push(`${where.host}:${where.port}`);
+    const params = where.path !== undefined ? { path: where.path } : { host: where.host, port: where.port };
+    if (this._session.mode === 'poll') return this._connectBlocking(params);
+    try {
+      this._connectRequest = this._session.send('net.connect', params);
+      this._session.requests.set(this._connectRequest, this);
+    } catch (e) {
+      process.nextTick(() => this._connectFailed(toSysError(e, 'connect', where)));
+    }
+    return this;
+  };
+
+  // Poll mode: a blocking net.connect, as the old polyfill made it (a `noreply` connect
+  // reports its socket id in an event, and a poll-mode guest polls by socket id). The
+  // socket is polled from now on; its `connect` event, polled, completes the connect.
+  proto._connectBlocking = function (params) {
+    let result;
+    try {
+      result = this._session.call('net.connect', params).result;
+    } catch (e) {
+      process.nextTick(() => this._connectFailed(toSysError(e, 'connect', this._where)));
+      return this;
+    }
+    this._local = result.local;
+    this._remote = result.remote;
+    this._attach(result.socket);
+    return this;
+  };
+
+  // A connect attempt failed: the next address (autoSelectFamily), or the socket fails
+  // as Node's does (a name that did not resolve: 'lookup' with the error first).
+  proto._connectFailed = function (err) {
+    if (this.destroyed || !this.connecting) return;
+    const attempts = this._attempts;
+    if (attempts && attempts.rest.length > 0) {
+      attempts.errors.push(err);
+      const next = attempts.rest.shift();
+      this._connectTo({ ...this._where, host: next.address }, attempts);
+      return;
+    }
+    if (attempts && attempts.errors.length > 0) {
+      attempts.errors.push(err);
+      const all = new AggregateError(attempts.errors, err.message);
+      all.code = err.code;
+      this.destroy(all);
+      return;
+    }
+    const host = this._lookupHost;
+    if (host !== undefined && RESOLVE_ERRORS.has(err.code)) {
+      this._lookupHost = undefined;
+      const lookupErr = sysError(err.code, 'getaddrinfo', host, { hostname: host });
+      this.emit('lookup', lookupErr, undefined, undefined, host);
+      this.destroy(lookupErr);
+      return;
+    }
+    this.destroy(err);
+  };
+
+  // Reconnect (connect() on a closed socket): back to a new socket's state, as Node's
+  // connect() does with _undestroy().
+  proto._reset = function () {
+    this._undestroy();
+    this._id = null;
+    this._closed = false;
+    this._gotEnd = false;
+    this._local = null;
+    this._remote = null;
+    this._owed = 0;
+    this._held = false;
+    this._pressured = false;
+    this._unsynced = 0;
+    this._sentNoDelay = null;
+    this._sentKeepAlive = null;
+    this._pendingWrite = null;
+    this._pendingFinal = null;
+    this._awaitDrain = null;
+    this._readStopped = false;
+    if (this.write !== proto.write) this.write = proto.write;
+  };
+}
+
+module.exports = { install, connect, addAbortSignal, defineAttempts, RESOLVE_ERRORS };
