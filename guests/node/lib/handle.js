@@ -3,8 +3,10 @@
 // the process open. A handle counts while it is active (has or is getting a sidecar id)
 // and ref'd; the session's event source is ref'd while any handle counts.
 
+// A handle with a `_busy()` counts only while busy: as a libuv stream, which keeps the
+// loop alive only while it reads, writes or connects (a paused idle socket does not).
 function updateRef(handle) {
-  const want = handle._refed && handle._active;
+  const want = handle._refed && handle._active && (handle._busy === undefined || handle._busy());
   if (want && !handle._counted) {
     handle._counted = true;
     handle._session.ref();

@@ -42,6 +42,9 @@ function install() {
     Socket: net.Socket,
     Server: net.Server,
     normalizeArgs: net._normalizeArgs,
+    // Node's own listen(): the guest net.Server uses it (net_listen.js); taken before
+    // native_net.js refuses it on Node's own net.Server.
+    listen: net.Server.prototype.listen,
   };
   if (typeof originals.normalizeArgs !== 'function') throw new Error('pushnet: this Node has no net._normalizeArgs');
   // node:tls captures net.Socket when it loads: it must see the original (see tls.js).
@@ -57,6 +60,7 @@ function install() {
   });
 
   const { Server, createServer } = require('./net_server');
+  require('./net_listen').install(Server, originals.listen);
   const guestDgram = require('./dgram');
   const guestDns = require('./dns');
 
@@ -65,6 +69,7 @@ function install() {
     const normalized = netSocket.normalize(args);
     const [options] = normalized;
     const socket = new Socket(options);
+    if (options.timeout) socket.setTimeout(options.timeout);
     return socket.connect(normalized);
   }
   Object.assign(net, { Socket, Stream: Socket, Server, createServer, connect, createConnection: connect });

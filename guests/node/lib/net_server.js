@@ -2,15 +2,18 @@
 // net.Server over the sidecar. A plain function constructor (not a class) because
 // node:http's Server calls `net.Server.call(this, options)` and inherits its prototype.
 //
-// listen() is a synchronous net.listen; 'listening' (or 'error') follows on the next
-// tick, as in Node. Each `accept` event becomes a Socket, acknowledged at once
+// listen() is Node's own, over a synchronous net.listen (net_listen.js); 'listening'
+// (or 'error') follows on the next tick, as in Node. Each `accept` event becomes a Socket, acknowledged at once
 // (net.credit 0, PROTOCOL §8 net.listen), and is emitted as 'connection'.
 
 const EventEmitter = require('events');
 const util = require('util');
 const { updateRef, defineRef, session } = require('./handle');
 const { fromWire, nodeError } = require('./errors');
-const { Socket, kAccepted, normalize } = require('./net_socket');
+const { Socket, kAccepted } = require('./net_socket');
+const { serverHandle, markTransport } = require('./handle_shim');
+const { invalidArgType, validateFunction } = require('./validators');
+const tls = require('tls');
 
 function Server(options, connectionListener) {
   if (!(this instanceof Server)) return new Server(options, connectionListener);
@@ -21,7 +24,7 @@ function Server(options, connectionListener) {
   } else if (options === undefined || options === null) {
     options = {};
   } else if (typeof options !== 'object') {
-    throw nodeError('ERR_INVALID_ARG_TYPE', 'The "options" argument must be of type object.', TypeError);
+    throw invalidArgType('options', 'object', options);
   }
   if (typeof connectionListener === 'function') this.on('connection', connectionListener);
   this._session = session();
@@ -39,6 +42,12 @@ function Server(options, connectionListener) {
   this.keepAliveInitialDelay = options.keepAliveInitialDelay || 0;
   this.highWaterMark = options.highWaterMark;
   this.maxConnections = undefined;
+  // Read and written by Node's own listen() (net_listen.js).
+  this._listeningId = 1;
+  this._usingWorkers = false;
+  this._workers = [];
+  this._unref = false;
+  this._pipeName = undefined;
 }
 util.inherits(Server, EventEmitter);
 
@@ -50,43 +59,17 @@ Object.defineProperty(Server.prototype, 'listening', {
   enumerable: true,
 });
 
-Server.prototype.listen = function (...args) {
-  const [options, cb] = normalize(args);
-  if (cb) this.once('listening', cb);
-  if (this._id !== null) throw nodeError('ERR_SERVER_ALREADY_LISTEN', 'Listen method has been called more than once without closing.');
-  let params;
-  if (options.path !== undefined && options.path !== null) {
-    params = { path: String(options.path) };
-  } else {
-    let port = options.port === undefined || options.port === null ? 0 : Number(options.port);
-    if (!Number.isInteger(port) || port < 0 || port > 65535) {
-      throw nodeError('ERR_SOCKET_BAD_PORT', `options.port should be >= 0 and < 65536. Received ${util.inspect(options.port)}.`, RangeError);
-    }
-    params = { port };
-    if (options.host) params.host = options.host;
-  }
-  // listen(port, host, backlog): normalizeArgs leaves the backlog in args[1] or args[2].
-  const backlog = options.backlog || (typeof args[1] === 'number' ? args[1] : undefined) || (typeof args[2] === 'number' ? args[2] : undefined);
-  if (backlog) params.backlog = backlog;
-  let reply;
-  try {
-    reply = this._session.call('net.listen', params).result;
-  } catch (e) {
-    const where = params.path !== undefined ? params : { address: params.host || '::', port: params.port };
-    const err = e.wire ? fromWire(e.wire, 'listen', where) : e;
-    process.nextTick(() => this.emit('error', err));
-    return this;
-  }
-  this._id = reply.server;
-  this._local = reply.local;
-  this._active = true;
-  this._session.register(this._id, this);
-  updateRef(this);
-  process.nextTick(() => {
-    if (this._id !== null) this.emit('listening');
-  });
-  return this;
-};
+// Node's code (its listen() among it) reads `_handle` for "is listening"; programs
+// reach into it for fd, getsockname, ref/unref (handle_shim.js). Node's listen() never
+// assigns it on the paths a guest can take; an assignment is ignored.
+Object.defineProperty(Server.prototype, '_handle', {
+  get() {
+    return this._id === null ? null : serverHandle(this);
+  },
+  set() {},
+  configurable: true,
+  enumerable: false,
+});
 
 Server.prototype._onEvent = function (event) {
   switch (event.event) {
@@ -117,12 +100,14 @@ Server.prototype._onAccept = function (event) {
   }
   socket.server = this;
   socket._server = this;
+  // tls.Server (https, http2 secure) wraps it in a TLSSocket in its 'connection' listener.
+  if (this instanceof tls.Server) markTransport(socket);
+  // Counted down by the socket's _destroy, as Node's (no listener of ours on it).
   this._connections++;
-  socket.once('close', () => {
-    this._connections--;
-    this._emitCloseIfDrained();
-  });
-  if (this.pauseOnConnect) socket.pause();
+  if (this.pauseOnConnect) {
+    socket.pause();
+    socket._setReading(false);
+  }
   this.emit('connection', socket);
 };
 
@@ -176,6 +161,7 @@ Server.prototype.address = function () {
 };
 
 Server.prototype.getConnections = function (cb) {
+  validateFunction(cb, 'callback');
   process.nextTick(cb, null, this._connections);
   return this;
 };

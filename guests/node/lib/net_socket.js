@@ -20,6 +20,10 @@ const stream = require('stream');
 const util = require('util');
 const { updateRef, defineRef, session } = require('./handle');
 const { sysError, fromWire, nodeError } = require('./errors');
+const netConnect = require('./net_connect');
+const onread = require('./net_onread');
+const v = require('./validators');
+const { socketHandle } = require('./handle_shim');
 
 // Bytes of noreply writes between synchronous ones (with `pressure`: without an event
 // dispatched in between). The sidecar may hold up to about this much past its high-water
@@ -88,6 +92,8 @@ function Socket(options) {
   this._pendingWrite = null;
   this._pendingFinal = null;
   this._awaitDrain = null;
+  this._readStopped = false; // not reading (see _busy)
+  this._onread = onread.parse(options.onread); // { buffer, callback } (net_onread.js)
   this._gotEnd = false;
   this._timer = null;
   this.timeout = 0;
@@ -102,6 +108,11 @@ function Socket(options) {
   // Node's sockets walk `_parent` to null (a TLSSocket refreshes its timers up the chain).
   this._parent = null;
   this._pollKind = 'socket';
+  this._attempts = null;
+  this._lookupHost = undefined;
+  // Node's own listener: without allowHalfOpen, a write after the peer's end fails EPIPE.
+  this.on('end', onReadableStreamEnd);
+  if (options.signal) netConnect.addAbortSignal(this, options.signal);
   const accepted = options[kAccepted];
   if (accepted) {
     this._local = accepted.local;
@@ -113,6 +124,20 @@ function Socket(options) {
   }
 }
 util.inherits(Socket, stream.Duplex);
+
+function onReadableStreamEnd() {
+  if (!this.allowHalfOpen) this.write = writeAfterFIN;
+}
+
+function writeAfterFIN(chunk, encoding, cb) {
+  if (!this.writableEnded) return stream.Duplex.prototype.write.call(this, chunk, encoding, cb);
+  if (typeof encoding === 'function') cb = encoding;
+  const err = new Error('This socket has been ended by the other party');
+  err.code = 'EPIPE';
+  if (typeof cb === 'function') process.nextTick(cb, err);
+  this.destroy(err);
+  return false;
+}
 
 Socket.prototype._attach = function (id) {
   this._id = id;
@@ -129,61 +154,15 @@ Socket.prototype._applyOptions = function () {
 // --- connect ---------------------------------------------------------------------
 
 Socket.prototype.connect = function (...args) {
-  const normalized = isNormalized(args) ? args[0] : normalizeArgs(args);
-  const [options, cb] = normalized;
-  if (this.connecting || this._id !== null) throw nodeError('ERR_SOCKET_CONNECTING', 'Socket is already connected or connecting');
-  if (this.destroyed) throw nodeError('ERR_SOCKET_CLOSED', 'Socket is closed');
-  if (cb) this.once('connect', cb);
-  let where;
-  if (options.path !== undefined && options.path !== null) {
-    where = { path: String(options.path) };
-  } else {
-    where = { host: options.host || 'localhost', port: validatePort(options.port) };
-  }
-  if (options.timeout) this.setTimeout(options.timeout);
-  this._where = where;
+  return netConnect.connect(this, args, normalizeArgs);
+};
+
+// From connect(), once the arguments are valid: the socket is connecting from now on.
+Socket.prototype._startConnect = function () {
   this.connecting = true;
   this._active = true;
   updateRef(this);
-  if (this._session.mode === 'poll') return this._connectBlocking(where);
-  try {
-    this._connectRequest = this._session.send('net.connect', where);
-    this._session.requests.set(this._connectRequest, this);
-  } catch (e) {
-    process.nextTick(() => this.destroy(toSysError(e, 'connect', where)));
-  }
-  return this;
 };
-
-// Poll mode: a blocking net.connect, as the old polyfill made it (a `noreply` connect
-// reports its socket id in an event, and a poll-mode guest polls by socket id). The
-// socket is polled from now on; its `connect` event, polled, completes the connect.
-Socket.prototype._connectBlocking = function (where) {
-  let result;
-  try {
-    result = this._session.call('net.connect', where).result;
-  } catch (e) {
-    process.nextTick(() => this.destroy(toSysError(e, 'connect', where)));
-    return this;
-  }
-  this._local = result.local;
-  this._remote = result.remote;
-  this._attach(result.socket);
-  return this;
-};
-
-function isNormalized(args) {
-  return args.length === 1 && Array.isArray(args[0]) && args[0].length === 2 && typeof args[0][0] === 'object';
-}
-
-function validatePort(port) {
-  if (port === undefined || port === null) throw nodeError('ERR_MISSING_ARGS', 'The "options" or "port" or "path" argument must be specified', TypeError);
-  const n = typeof port === 'string' && port.trim() !== '' ? Number(port) : port;
-  if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > 65535) {
-    throw nodeError('ERR_SOCKET_BAD_PORT', `Port should be >= 0 and < 65536. Received ${util.inspect(port)}.`, RangeError);
-  }
-  return n;
-}
 
 Socket.prototype._onConnected = function (event) {
   if (this.destroyed) {
@@ -196,8 +175,15 @@ Socket.prototype._onConnected = function (event) {
   this.connecting = false;
   this._connectRequest = null;
   if (this._id !== event.socket) this._attach(event.socket);
+  else updateRef(this);
   this._applyOptions();
   this._refreshTimer();
+  const host = this._lookupHost;
+  if (host !== undefined) {
+    // The sidecar resolved the name: the address it connected to, as Node's 'lookup'.
+    this._lookupHost = undefined;
+    this.emit('lookup', null, this._remote && this._remote.address, familyNumber(this._remote), host);
+  }
   if (this._pendingWrite) {
     const { data, cb } = this._pendingWrite;
     this._pendingWrite = null;
@@ -210,6 +196,9 @@ Socket.prototype._onConnected = function (event) {
   }
   this.emit('connect');
   this.emit('ready');
+  // Paused before it connected or in a 'connect' listener: as Node's, it never starts
+  // reading (and does not hold the process) until resumed or read.
+  if (this.isPaused()) this._setReading(false);
 };
 
 // --- events from the sidecar ---------------------------------------------------------
@@ -239,9 +228,18 @@ Socket.prototype._onEvent = function (event, payload) {
 Socket.prototype._onData = function (payload) {
   if (this.destroyed || this._gotEnd) return;
   this.bytesRead += payload.length;
-  this._owed += payload.length;
   this._refreshTimer();
-  if (!this.push(payload)) this._held = true;
+  if (this._onread) {
+    // Credit goes back for what the program's callback took.
+    this._owed += onread.deliver(this, this._onread, payload);
+    if (this._owed >= GRANT_BATCH || this._onread.stopped) this._grant();
+    return;
+  }
+  this._owed += payload.length;
+  if (!this.push(payload)) {
+    this._held = true;
+    this._setReading(false);
+  }
   else if (this._owed >= GRANT_BATCH) this._grant();
 };
 
@@ -251,7 +249,38 @@ Socket.prototype._grant = function () {
   this._owed = 0;
 };
 
+// Whether the socket holds the process open (with ref): as Node's, while it connects,
+// reads or waits to write. Node's socket stops reading (and no longer holds the loop)
+// once its buffer is full (push() says so), when accepted with pauseOnConnect, or when
+// paused before 'connect' returned; pause() alone does not stop it; _read() restarts it.
+Socket.prototype._busy = function () {
+  return this.connecting || !this._readStopped || this._awaitDrain !== null || this._pendingWrite !== null;
+};
+
+Socket.prototype._setReading = function (reading) {
+  if (this._readStopped !== reading) return;
+  this._readStopped = !reading;
+  updateRef(this);
+};
+
+Socket.prototype.resume = function () {
+  if (this._onread && this._onread.stopped) {
+    this._owed += onread.restart(this, this._onread);
+    this._grant();
+    if (this._onread.endPending && this._onread.waiting.length === 0) this._onEnd();
+  }
+  return stream.Duplex.prototype.resume.call(this);
+};
+
+Socket.prototype.pause = function () {
+  if (this._onread) this._onread.stopped = true;
+  return stream.Duplex.prototype.pause.call(this);
+};
+
 Socket.prototype._read = function () {
+  // Not the read(0) a push() into a paused stream makes: data a guest socket receives
+  // while it "does not read" (the sidecar's window) must not restart it.
+  if (this._held || !this.isPaused()) this._setReading(true);
   if (this._held || this._owed >= GRANT_BATCH) {
     this._held = false;
     this._grant();
@@ -260,6 +289,11 @@ Socket.prototype._read = function () {
 
 Socket.prototype._onEnd = function () {
   if (this._gotEnd) return;
+  if (this._onread && this._onread.waiting.length > 0) {
+    // The EOF comes after the bytes still waiting for the program's callback.
+    this._onread.endPending = true;
+    return;
+  }
   this._gotEnd = true;
   this.push(null);
   // As Node's own sockets do on EOF: a stream nobody reads, with nothing buffered,
@@ -272,16 +306,25 @@ Socket.prototype._onDrain = function () {
   const waiting = this._awaitDrain;
   if (!waiting) return;
   this._awaitDrain = null;
+  updateRef(this);
   waiting.resume();
 };
 
 Socket.prototype._onError = function (event) {
   if (this.destroyed) return;
-  let syscall = 'read';
-  if (this.connecting) syscall = 'connect';
-  else if (event.request !== undefined) syscall = 'write';
-  this.destroy(fromWire(event, syscall, this.connecting ? this._where : undefined));
+  if (this.connecting) {
+    this._connectFailed(fromWire(event, 'connect', this._where));
+    return;
+  }
+  const syscall = event.request !== undefined ? 'write' : 'read';
+  this.destroy(fromWire(event, syscall));
 };
+
+function familyNumber(endpoint) {
+  if (!endpoint) return undefined;
+  if (endpoint.family === 'IPv6' || endpoint.family === 6) return 6;
+  return 4;
+}
 
 Socket.prototype._onClose = function () {
   this._release();
@@ -345,6 +388,7 @@ Socket.prototype._sendData = function (data, offset, cb) {
       // Past the high-water mark: the rest waits for `drain`.
       const rest = offset;
       this._awaitDrain = { resume: () => this._sendData(data, rest, cb), cb };
+      updateRef(this);
       return undefined;
     }
     const n = Math.min(piece, data.length - offset);
@@ -368,6 +412,7 @@ Socket.prototype._sendData = function (data, offset, cb) {
         this._pressured = true;
         const rest = offset;
         this._awaitDrain = { resume: () => this._sendData(data, rest, cb), cb };
+        updateRef(this);
         return undefined;
       }
     } catch (e) {
@@ -411,6 +456,12 @@ Socket.prototype._destroy = function (err, cb) {
   }
   cb(err);
   process.nextTick(() => this.emit('close', Boolean(err)));
+  const server = this._server;
+  if (server && !this._uncounted) {
+    this._uncounted = true;
+    server._connections--;
+    if (server._emitCloseIfDrained) server._emitCloseIfDrained();
+  }
 };
 
 Socket.prototype.destroySoon = function () {
@@ -452,6 +503,10 @@ Socket.prototype.setKeepAlive = function (enable = false, initialDelay = 0) {
 };
 
 Socket.prototype.setTimeout = function (msecs, callback) {
+  // As Node's getTimerDuration and validateFunction.
+  v.validateNumber(msecs, 'msecs');
+  if (msecs < 0 || !Number.isFinite(msecs)) throw v.outOfRange('msecs', 'a non-negative finite number', msecs);
+  if (callback !== undefined) v.validateFunction(callback, 'callback');
   if (this._timer) {
     clearTimeout(this._timer);
     this._timer = null;
@@ -503,8 +558,14 @@ define('localPort', function () {
 define('localFamily', function () {
   return this._local && this._local.family;
 });
+// As Node's: what was sent, plus what is queued (before connect, or behind a write).
 define('bytesWritten', function () {
-  return this._bytesWritten;
+  let bytes = this._bytesWritten;
+  const queued = this.writableBuffer;
+  if (!queued) return undefined;
+  for (const el of queued) bytes += Buffer.isBuffer(el.chunk) ? el.chunk.length : Buffer.byteLength(el.chunk, el.encoding);
+  if (this._pendingWrite) bytes += this._pendingWrite.data.length;
+  return bytes;
 });
 define('bufferSize', function () {
   return this.writableLength;
@@ -512,9 +573,15 @@ define('bufferSize', function () {
 define('pending', function () {
   return this._id === null || this.connecting;
 });
-define('_handle', function () {
-  // Node code tests `socket._handle` for "is open"; there is no native handle here.
-  return null;
+// Open (connecting or connected, not destroyed): a stand-in handle (handle_shim.js).
+Object.defineProperty(Socket.prototype, '_handle', {
+  get() {
+    if (this.destroyed || (!this.connecting && this._id === null)) return null;
+    return socketHandle(this);
+  },
+  set() {},
+  configurable: true,
+  enumerable: false,
 });
 define('readyState', function () {
   if (this.connecting) return 'opening';
@@ -527,6 +594,8 @@ define('readyState', function () {
 function install(originals) {
   OriginalSocket = originals.Socket;
   normalizeArgs = originals.normalizeArgs;
+  netConnect.install(normalizeArgs);
+  netConnect.defineAttempts(Socket, { toSysError });
   // Sockets Node makes over fds (stdio pipes) are instances of the original class; they
   // still count as net.Socket.
   Object.defineProperty(Socket, Symbol.hasInstance, {

@@ -27,26 +27,39 @@ function create(session) {
     if (!held) entry.timer.unref();
   }
 
+  // Dispatching runs the program's handlers: one that throws (an uncaught exception
+  // the program may catch with process.on('uncaughtException')) must not stop this
+  // handle's polling, so the next poll is armed in a finally.
   function poll(id) {
     const entry = watched.get(id);
     if (!entry) return;
     entry.timer = null;
     const [method, field] = METHODS[entry.handle._pollKind];
-    for (let i = 0; i < BATCH; i++) {
-      let reply;
-      try {
-        reply = session.call(method, { [field]: id, wait_ms: 0 });
-      } catch (e) {
-        if (session.channel.broken) return session.connectionLost(e);
-        // EBADF: the id is gone (closed meanwhile); nothing more to poll.
-        watched.delete(id);
-        return;
+    let next = 'immediate';
+    try {
+      for (let i = 0; i < BATCH; i++) {
+        let reply;
+        try {
+          reply = session.call(method, { [field]: id, wait_ms: 0 });
+        } catch (e) {
+          next = null;
+          if (session.channel.broken) return session.connectionLost(e);
+          // EBADF: the id is gone (closed meanwhile); nothing more to poll.
+          watched.delete(id);
+          return undefined;
+        }
+        if (reply.result === null) {
+          next = 'timer';
+          return undefined;
+        }
+        session.dispatch(reply.result, reply.payload);
+        if (watched.get(id) !== entry) return undefined; // closed by that event
       }
-      if (reply.result === null) return arm(id, entry, false);
-      session.dispatch(reply.result, reply.payload);
-      if (watched.get(id) !== entry) return; // closed by that event
+    } finally {
+      // Not if that handle was closed meanwhile (by an event, or by the program).
+      if (next !== null && watched.get(id) === entry && entry.timer === null) arm(id, entry, next === 'immediate');
     }
-    arm(id, entry, true);
+    return undefined;
   }
 
   return {

@@ -105,6 +105,15 @@ class Session {
     }
     if (target) {
       target._onEvent(event, payload);
+    } else if (event.event === 'accept' && event.socket !== undefined) {
+      // A connection accepted for a server this guest closed meanwhile (the accept was
+      // pushed before the sidecar saw net.server_close): nobody will take it, so it is
+      // closed, and its peer sees the close.
+      try {
+        this.send('net.destroy', { socket: event.socket });
+      } catch {
+        // The sidecar is gone: so is the connection.
+      }
     } else if (event.event === 'error' && event.request !== undefined && event.code === 'EBADF') {
       // A `noreply` call on an id the sidecar closed meanwhile (the guest sends them only
       // on ids it holds): e.g. net.shutdown sent in the same tick as the peer's destroy,

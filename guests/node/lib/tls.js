@@ -24,6 +24,7 @@
 //   the guest socket under it (the native handle methods have nothing to act on).
 
 const tls = require('tls');
+const { markTransport } = require('./handle_shim');
 
 let GuestSocket = null;
 
@@ -80,16 +81,29 @@ function install(originals, guest) {
   const connect = tls.connect;
   tls.connect = function (...args) {
     const [options, cb] = normalizeConnectArgs(originals.normalizeArgs, args);
-    if (options.socket) return connect.call(this, options, ...(cb ? [cb] : []));
+    if (options.socket) {
+      if (isGuest(options.socket)) markTransport(options.socket);
+      return connect.call(this, options, ...(cb ? [cb] : []));
+    }
     // Connect a guest socket as tls.connect would have connected its own.
     const where = options.path !== undefined && options.path !== null ? { path: options.path } : { host: options.host || 'localhost', port: options.port };
     for (const key of ['localAddress', 'localPort', 'family', 'hints', 'lookup', 'noDelay', 'keepAlive', 'keepAliveInitialDelay']) {
       if (options[key] !== undefined) where[key] = options[key];
     }
     const socket = new GuestSocket({ allowHalfOpen: options.allowHalfOpen });
+    markTransport(socket);
     // Validate (and throw) synchronously, as tls.connect does.
     socket.connect(where);
-    const tlsSocket = connect.call(this, { ...options, socket }, ...(cb ? [cb] : []));
+    let tlsSocket;
+    try {
+      tlsSocket = connect.call(this, { ...options, socket }, ...(cb ? [cb] : []));
+    } catch (e) {
+      // Options tls.connect rejects (ciphers, pfx, passphrase, TLS versions ...) throw
+      // after the guest socket started connecting: it must not stay open (Node's
+      // tls.connect throws before it connects anything).
+      socket.destroy();
+      throw e;
+    }
     if (options.timeout) tlsSocket.setTimeout(options.timeout);
     return tlsSocket;
   };

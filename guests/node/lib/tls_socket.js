@@ -12,6 +12,7 @@
 // socket, its connect() is refused.
 
 const tls = require('tls');
+const { markTransport } = require('./handle_shim');
 
 const kGuest = Symbol('pushnet.tlsGuestSocket');
 
@@ -21,9 +22,11 @@ function install(GuestSocket, normalizeArgs) {
 
   function TLSSocket(socket, options) {
     let guest = null;
+    if (socket && GuestSocket.prototype.isPrototypeOf(socket)) markTransport(socket);
     if (!socket) {
       guest = new GuestSocket({ allowHalfOpen: Boolean(options && options.allowHalfOpen) });
       socket = guest;
+      markTransport(guest);
     }
     let self = this;
     if (new.target) self = Reflect.construct(NodeTLSSocket, [socket, options], new.target);

@@ -56,6 +56,20 @@ const APPS = [
   { app: 'tls_https.js', output: /tls ok/, methods: ['net.listen', 'net.connect', 'net.write', 'net.shutdown'], skip: missingOpenssl() },
   // As a guest, `new tls.TLSSocket(null).connect()` connects a guest socket (lib/tls_socket.js).
   { app: 'tls_socket_null.js', output: /tls socket null ok/, methods: ['net.listen', 'net.connect'], skip: missingOpenssl() },
+  // Node's behaviour where programs can observe it (docs/node-compat.md).
+  { app: 'listen_signatures.js', output: /listen signatures ok/, methods: ['net.listen'] },
+  { app: 'connect_lookup.js', output: /connect lookup ok/, methods: ['net.connect'] },
+  { app: 'arg_validation.js', output: /arg validation ok/ },
+  { app: 'tls_bad_options.js', output: /tls bad options ok/, methods: ['net.listen'] },
+  { app: 'handle_shim.js', output: /handle shim ok/, methods: ['net.listen', 'net.connect'] },
+  { app: 'abort_signal.js', output: /abort signal ok/, methods: ['net.listen', 'net.connect', 'net.destroy'] },
+  { app: 'write_before_connect.js', output: /write before connect ok/, methods: ['net.connect', 'net.write', 'net.shutdown'] },
+  { app: 'socket_state.js', output: /socket state ok/, methods: ['net.connect'] },
+  // A handler that throws (caught by uncaughtException) must not stop the socket's polling.
+  { app: 'poll_throw.js', output: /poll throw ok/, methods: ['net.connect', 'net.write'] },
+  { app: 'close_same_tick.js', output: /close same tick ok/, methods: ['net.listen', 'net.server_close'] },
+  { app: 'paused_exit.js', output: /paused exit ok/, methods: ['net.connect'] },
+  { app: 'onread.js', output: /onread ok/, methods: ['net.connect', 'net.credit'] },
 ];
 
 for (const lane of ['plain', 'push', 'poll']) {
