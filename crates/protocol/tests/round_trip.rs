@@ -59,7 +59,7 @@ fn build() -> Wire {
     w.call(3, ListenParams::new(Endpoint::unix("srv.sock")), b"");
     w.call(4, WriteParams { socket: s }, b"GET / HTTP/1.1\r\n\r\n");
     w.call(5, ShutdownParams { socket: s }, b"");
-    w.call(6, DestroyParams { socket: s }, b"");
+    w.call(6, DestroyParams::new(s), b"");
     w.call(7, ServerCloseParams { server: srv }, b"");
     w.call(
         8,

@@ -186,7 +186,7 @@ pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) 
         Request::Listen(p) => responder.done(core.listen(sid, &p)),
         Request::Write(p) => responder.done(core.write(sid, p.socket, &raw.payload)),
         Request::Shutdown(p) => responder.done(core.shutdown(sid, p.socket).map(|_| Empty {})),
-        Request::Destroy(p) => match core.destroy(sid, p.socket) {
+        Request::Destroy(p) => match core.destroy(sid, p.socket, p.reset) {
             Ok(()) => {
                 responder.ok(&Empty {});
                 let closed = EventBody::socket_closed(p.socket, false);

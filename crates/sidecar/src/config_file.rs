@@ -17,8 +17,8 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 
 use crate::config::{LimitOverrides, Limits, Publish, SidecarConfig, VmConfig};
-use crate::policy::{AllowRule, Rule, UnixRule};
 use crate::policy::Proto;
+use crate::policy::{AllowRule, Rule, UnixRule};
 
 /// Why a config file was refused.
 #[derive(Debug, thiserror::Error)]

@@ -94,7 +94,10 @@ fn without_a_rule_a_host_socket_does_not_exist_for_a_guest() {
         let error = tried.clone().unwrap_err();
         assert_eq!(code(tried), "ENOENT");
         assert!(
-            error["message"].as_str().unwrap().contains("unix: allow rule"),
+            error["message"]
+                .as_str()
+                .unwrap()
+                .contains("unix: allow rule"),
             "{error}"
         );
         assert_eq!(g.stats()["session"]["open_handles"], 0);
@@ -120,7 +123,11 @@ fn an_exact_rule_allows_that_path_only_and_a_prefix_everything_below() {
         (connected["socket"].as_u64().unwrap(), connected)
     };
     g.event_of("connect");
-    for denied in [&other, &dir.path().join("a.sock2"), &dir.path().to_path_buf()] {
+    for denied in [
+        &other,
+        &dir.path().join("a.sock2"),
+        &dir.path().to_path_buf(),
+    ] {
         let tried = g.call("net.connect", json!({"path": path_str(denied)}), b"");
         assert_eq!(code(tried), "ENOENT", "{denied:?}");
     }

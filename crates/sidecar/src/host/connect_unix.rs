@@ -94,7 +94,12 @@ async fn connect(
 
 /// Opens a non-blocking Unix socket, starts connecting, registers it (its guest id minted
 /// now, handed out once connected).
-fn start(core: &mut Core, sid: SessionId, path: &PathBuf, shown: &str) -> Result<HostTcp, WireError> {
+fn start(
+    core: &mut Core,
+    sid: SessionId,
+    path: &PathBuf,
+    shown: &str,
+) -> Result<HostTcp, WireError> {
     core.check_room(sid, 1)?;
     core.check_fd_room(1)?;
     let id = SocketId(core.session_mut(sid)?.mint_id());

@@ -433,6 +433,13 @@ impl HostTcp {
         Ok(())
     }
 
+    /// The coming close is a reset (`net.destroy {reset: true}`): RST, not FIN.
+    pub fn reset_on_close(&self) {
+        if let Err(e) = self.reg.get_ref().set_reset_on_close() {
+            tracing::debug!(error = %e, "SO_LINGER 0 before a reset close");
+        }
+    }
+
     /// The guest destroyed the socket: nothing more is pushed for it.
     pub fn forget(&self) {
         self.shared.state.lock().finished = true;
