@@ -115,6 +115,7 @@ fn build() -> Wire {
             socket: s,
             host: None,
             port: 0,
+            reuse_addr: false,
         },
         b"",
     );
