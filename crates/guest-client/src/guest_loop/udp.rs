@@ -74,7 +74,6 @@ impl UdpSocket {
             socket: self.id,
             host: Some(nonempty(host)?.to_owned()),
             port,
-            reuse_addr: false,
         };
         let result = self.lp.shared().call(&params)?;
         self.with_state(|state| {
