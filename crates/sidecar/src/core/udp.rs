@@ -40,7 +40,7 @@ pub struct UdpSock {
     pub refused: bool,
     /// The kernel socket for destinations outside the VM, opened on first use.
     pub host: Option<HostUdp>,
-    /// Groups joined, broadcast, TTLs, address reuse ([`super::udp_group`]).
+    /// Groups joined, broadcast, TTLs, address reuse (see `core::udp_group`).
     pub options: UdpOptions,
 }
 
