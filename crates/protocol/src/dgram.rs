@@ -59,6 +59,11 @@ pub struct BindParams {
     /// Port (0 = ephemeral).
     #[serde(default)]
     pub port: u16,
+    /// `SO_REUSEADDR` (Node's `reuseAddr`): sockets that all set it may bind the same
+    /// address and port (each receives a group's or a broadcast's datagrams; a unicast
+    /// datagram reaches one of them). Default `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reuse_addr: bool,
 }
 
 /// Result of `dgram.bind`.

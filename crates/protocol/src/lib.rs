@@ -42,6 +42,7 @@ pub mod address;
 pub mod capability;
 pub mod decoder;
 pub mod dgram;
+pub mod dgram_options;
 pub mod encode;
 mod errno;
 pub mod error;
@@ -61,6 +62,10 @@ pub use dgram::{
     DgramConnectParams, DgramConnectResult, DgramDisconnectParams, DgramPollParams, Family,
     LookupAddress, LookupParams, LookupResult, SendParams, SendResult, StatsParams, UdpType,
     MAX_UDP_PAYLOAD,
+};
+pub use dgram_options::{
+    AddMembershipParams, DropMembershipParams, SetBroadcastParams, SetMulticastInterfaceParams,
+    SetMulticastLoopbackParams, SetMulticastTtlParams, SetTtlParams,
 };
 pub use encode::{
     encode_call, encode_call_head, encode_event, encode_event_head, encode_reply_err,

@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::dgram::*;
+use crate::dgram_options::*;
 use crate::error::{ErrorCode, WireError};
 use crate::hello::{HelloParams, HelloResult};
 use crate::net::*;
@@ -173,6 +174,20 @@ catalogue! {
     DgramPoll = "dgram.poll", DgramPollParams => PollResult;
     /// `dgram.close`.
     DgramClose = "dgram.close", DgramCloseParams => Empty;
+    /// `dgram.add_membership`: join a multicast group (in the VM).
+    DgramAddMembership = "dgram.add_membership", AddMembershipParams => Empty;
+    /// `dgram.drop_membership`: leave a multicast group.
+    DgramDropMembership = "dgram.drop_membership", DropMembershipParams => Empty;
+    /// `dgram.set_broadcast`.
+    DgramSetBroadcast = "dgram.set_broadcast", SetBroadcastParams => Empty;
+    /// `dgram.set_ttl`.
+    DgramSetTtl = "dgram.set_ttl", SetTtlParams => Empty;
+    /// `dgram.set_multicast_ttl`.
+    DgramSetMulticastTtl = "dgram.set_multicast_ttl", SetMulticastTtlParams => Empty;
+    /// `dgram.set_multicast_loopback`.
+    DgramSetMulticastLoopback = "dgram.set_multicast_loopback", SetMulticastLoopbackParams => Empty;
+    /// `dgram.set_multicast_interface`.
+    DgramSetMulticastInterface = "dgram.set_multicast_interface", SetMulticastInterfaceParams => Empty;
     /// `dns.lookup`.
     DnsLookup = "dns.lookup", LookupParams => LookupResult;
     /// `stats`: sidecar metrics (schema documented by the sidecar).
@@ -249,6 +264,13 @@ pub(crate) mod tests {
             "dgram.send",
             "dgram.poll",
             "dgram.close",
+            "dgram.add_membership",
+            "dgram.drop_membership",
+            "dgram.set_broadcast",
+            "dgram.set_ttl",
+            "dgram.set_multicast_ttl",
+            "dgram.set_multicast_loopback",
+            "dgram.set_multicast_interface",
             "dns.lookup",
             "stats",
         ];
@@ -313,6 +335,13 @@ pub(crate) mod tests {
             json!({"socket": 3, "host": "127.0.0.1", "port": 9}),
             json!({"socket": 3, "wait_ms": 50}),
             json!({"socket": 3}),
+            json!({"socket": 3, "group": "239.1.2.3", "interface": "0.0.0.0"}),
+            json!({"socket": 3, "group": "ff02::1"}),
+            json!({"socket": 3, "enable": true}),
+            json!({"socket": 3, "ttl": 64}),
+            json!({"socket": 3, "ttl": 0}),
+            json!({"socket": 3, "enable": false}),
+            json!({"socket": 3, "interface": "127.0.0.1"}),
             json!({"host": "localhost", "family": 4}),
             json!({}),
         ]

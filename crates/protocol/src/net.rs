@@ -131,6 +131,20 @@ pub struct ShutdownParams {
 pub struct DestroyParams {
     /// The socket.
     pub socket: SocketId,
+    /// Close with a reset (Node's `resetAndDestroy()`): a host TCP socket sends RST
+    /// (`SO_LINGER` 0), an in-VM peer gets `error ECONNRESET`. Default `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reset: bool,
+}
+
+impl DestroyParams {
+    /// A plain destroy (no reset).
+    pub fn new(socket: SocketId) -> DestroyParams {
+        DestroyParams {
+            socket,
+            reset: false,
+        }
+    }
 }
 
 /// `net.server_close`: stop listening (a `close` event for the server follows).

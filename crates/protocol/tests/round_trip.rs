@@ -59,7 +59,7 @@ fn build() -> Wire {
     w.call(3, ListenParams::new(Endpoint::unix("srv.sock")), b"");
     w.call(4, WriteParams { socket: s }, b"GET / HTTP/1.1\r\n\r\n");
     w.call(5, ShutdownParams { socket: s }, b"");
-    w.call(6, DestroyParams { socket: s }, b"");
+    w.call(6, DestroyParams::new(s), b"");
     w.call(7, ServerCloseParams { server: srv }, b"");
     w.call(
         8,
@@ -115,6 +115,7 @@ fn build() -> Wire {
             socket: s,
             host: None,
             port: 0,
+            reuse_addr: false,
         },
         b"",
     );
@@ -146,6 +147,36 @@ fn build() -> Wire {
         b"",
     );
     w.call(18, DgramCloseParams { socket: s }, b"");
+    let group = || "239.1.2.3".to_owned();
+    let add = AddMembershipParams {
+        socket: s,
+        group: group(),
+        interface: Some("0.0.0.0".into()),
+    };
+    w.call(101, add, b"");
+    let drop_group = DropMembershipParams {
+        socket: s,
+        group: group(),
+        interface: None,
+    };
+    w.call(102, drop_group, b"");
+    let broadcast = SetBroadcastParams {
+        socket: s,
+        enable: true,
+    };
+    w.call(103, broadcast, b"");
+    w.call(104, SetTtlParams { socket: s, ttl: 64 }, b"");
+    w.call(105, SetMulticastTtlParams { socket: s, ttl: 0 }, b"");
+    let loopback = SetMulticastLoopbackParams {
+        socket: s,
+        enable: false,
+    };
+    w.call(106, loopback, b"");
+    let interface = SetMulticastInterfaceParams {
+        socket: s,
+        interface: "127.0.0.1".into(),
+    };
+    w.call(107, interface, b"");
     w.call(
         19,
         LookupParams {

@@ -20,6 +20,7 @@ use stage_trace::Stage;
 
 use std::net::SocketAddr;
 
+use crate::core::udp_group::UdpOption;
 use crate::core::{ConnectStep, Core, PollKind, SessionId, Target};
 use crate::metrics::bump;
 use crate::outbound::Outbound;
@@ -196,7 +197,7 @@ pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) 
         Request::Listen(p) => responder.done(core.listen(sid, &p)),
         Request::Write(p) => responder.done(core.write(sid, p.socket, &raw.payload)),
         Request::Shutdown(p) => responder.done(core.shutdown(sid, p.socket).map(|_| Empty {})),
-        Request::Destroy(p) => match core.destroy(sid, p.socket) {
+        Request::Destroy(p) => match core.destroy(sid, p.socket, p.reset) {
             Ok(()) => {
                 responder.ok(&Empty {});
                 let closed = EventBody::socket_closed(p.socket, false);
@@ -268,7 +269,8 @@ pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) 
             responder.done(created.map(|socket| CreateSocketResult { socket }))
         }
         Request::DgramBind(p) => {
-            responder.done(core.udp_bind(sid, p.socket, p.host.as_deref(), p.port))
+            let bound = core.udp_bind(sid, p.socket, p.host.as_deref(), p.port, p.reuse_addr);
+            responder.done(bound)
         }
         Request::DgramConnect(p) => {
             responder.done(core.udp_connect(sid, p.socket, p.host.as_deref(), p.port))
@@ -287,6 +289,45 @@ pub fn handle_frame(core_rc: &Rc<RefCell<Core>>, sid: SessionId, raw: RawFrame) 
             }
             Err(e) => responder.err(e),
         },
+        Request::DgramAddMembership(p) => {
+            let joined = core.udp_add_membership(sid, p.socket, &p.group, p.interface.as_deref());
+            responder.done(joined.map(|()| Empty {}))
+        }
+        Request::DgramDropMembership(p) => {
+            let left = core.udp_drop_membership(sid, p.socket, &p.group, p.interface.as_deref());
+            responder.done(left.map(|()| Empty {}))
+        }
+        Request::DgramSetBroadcast(p) => set_udp(
+            &mut core,
+            sid,
+            p.socket,
+            UdpOption::Broadcast(p.enable),
+            &responder,
+        ),
+        Request::DgramSetTtl(p) => {
+            set_udp(&mut core, sid, p.socket, UdpOption::Ttl(p.ttl), &responder)
+        }
+        Request::DgramSetMulticastTtl(p) => set_udp(
+            &mut core,
+            sid,
+            p.socket,
+            UdpOption::MulticastTtl(p.ttl),
+            &responder,
+        ),
+        Request::DgramSetMulticastLoopback(p) => set_udp(
+            &mut core,
+            sid,
+            p.socket,
+            UdpOption::MulticastLoopback(p.enable),
+            &responder,
+        ),
+        Request::DgramSetMulticastInterface(p) => set_udp(
+            &mut core,
+            sid,
+            p.socket,
+            UdpOption::MulticastInterface(&p.interface),
+            &responder,
+        ),
         Request::Stats(_) => responder.ok(&crate::stats::session_stats(&core, sid)),
     }
 }
@@ -301,6 +342,17 @@ fn unaddressed_error(error: WireError) -> EventBody {
         code: error.code,
         message: error.message,
     }
+}
+
+/// A `dgram.set_*` option call.
+fn set_udp(
+    core: &mut Core,
+    sid: SessionId,
+    socket: SocketId,
+    option: UdpOption<'_>,
+    responder: &Responder,
+) {
+    responder.done(core.udp_set_option(sid, socket, option).map(|()| Empty {}))
 }
 
 /// The socket a call names (for `noreply` failure reports).
@@ -319,6 +371,13 @@ fn named_socket(request: &Request) -> Option<SocketId> {
         Request::DgramSend(p) => Some(p.socket),
         Request::DgramPoll(p) => Some(p.socket),
         Request::DgramClose(p) => Some(p.socket),
+        Request::DgramAddMembership(p) => Some(p.socket),
+        Request::DgramDropMembership(p) => Some(p.socket),
+        Request::DgramSetBroadcast(p) => Some(p.socket),
+        Request::DgramSetTtl(p) => Some(p.socket),
+        Request::DgramSetMulticastTtl(p) => Some(p.socket),
+        Request::DgramSetMulticastLoopback(p) => Some(p.socket),
+        Request::DgramSetMulticastInterface(p) => Some(p.socket),
         _ => None,
     }
 }
@@ -338,7 +397,14 @@ fn check_capability(core: &Core, sid: SessionId, request: &Request) -> Result<()
         | Request::DgramDisconnect(_)
         | Request::DgramSend(_)
         | Request::DgramPoll(_)
-        | Request::DgramClose(_) => capability::UDP,
+        | Request::DgramClose(_)
+        | Request::DgramAddMembership(_)
+        | Request::DgramDropMembership(_)
+        | Request::DgramSetBroadcast(_)
+        | Request::DgramSetTtl(_)
+        | Request::DgramSetMulticastTtl(_)
+        | Request::DgramSetMulticastLoopback(_)
+        | Request::DgramSetMulticastInterface(_) => capability::UDP,
         _ => return Ok(()),
     };
     match core.session(sid) {
@@ -460,6 +526,13 @@ fn connect_to(
         }
         Ok(ConnectStep::Outside(candidates)) => {
             crate::host::connect::park_host_connect(core_rc, sid, candidates, deadline, responder);
+        }
+        Ok(ConnectStep::OutsideUnix(path)) => {
+            let shown = match &target {
+                Target::Unix(path) => path.clone(),
+                _ => String::new(),
+            };
+            crate::host::connect_unix::park(core_rc, sid, path, shown, deadline, responder);
         }
         Err(e) => responder.err(e),
     }

@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 
 use crate::host::resolver::{Resolver, ResolverHandle};
 pub use crate::limits::{LimitOverrides, Limits, LimitsError};
-use crate::policy::{AllowRule, Policy, Proto};
+use crate::policy::unix::{self as unix_policy, UnixVerdict};
+use crate::policy::{AllowRule, Policy, Proto, Rule, UnixRule};
 
 /// One VM: a private network namespace (loopback, ports, Unix paths) shared by the
 /// sessions that attach to it with its secret.
@@ -20,6 +21,9 @@ pub struct VmConfig {
     /// Destinations outside the VMs that this VM's guests may reach, besides the
     /// sidecar-wide [`SidecarConfig::policy`].
     pub allow: Vec<AllowRule>,
+    /// Host Unix socket paths this VM's guests may connect to (`unix:` rules), besides the
+    /// sidecar-wide ones.
+    pub allow_unix: Vec<UnixRule>,
     /// Host ports forwarded to this VM's in-VM listeners.
     pub publish: Vec<Publish>,
     /// This VM's own limits, over the sidecar-wide [`SidecarConfig::limits`].
@@ -32,6 +36,7 @@ impl VmConfig {
         VmConfig {
             secret: secret.into(),
             allow: Vec::new(),
+            allow_unix: Vec::new(),
             publish: Vec::new(),
             limits: LimitOverrides::default(),
         }
@@ -59,6 +64,7 @@ impl std::fmt::Debug for VmConfig {
         f.debug_struct("VmConfig")
             .field("secret", &"<redacted>")
             .field("allow", &self.allow)
+            .field("allow_unix", &self.allow_unix)
             .field("publish", &self.publish)
             .field("limits", &self.limits)
             .finish()
@@ -149,6 +155,29 @@ impl SidecarConfig {
         self
     }
 
+    /// Allows guests (of every VM, or of VM `vm` only) a rule of either kind, e.g.
+    /// `unix:/var/run/postgresql/`.
+    pub fn with_rule(mut self, vm: Option<&str>, rule: Rule) -> Self {
+        match (vm.and_then(|vm| self.vms.get_mut(vm)), rule) {
+            (Some(config), Rule::Net(rule)) => config.allow.push(rule),
+            (Some(config), Rule::Unix(rule)) => config.allow_unix.push(rule),
+            (None, rule) => self.policy.add(rule),
+        }
+        self
+    }
+
+    /// Where a guest of VM `vm` connecting to Unix path `path` (normalised, and not a
+    /// listener of its VM) goes on the host: its own `unix:` rules and the sidecar-wide
+    /// ones decide ([`crate::policy::unix`]).
+    pub fn unix_verdict(&self, vm: &str, path: &str) -> UnixVerdict {
+        let own = self
+            .vms
+            .get(vm)
+            .map(|v| v.allow_unix.as_slice())
+            .unwrap_or(&[]);
+        unix_policy::check(own.iter().chain(&self.policy.unix), path)
+    }
+
     /// The rule that lets a guest of VM `vm` reach `dest` over `proto`, if any: the
     /// VM's own rules, then the sidecar-wide ones.
     pub fn allowing(&self, vm: &str, dest: SocketAddr, proto: Proto) -> Option<&AllowRule> {
@@ -187,6 +216,7 @@ impl SidecarConfig {
         let own = self.vms.get(vm).map(|v| v.allow.as_slice()).unwrap_or(&[]);
         let rules = Policy {
             rules: own.iter().chain(&self.policy.rules).copied().collect(),
+            ..Policy::default()
         };
         rules.denial(dest)
     }

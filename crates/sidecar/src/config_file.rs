@@ -17,8 +17,8 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 
 use crate::config::{LimitOverrides, Limits, Publish, SidecarConfig, VmConfig};
-use crate::policy::AllowRule;
 use crate::policy::Proto;
+use crate::policy::{AllowRule, Rule, UnixRule};
 
 /// Why a config file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -162,8 +162,8 @@ fn rules(
     text: &str,
     specs: Vec<RuleSpec>,
     invalid: &impl Fn(usize, String) -> ConfigError,
-) -> Result<Vec<AllowRule>, ConfigError> {
-    specs
+) -> Result<(Vec<AllowRule>, Vec<UnixRule>), ConfigError> {
+    let parsed: Vec<Rule> = specs
         .into_iter()
         .map(|spec| {
             let line = line_of(text, spec.span().start);
@@ -171,7 +171,8 @@ fn rules(
                 .parse()
                 .map_err(|e: crate::policy::RuleError| invalid(line, e.to_string()))
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok(crate::policy::unix::split(parsed))
 }
 
 /// 1-based line of byte `offset` in `text`.
@@ -242,7 +243,7 @@ fn parse_noting_literal_secrets(
     if let Err(e) = config.limits.validate() {
         return Err(invalid(1, format!("[limits]: {e}")));
     }
-    config.policy.rules = rules(text, spec.allow, &invalid)?;
+    (config.policy.rules, config.policy.unix) = rules(text, spec.allow, &invalid)?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut vms = BTreeMap::new();
     let mut published = std::collections::HashSet::new();
@@ -285,7 +286,7 @@ fn parse_noting_literal_secrets(
                 format!("VM {}: the secret is empty", vm.name),
             ));
         }
-        let allow = rules(text, vm.allow, &invalid)?;
+        let (allow, allow_unix) = rules(text, vm.allow, &invalid)?;
         let mut publish = Vec::new();
         for spec in vm.publish {
             let line = line_of(text, spec.span().start);
@@ -339,6 +340,7 @@ fn parse_noting_literal_secrets(
         let config = VmConfig {
             secret,
             allow,
+            allow_unix,
             publish,
             limits,
         };

@@ -125,6 +125,9 @@ pub struct Metrics {
     pub outbound_fallback_found_work: AtomicU64,
     /// Writes refused because their VM's stream buffers reached `buffered_bytes_per_vm`.
     pub vm_buffer_refused: AtomicU64,
+    /// Bytes guests wrote to in-VM stream sockets whose peer had closed (accepted and
+    /// discarded, as a kernel takes a write after the peer's close).
+    pub stream_bytes_after_peer_close: AtomicU64,
     /// Times freed heap memory was handed back to the OS (`memory`).
     pub memory_trims: AtomicU64,
     // File descriptors (crate::fds).
@@ -188,6 +191,7 @@ impl Metrics {
             "outbound_fallback_fired": get(&self.outbound_fallback_fired),
             "outbound_fallback_found_work": get(&self.outbound_fallback_found_work),
             "vm_buffer_refused": get(&self.vm_buffer_refused),
+            "stream_bytes_after_peer_close": get(&self.stream_bytes_after_peer_close),
             "memory_trims": get(&self.memory_trims),
             "accept_shed": get(&self.accept_shed),
             "accept_backoff": get(&self.accept_backoff),

@@ -132,6 +132,13 @@ async fn wait_for_room(
         Ok(ConnectStep::Outside(candidates)) => {
             crate::host::connect::park_host_connect(&core_rc, sid, candidates, deadline, responder)
         }
+        Ok(ConnectStep::OutsideUnix(path)) => {
+            let shown = match &target {
+                Target::Unix(path) => path.clone(),
+                _ => String::new(),
+            };
+            crate::host::connect_unix::park(&core_rc, sid, path, shown, deadline, responder)
+        }
         Err(e) => responder.err(e),
     }
 }

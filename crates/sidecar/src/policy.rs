@@ -6,6 +6,13 @@
 //! follows (`[2001:db8::]/32:443`); without a protocol a rule covers TCP and UDP. They are checked on resolved addresses, with v4-mapped IPv6
 //! (`::ffff:10.0.0.1`) folded into IPv4 on both sides, so a guest cannot slip past a rule
 //! by spelling an address differently. Policy comes from the operator, never the guest.
+//!
+//! Host Unix socket files are allowed by `unix:PATH` rules ([`unix`]); `--allow` and a
+//! config file's `allow` lists take both kinds ([`Rule`]).
+
+pub mod unix;
+
+pub use unix::{Rule, UnixRule};
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -216,6 +223,18 @@ impl FromStr for AllowRule {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     pub rules: Vec<AllowRule>,
+    /// Host Unix socket paths (`unix:` rules).
+    pub unix: Vec<UnixRule>,
+}
+
+impl Policy {
+    /// Adds a rule of either kind.
+    pub fn add(&mut self, rule: Rule) {
+        match rule {
+            Rule::Net(rule) => self.rules.push(rule),
+            Rule::Unix(rule) => self.unix.push(rule),
+        }
+    }
 }
 
 impl Policy {
@@ -326,6 +345,7 @@ mod tests {
         assert!(empty.denial(sa("1.2.3.4:80")).contains("allows nothing"));
         let policy = Policy {
             rules: vec![rule("127.0.0.1:5432"), rule("10.0.0.0/8")],
+            ..Policy::default()
         };
         assert_eq!(
             policy

@@ -263,8 +263,13 @@ fn capabilities_not_negotiated_are_enotsup() {
 fn calls_racing_a_close_never_name_the_closed_socket_again() {
     let h = Harness::new();
     let mut c = support::connect_pair(&h, Transport::InProcess, json!({"port": 0}), json!({}));
+    // A reset closes the peer at once (a plain close would leave it half-open).
     c.client
-        .call("net.destroy", json!({"socket": c.client_sock}), b"")
+        .call(
+            "net.destroy",
+            json!({"socket": c.client_sock, "reset": true}),
+            b"",
+        )
         .unwrap();
     c.server.event_of("close");
     // The server, not yet aware, destroys and writes the already-closed socket.

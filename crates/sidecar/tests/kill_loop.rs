@@ -152,6 +152,9 @@ fn peer_sees(peer: &mut RawGuest, sock: u64, bytes: usize, reset: bool, round: u
     assert_eq!(event["event"], expected, "round {round}: {event}");
     if reset {
         assert_eq!(event["code"], "ECONNRESET", "round {round}: {event}");
+    } else {
+        // Half-closed, as a kernel socket whose peer exited: ending this side closes it.
+        peer.send_call("net.shutdown", json!({"socket": sock}), b"", true);
     }
     let (close, _) = peer.event();
     assert_eq!(close["event"], "close", "round {round}: {close}");

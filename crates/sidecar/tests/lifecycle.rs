@@ -83,6 +83,14 @@ fn a_guest_that_disconnects_mid_stream_leaves_nothing_behind() {
         drop(c.client);
         let (end, _, _) = c.server.event_of("end");
         assert_eq!(end["socket"], c.server_sock);
+        // As a kernel socket whose peer exited: half-closed until this side ends too
+        // (Node's default on `end`), its last write taken.
+        c.server
+            .call("net.write", json!({"socket": c.server_sock}), b"bye")
+            .expect("a write after the peer's close is taken, as a kernel takes it");
+        c.server
+            .call("net.shutdown", json!({"socket": c.server_sock}), b"")
+            .unwrap();
         let (close, _, _) = c.server.event_of("close");
         assert_eq!(close["socket"], c.server_sock);
         // Only the surviving guest's server remains.

@@ -110,7 +110,7 @@ fn sockets_per_vm_is_emfile_for_that_vm_only_and_room_comes_back() {
     let mut g = h.guest(Transport::InProcess);
     let mut other = h.guest(Transport::Unix);
     // Three sockets (a server, both ends), a fourth (UDP), a fifth (a server).
-    let (_, sock) = pair(&mut g, &mut other);
+    let (accepted, sock) = pair(&mut g, &mut other);
     let udp = |g: &mut RawGuest| g.call("dgram.createSocket", json!({"type": "udp4"}), b"");
     let u1 = udp(&mut g).unwrap()["socket"].clone();
     g.call("net.listen", json!({"path": "/five"}), b"").unwrap();
@@ -149,9 +149,13 @@ fn sockets_per_vm_is_emfile_for_that_vm_only_and_room_comes_back() {
     g.call("dgram.close", json!({"socket": u1}), b"").unwrap();
     udp(&mut g).expect("room after a close");
     assert_eq!(code(udp(&mut g)), "EMFILE");
-    // Destroying a connected socket frees its end, and its peer's once that closes.
+    // Destroying a connected socket frees its end, and its peer's once that closes
+    // (half-closed after the end, until it ends its side too).
     other
         .call("net.destroy", json!({"socket": sock}), b"")
+        .unwrap();
+    g.event_of("end");
+    g.call("net.shutdown", json!({"socket": accepted}), b"")
         .unwrap();
     g.event_of("close");
     assert_eq!(h.stats()["vms"]["a"]["sockets"], 4);
@@ -377,6 +381,8 @@ fn an_oversized_frame_is_emsgsize_and_closes_only_its_session() {
         assert!(got == last_payload, "{transport:?}: bytes differ");
         let (end, _) = peer.event();
         assert_eq!(end["event"], "end", "{transport:?}: {end}");
+        peer.call("net.shutdown", json!({"socket": s}), b"")
+            .unwrap();
         let (close, _) = peer.event();
         assert_eq!(
             (close["event"].as_str(), close["had_error"].as_bool()),

@@ -57,6 +57,12 @@ fn poll_calls_answer_null_or_one_event_in_the_pushed_shape() {
         }
         kinds.push(event["event"].as_str().unwrap().to_owned());
         seqs.push(event["seq"].as_u64().unwrap());
+        if event["event"] == "end" {
+            // Half-closed, as a kernel socket whose peer closed: ending this side closes it.
+            server
+                .call("net.shutdown", json!({"socket": sock}), b"")
+                .unwrap();
+        }
     }
     assert_eq!(kinds, ["data", "data", "end", "close"]);
     assert!(

@@ -123,6 +123,7 @@ impl World {
                             id: client,
                             peer: v.streams.len() + 1,
                             open: true,
+                            peer_gone: false,
                         });
                     }
                 }
@@ -138,7 +139,7 @@ impl World {
                     let reply = result.unwrap_or_else(|e| panic!("{op:?}: {e}"));
                     // The peer's window is wide open: everything is pushed at once.
                     assert_eq!(reply, json!({"buffered": 0, "need_drain": false}));
-                    if !data.is_empty() {
+                    if !data.is_empty() && !v.streams[i].peer_gone {
                         let peer_id = v.streams[peer].id;
                         want[*vm].push(Ev {
                             payload: data.clone(),
@@ -159,13 +160,16 @@ impl World {
                 // A closed id: a no-op, as a destroy racing with `close` must be.
                 assert_eq!(result, Ok(json!({})), "{op:?}");
                 if open {
-                    assert!(v.streams[peer].open, "ends close together");
                     want[*vm].push(Ev::new("close", id));
-                    let peer_id = v.streams[peer].id;
-                    want[*vm].push(Ev::new("end", peer_id));
-                    want[*vm].push(Ev::new("close", peer_id));
                     v.streams[i].open = false;
-                    v.streams[peer].open = false;
+                    // As a kernel socket's close: the peer reads its end and stays
+                    // half-closed until it closes too.
+                    if !v.streams[i].peer_gone {
+                        assert!(v.streams[peer].open, "a live end's peer is open");
+                        let peer_id = v.streams[peer].id;
+                        want[*vm].push(Ev::new("end", peer_id));
+                        v.streams[peer].peer_gone = true;
+                    }
                 }
             }
             &Op::UdpBind { vm, port, any } => {
@@ -292,6 +296,7 @@ impl World {
                         id: event_socket,
                         peer: client_index,
                         open: true,
+                        peer_gone: false,
                     });
                     v.guest.send_call(
                         "net.credit",

@@ -396,7 +396,7 @@ impl Shared {
             let _ = self.send_noreply(&ServerCloseParams { server }, &[]);
         }
         for socket in release.orphans {
-            let _ = self.send_noreply(&DestroyParams { socket }, &[]);
+            let _ = self.send_noreply(&DestroyParams::new(socket), &[]);
         }
     }
 
@@ -412,7 +412,7 @@ impl Shared {
     pub(crate) fn release_stream(&self, socket: SocketId) {
         let destroy = self.table.borrow_mut().release_stream(socket);
         if destroy {
-            let _ = self.send_noreply(&DestroyParams { socket }, &[]);
+            let _ = self.send_noreply(&DestroyParams::new(socket), &[]);
         }
     }
 
@@ -479,7 +479,7 @@ impl Shared {
         match followup {
             Followup::Nothing => {}
             Followup::DestroyOrphan(socket) => {
-                let _ = self.send_noreply(&DestroyParams { socket }, &[]);
+                let _ = self.send_noreply(&DestroyParams::new(socket), &[]);
             }
         }
     }

@@ -244,7 +244,7 @@ impl Drop for ConnectInFlight<'_> {
         let shared = self.lp.shared();
         let orphan = shared.table().abandon_connect(self.request);
         if let Some(socket) = orphan {
-            let _ = shared.send_noreply(&DestroyParams { socket }, &[]);
+            let _ = shared.send_noreply(&DestroyParams::new(socket), &[]);
         }
     }
 }

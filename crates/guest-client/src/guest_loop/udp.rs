@@ -43,6 +43,7 @@ impl UdpSocket {
             socket: socket.id,
             host: Some(nonempty(host)?.to_owned()),
             port,
+            reuse_addr: false,
         };
         let result = lp.shared().call(&params)?;
         socket.with_state(|state| {

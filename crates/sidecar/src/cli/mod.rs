@@ -19,10 +19,12 @@ pub struct OperatorArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Let guests reach destinations outside their VM through host sockets (TCP and UDP):
-    /// ADDR[/PREFIX][:PORT[-PORT]], IPv6 as [ADDR] when a port follows. Repeatable;
-    /// without any, nothing outside a VM is reachable (the host's loopback included).
+    /// [tcp:|udp:]ADDR[/PREFIX][:PORT[-PORT]], IPv6 as [ADDR] when a port follows; or
+    /// host Unix sockets: unix:/PATH (that socket file) or unix:/DIR/ (every path below
+    /// it). Repeatable; without any, nothing outside a VM is reachable (the host's
+    /// loopback and socket files included).
     #[arg(long = "allow", value_name = "RULE")]
-    pub allow: Vec<sidecar::AllowRule>,
+    pub allow: Vec<sidecar::policy::Rule>,
     /// Publish a host port to a VM's in-VM listener, like `docker -p`:
     /// NAME=[HOSTIP:]HOSTPORT:PORT[/tcp|/udp] (host IP default 127.0.0.1). Repeatable.
     #[arg(long = "publish", value_name = "NAME=[HOSTIP:]HOSTPORT:PORT[/udp]")]
@@ -164,7 +166,9 @@ pub fn build_config(args: &OperatorArgs, vms: &[(String, String)]) -> Result<Sid
     if let Some(max_frame) = args.max_frame {
         config.limits.max_frame = max_frame;
     }
-    config.policy.rules.extend(args.allow.iter().copied());
+    for rule in &args.allow {
+        config.policy.add(rule.clone());
+    }
     for spec in &args.publish {
         let (vm, host, port, proto) = parse_publish(spec)?;
         if !config.vms.contains_key(&vm) {

@@ -25,6 +25,12 @@ fn the_commented_example_loads() {
     let dest = "10.1.2.3:443".parse().unwrap();
     assert!(config.allowing("web", dest, Proto::Tcp).is_some());
     assert!(config.allowing("jobs", dest, Proto::Tcp).is_none());
+    let unix: Vec<String> = config.policy.unix.iter().map(|r| r.to_string()).collect();
+    assert_eq!(unix, ["unix:/var/run/postgresql/"]);
+    let web_unix = &config.vms["web"].allow_unix;
+    assert_eq!(web_unix.len(), 1);
+    assert_eq!(web_unix[0].to_string(), "unix:/run/web/cache.sock");
+    assert!(config.vms["jobs"].allow_unix.is_empty());
     let (web, jobs) = (config.limits_for("web"), config.limits_for("jobs"));
     assert_eq!(web.pending_connections_per_vm, 1024);
     assert_eq!(jobs.pending_connections_per_vm, 4096);
@@ -271,4 +277,11 @@ fn a_secret_file_is_read_relative_to_the_config() {
         load(&dir.path().join("missing.toml")),
         Err(ConfigError::Read { .. })
     ));
+}
+
+#[test]
+fn a_bad_unix_rule_is_refused_at_its_line() {
+    let (line, reason) = refused("max_frame = 65536\nallow = [\n  \"unix:relative.sock\",\n]\n");
+    assert_eq!(line, 3, "{reason}");
+    assert!(reason.contains("absolute"), "{reason}");
 }

@@ -47,10 +47,15 @@ impl Core {
             return Err(WireError::new(ErrorCode::Epipe, "write after end"));
         }
         let Some(peer_key) = end.peer.filter(|p| self.streams.contains_key(p)) else {
-            return Err(WireError::new(
-                ErrorCode::Epipe,
-                "the peer has closed the connection",
-            ));
+            // The peer closed (this end got or gets its `end`): a kernel still takes the
+            // write, and so does this, for nobody. Counted, never an error here, so a
+            // program's last words (TLS close_notify on `end()`) do not fail.
+            let discarded = &self.metrics.stream_bytes_after_peer_close;
+            discarded.fetch_add(payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            return Ok(WriteResult {
+                buffered: 0,
+                need_drain: false,
+            });
         };
         // The writer's VM's limits bound what is buffered for its writes.
         let (high_water, hard_limit, vm_limit) = {
@@ -148,37 +153,58 @@ impl Core {
             return Ok(());
         }
         end.write_open = false;
-        if let Some(peer) = end.peer {
-            if let Some(peer_end) = self.streams.get_mut(&peer) {
-                peer_end.read_open = false;
+        match end.peer {
+            Some(peer) => {
+                if let Some(peer_end) = self.streams.get_mut(&peer) {
+                    peer_end.read_open = false;
+                }
+                self.pump(peer);
+                self.finish_if_both_ended(key);
             }
-            self.pump(peer);
+            // The peer closed first: this end closes once its own `end` is delivered.
+            None => self.pump(key),
         }
-        self.finish_if_both_ended(key);
         Ok(())
     }
 
-    /// Closes a socket now (the caller pushes its own `close` after the reply).
-    pub fn destroy(&mut self, sid: SessionId, socket: SocketId) -> Result<(), WireError> {
+    /// Closes a socket now (the caller pushes its own `close` after the reply). With
+    /// `reset`, as `SO_LINGER` 0 does: a host socket sends RST, an in-VM peer gets
+    /// `error ECONNRESET` and `close` (what it had not read is dropped).
+    pub fn destroy(
+        &mut self,
+        sid: SessionId,
+        socket: SocketId,
+        reset: bool,
+    ) -> Result<(), WireError> {
         if let Some(host) = self.host_of(sid, socket) {
             let key = host.key();
+            if reset {
+                host.reset_on_close();
+            }
             self.close_host(key, false, false);
             return Ok(());
         }
         let key = self.stream_of(sid, socket)?;
-        self.abort_stream(key);
+        self.abort_stream_with(key, reset);
         Ok(())
     }
 
-    /// Tears a connection down from `key`'s side without telling `key`'s own guest. The
-    /// peer gets what was buffered for it, `end` and `close`; or, if `key` leaves unread
-    /// data behind, `error ECONNRESET` and `close` at once.
+    /// Tears a connection down from `key`'s side without telling `key`'s own guest, as a
+    /// kernel socket's close: the peer gets what was buffered for it and `end`, and
+    /// stays open (half-closed: its writes are taken, for nobody) until it ends or
+    /// destroys its side, then `close`. If `key` leaves unread data behind, a reset
+    /// instead: the peer gets `error ECONNRESET` and `close` at once.
     pub(crate) fn abort_stream(&mut self, key: StreamKey) {
+        self.abort_stream_with(key, false);
+    }
+
+    /// [`Core::abort_stream`]; `reset` makes it a reset whatever was left unread.
+    pub(crate) fn abort_stream_with(&mut self, key: StreamKey, reset: bool) {
         let Some(end) = self.close_end(key, false) else {
             return;
         };
         let Some(peer) = end.peer else { return };
-        let discarded_unread = end.inbox_bytes > 0;
+        let discarded_unread = reset || end.inbox_bytes > 0;
         let Some(peer_end) = self.streams.get_mut(&peer) else {
             return;
         };
@@ -197,7 +223,10 @@ impl Core {
             let (session, id) = (peer_end.session, peer_end.id);
             let reset = WireError::new(
                 ErrorCode::Econnreset,
-                "the peer closed with unread data (reset)",
+                match reset {
+                    true => "the peer reset the connection",
+                    false => "the peer closed with unread data (reset)",
+                },
             );
             if let Some(session) = self.sessions.get(&session) {
                 session.out.deliver(EventBody::socket_error(id, reset), &[]);
@@ -261,7 +290,10 @@ impl Core {
             end.end_sent = true;
             out.deliver(EventBody::End { socket: end.id }, &[]);
         }
-        let (closing, inbox_bytes, writer) = (end.closing, end.inbox_bytes, end.peer);
+        // A peer gone first closes this end once its `end` is out and it has ended its
+        // own side too (the kernel's half-closed socket, until its close).
+        let closing = end.closing && end.end_sent && !end.write_open;
+        let (inbox_bytes, writer) = (end.inbox_bytes, end.peer);
         let (session_id, writer_vm) = (end.session, end.writer_vm.clone());
         self.unbuffer(&writer_vm, before - inbox_bytes);
         if held {

@@ -15,6 +15,7 @@ mod servers;
 pub(crate) mod session;
 mod streams;
 mod udp;
+pub(crate) mod udp_group;
 mod vm;
 
 use std::collections::HashMap;

@@ -15,8 +15,9 @@ use sidecar_protocol::{
     DEFAULT_LISTEN_HOST,
 };
 
-use super::{Core, Handle, Key, ServerKey, SessionId};
+use super::{Core, Handle, Key, ServerKey, SessionId, StreamKey};
 use crate::addr::{bindable, normalize_unix_path};
+use crate::host::HostKey;
 
 /// Where a server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,10 +141,42 @@ impl Core {
         Ok(ListenResult { server: id, local })
     }
 
-    /// Stops a server. Accepted connections are not affected; connects parked on its
-    /// backlog are woken and find no listener. `notify_guest` pushes the `close` event
-    /// (not when the session itself is ending).
+    /// Stops a server. Connections its guest has taken are not affected; connects parked
+    /// on its backlog are woken and find no listener. Connections accepted but not taken
+    /// yet (their `accept` pushed, not acknowledged) are reset, as a kernel resets what
+    /// is left in a closed listener's accept queue: the client gets `error ECONNRESET`
+    /// and `close`, this guest `close` for the accepted id (before the server's).
+    /// `notify_guest` pushes the `close` events (not when the session itself is ending).
     pub fn close_server(&mut self, key: ServerKey, notify_guest: bool) {
+        let untaken: Vec<StreamKey> = self
+            .streams
+            .iter()
+            .filter(|(_, end)| end.unacked == Some(key))
+            .map(|(k, _)| *k)
+            .collect();
+        for stream in untaken {
+            let id = self.streams[&stream].id;
+            let session = self.streams[&stream].session;
+            self.abort_stream_with(stream, true);
+            if notify_guest {
+                if let Some(session) = self.sessions.get(&session) {
+                    let closed = EventBody::socket_closed(id, false);
+                    session.out.deliver(closed, &[]);
+                }
+            }
+        }
+        let untaken_hosts: Vec<HostKey> = self
+            .hosts
+            .iter()
+            .filter(|(_, tcp)| tcp.unacked == Some(key))
+            .map(|(k, _)| *k)
+            .collect();
+        for host in untaken_hosts {
+            if let Some(tcp) = self.hosts.get(&host) {
+                tcp.reset_on_close();
+            }
+            self.close_host(host, notify_guest, false);
+        }
         let Some(server) = self.servers.remove(&key) else {
             return;
         };

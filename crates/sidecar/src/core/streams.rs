@@ -88,6 +88,9 @@ pub enum ConnectStep {
     Full(Key),
     /// No listener in the VM; the policy allows these host destinations (in order).
     Outside(Vec<SocketAddr>),
+    /// No listener at this path in the VM; a `unix:` rule allows this host socket file
+    /// (the path as resolved on the host).
+    OutsideUnix(std::path::PathBuf),
 }
 
 impl Core {
@@ -150,10 +153,8 @@ impl Core {
             Target::Unix(path) => match self.vm_of(sid)?.find_unix(path) {
                 Some(key) => (key, None),
                 None => {
-                    return Err(WireError::new(
-                        ErrorCode::Enoent,
-                        format!("connect ENOENT {path}"),
-                    ))
+                    let vm = self.session_mut(sid)?.vm.clone();
+                    return self.outside_unix(&vm, path).map(ConnectStep::OutsideUnix);
                 }
             },
             Target::Name(host, _) => {

@@ -20,6 +20,7 @@ use sidecar_protocol::{
 };
 
 use super::servers::resolve_in_vm;
+use super::udp_group::{is_group, UdpOptions};
 use super::{Core, Handle, SessionId, UdpKey};
 use crate::addr::{
     as_seen_by_listener, bindable, canonical, effective_destination, is_vm_local, source_for,
@@ -39,6 +40,8 @@ pub struct UdpSock {
     pub refused: bool,
     /// The kernel socket for destinations outside the VM, opened on first use.
     pub host: Option<HostUdp>,
+    /// Groups joined, broadcast, TTLs, address reuse (see `core::udp_group`).
+    pub options: UdpOptions,
 }
 
 fn family_ok(udp_type: UdpType, ip: IpAddr) -> bool {
@@ -78,6 +81,7 @@ impl Core {
             connected: None,
             refused: false,
             host: None,
+            options: UdpOptions::default(),
         };
         self.udp.insert(key, sock);
         Ok(id)
@@ -89,11 +93,17 @@ impl Core {
         socket: SocketId,
         host: Option<&str>,
         port: u16,
+        reuse_addr: bool,
     ) -> Result<BindResult, WireError> {
         let key = self.udp_of(sid, socket)?;
         if self.udp[&key].bound.is_some() {
             return Err(WireError::invalid("the socket is already bound"));
         }
+        self.udp
+            .get_mut(&key)
+            .expect("looked up")
+            .options
+            .reuse_addr = reuse_addr;
         let local = self.bind_udp_key(sid, key, host, port)?;
         Ok(BindResult {
             local: Address::Inet(local),
@@ -131,13 +141,13 @@ impl Core {
             })?,
             port => port,
         };
-        if vm.udp_bind_conflicts(ip, port) {
+        if self.udp_bind_refused(key, ip, port) {
             return Err(WireError::new(
                 ErrorCode::Eaddrinuse,
                 format!("bind EADDRINUSE {ip}:{port}"),
             ));
         }
-        vm.add_udp(ip, port, key);
+        self.vm_of(sid)?.add_udp(ip, port, key);
         let local = SocketAddr::new(ip, port);
         let sock = self.udp.get_mut(&key).expect("looked up");
         sock.bound = Some(local);
@@ -147,7 +157,11 @@ impl Core {
     }
 
     /// The socket's local address, binding an ephemeral port first if it has none.
-    fn udp_local(&mut self, sid: SessionId, key: UdpKey) -> Result<SocketAddr, WireError> {
+    pub(super) fn udp_local(
+        &mut self,
+        sid: SessionId,
+        key: UdpKey,
+    ) -> Result<SocketAddr, WireError> {
         match self.udp[&key].bound {
             Some(addr) => Ok(addr),
             None => self.bind_udp_key(sid, key, None, 0),
@@ -162,13 +176,6 @@ impl Core {
         port: u16,
     ) -> Result<SocketAddr, WireError> {
         let ip = resolve_for(udp_type, host)?;
-        let is_broadcast = matches!(canonical(ip), IpAddr::V4(v4) if v4.is_broadcast());
-        if ip.is_multicast() || is_broadcast {
-            return Err(WireError::new(
-                ErrorCode::Enotsup,
-                format!("multicast and broadcast ({ip}) are not supported"),
-            ));
-        }
         if !family_ok(udp_type, ip) {
             return Err(WireError::new(
                 ErrorCode::Eafnosupport,
@@ -214,7 +221,8 @@ impl Core {
         // Outside the VM: the policy decides now (a loopback peer may also appear in it
         // later; each datagram is routed when sent).
         let vm = self.udp[&key].vm.clone();
-        if !is_vm_local(dest.ip()) || self.config.allowing(&vm, dest, Proto::Udp).is_some() {
+        let outside = !is_vm_local(dest.ip()) && !is_group(dest.ip());
+        if outside || self.config.allowing(&vm, dest, Proto::Udp).is_some() {
             self.outside(&vm, Proto::Udp, &[dest], "connect")?;
             self.host_udp(key)?.connect(dest);
         }
@@ -282,6 +290,11 @@ impl Core {
                 )
             })?,
         };
+        // To a group, or everyone: the VM's members (and out, where the policy allows).
+        if is_group(dest.ip()) {
+            self.udp_send_group(sid, key, dest, payload)?;
+            return Ok(payload.len() as u64);
+        }
         // A reply to a sender of one of the VM's UDP publications leaves from there.
         if let Some(sent) = self.published_reply(key, dest, payload) {
             sent?;
@@ -315,7 +328,7 @@ impl Core {
     }
 
     /// The socket's host kernel socket, opened now if it has none.
-    fn host_udp(&mut self, key: UdpKey) -> Result<&HostUdp, WireError> {
+    pub(super) fn host_udp(&mut self, key: UdpKey) -> Result<&HostUdp, WireError> {
         let sock = &self.udp[&key];
         let limits = self.vm_limits(&sock.vm);
         let room = (limits.udp_receive_buffer, limits.event_queue_bytes);

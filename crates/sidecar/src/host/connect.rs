@@ -6,6 +6,8 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
+
+use super::stream::HostStream;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -103,7 +105,7 @@ async fn connect(
         let stream = tcp.reg.get_ref();
         // Writable with no pending error, and a peer: connected.
         let outcome = match stream.take_error() {
-            Ok(None) => stream.peer_addr().map(|_| ()),
+            Ok(None) => stream.peer_connected(),
             Ok(Some(e)) | Err(e) => Err(e),
         };
         match (outcome, pair_port) {
@@ -195,7 +197,7 @@ fn start(
             return Err(io_failure(e));
         }
     }
-    let stream = TcpStream::from(socket);
+    let stream = HostStream::from(TcpStream::from(socket));
     let remote = Address::Inet(addr);
     match HostTcp::register(core, sid, id, stream, Interest::WRITABLE, remote) {
         Ok(tcp) => Ok((tcp, pair_port)),
@@ -210,19 +212,19 @@ fn start(
 
 /// Connected: hand the guest its socket (reply + `connect`), then start reading, so no
 /// `data` can precede the `connect`.
-fn established(
+pub(crate) fn established(
     core_rc: &Rc<RefCell<Core>>,
     sid: SessionId,
     mut tcp: HostTcp,
-    addr: SocketAddr,
+    addr: impl std::fmt::Display,
     responder: &Responder,
 ) {
     let mut core = core_rc.borrow_mut();
     if let Err(e) = core.check_room(sid, 1) {
         return responder.err(e);
     }
-    if let Ok(local) = tcp.reg.get_ref().local_addr() {
-        tcp.local = Address::Inet(local);
+    if let Some(local) = tcp.reg.get_ref().local_address() {
+        tcp.local = local;
     }
     let key = tcp.key();
     let id = tcp.id();

@@ -16,12 +16,14 @@
 //! [`HostNotice`], which frees it and pushes its `close`.
 
 pub mod connect;
+pub mod connect_unix;
 pub mod dns_pool;
 pub mod pairing;
 pub mod publish;
 pub mod publish_udp;
 pub mod resolve;
 pub mod resolver;
+pub mod stream;
 pub mod tcp;
 pub mod udp;
 pub mod udp_route;
@@ -91,6 +93,35 @@ impl Core {
             ErrorCode::Eacces,
             format!("{verb} EACCES: {}", self.config.denial(vm, first)),
         ))
+    }
+
+    /// A Unix path with no listener in VM `vm`: the host socket file its `unix:` rules
+    /// allow (resolved), or the error the guest gets: `ENOENT` where no rule covers the
+    /// path (as the VM's own namespace answers) or it does not exist on the host,
+    /// `EACCES` where it resolves through a symlink outside every rule.
+    pub fn outside_unix(&self, vm: &str, path: &str) -> Result<std::path::PathBuf, WireError> {
+        use crate::policy::unix::UnixVerdict;
+        match self.config.unix_verdict(vm, path) {
+            UnixVerdict::Allowed(resolved) => Ok(resolved),
+            UnixVerdict::NotCovered => Err(WireError::new(
+                ErrorCode::Enoent,
+                format!(
+                    "connect ENOENT {path} (no listener in this VM, and no unix: allow rule \
+                     covers it on the host)"
+                ),
+            )),
+            UnixVerdict::Missing(kind) => {
+                let e = std::io::Error::from(kind);
+                Err(io_wire_error(&format!("connect {path}"), &e))
+            }
+            UnixVerdict::Escapes => Err(WireError::new(
+                ErrorCode::Eacces,
+                format!(
+                    "connect EACCES {path}: it resolves (through a symlink) outside the \
+                     host paths the policy allows"
+                ),
+            )),
+        }
     }
 
     /// The host connection a guest's socket id names, if it is one.

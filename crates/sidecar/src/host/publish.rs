@@ -207,7 +207,8 @@ impl Core {
         let out = Arc::clone(&session.out);
         let id = SocketId(session.mint_id());
         let remote = Address::Inet(peer);
-        let mut tcp = match HostTcp::register(self, sid, id, stream, Interest::NONE, remote) {
+        let mut tcp = match HostTcp::register(self, sid, id, stream.into(), Interest::NONE, remote)
+        {
             Ok(tcp) => tcp,
             Err(e) => {
                 crate::warn_limited!(%e, "cannot register a published connection");

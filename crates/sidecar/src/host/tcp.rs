@@ -20,7 +20,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -28,6 +28,7 @@ use readiness::{Action, Interest, Next, Readiness, Registration};
 use sidecar_protocol::{Address, ErrorCode, EventBody, SocketId, WireError, WriteResult};
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::stream::HostStream;
 use super::{io_wire_error, with_read_buffer, HostKey, HostNotice};
 use crate::core::{Core, SessionId};
 use crate::outbound::{Gate, Outbound};
@@ -96,7 +97,7 @@ impl TcpState {
 /// `shutdown` fails with `ENOTCONN` while the socket's pending error (`SO_ERROR`) still
 /// holds the `ECONNRESET` the guest must be told (reading it clears it, and a read after
 /// that sees a clean end of stream).
-fn pending_error_or(stream: &TcpStream, e: io::Error) -> io::Error {
+fn pending_error_or(stream: &HostStream, e: io::Error) -> io::Error {
     match stream.take_error() {
         Ok(Some(pending)) => pending,
         _ => e,
@@ -105,7 +106,7 @@ fn pending_error_or(stream: &TcpStream, e: io::Error) -> io::Error {
 
 /// One host TCP connection as the core holds it.
 pub struct HostTcp {
-    pub(crate) reg: Registration<TcpStream>,
+    pub(crate) reg: Registration<HostStream>,
     pub(crate) shared: Arc<TcpShared>,
     pub local: Address,
     pub remote: Address,
@@ -151,7 +152,7 @@ impl TcpShared {
     }
 
     /// The readiness handler: runs on the readiness thread for each event.
-    pub(crate) fn on_ready(&self, stream: &TcpStream, ready: Readiness) -> Next {
+    pub(crate) fn on_ready(&self, stream: &HostStream, ready: Readiness) -> Next {
         let mut st = self.state.lock();
         if !st.open || st.finished {
             // Connecting (the parked connect waits on the registration itself, which this
@@ -173,11 +174,11 @@ impl TcpShared {
 
     /// Reads while credit lasts, pushing `data`; `end` at end of stream. Returns true if
     /// it stopped at its budget with more perhaps waiting.
-    fn read(&self, stream: &TcpStream, st: &mut TcpState) -> bool {
+    fn read(&self, stream: &HostStream, st: &mut TcpState) -> bool {
         with_read_buffer(READ_CHUNK, |buf| self.read_into(stream, st, buf))
     }
 
-    fn read_into(&self, mut stream: &TcpStream, st: &mut TcpState, buf: &mut [u8]) -> bool {
+    fn read_into(&self, mut stream: &HostStream, st: &mut TcpState, buf: &mut [u8]) -> bool {
         let mut budget = READ_BUDGET;
         while st.read_open && !st.failed {
             if budget == 0 {
@@ -224,7 +225,7 @@ impl TcpShared {
 
     /// Writes pending guest bytes until done or the kernel's buffer is full; then a due
     /// FIN, and `drain` if a writer waits for one.
-    fn flush(&self, mut stream: &TcpStream, st: &mut TcpState) {
+    fn flush(&self, mut stream: &HostStream, st: &mut TcpState) {
         while let Some(front) = st.pending.front() {
             match stream.write(&front[st.offset..]) {
                 Ok(n) => {
@@ -287,7 +288,7 @@ impl HostTcp {
         core: &mut Core,
         sid: SessionId,
         id: SocketId,
-        stream: TcpStream,
+        stream: HostStream,
         interest: Interest,
         remote: Address,
     ) -> io::Result<HostTcp> {
@@ -306,13 +307,12 @@ impl HostTcp {
         let reg = core.host.reactor.register(
             stream,
             interest,
-            Action::handler(move |stream: &TcpStream, ready| handler.on_ready(stream, ready)),
+            Action::handler(move |stream: &HostStream, ready| handler.on_ready(stream, ready)),
         )?;
         let local = reg
             .get_ref()
-            .local_addr()
-            .map(Address::Inet)
-            .unwrap_or_else(|_| Address::Unix(String::new()));
+            .local_address()
+            .unwrap_or_else(|| Address::Unix(String::new()));
         Ok(HostTcp {
             reg,
             shared,
@@ -454,6 +454,13 @@ impl HostTcp {
         Ok(())
     }
 
+    /// The coming close is a reset (`net.destroy {reset: true}`): RST, not FIN.
+    pub fn reset_on_close(&self) {
+        if let Err(e) = self.reg.get_ref().set_reset_on_close() {
+            tracing::debug!(error = %e, "SO_LINGER 0 before a reset close");
+        }
+    }
+
     /// The guest destroyed the socket: nothing more is pushed for it.
     pub fn forget(&self) {
         self.shared.state.lock().finished = true;
@@ -480,7 +487,7 @@ impl HostTcp {
         let stream = self.reg.get_ref();
         let applied = match (no_delay, keep_alive) {
             (Some(on), _) => stream.set_nodelay(on),
-            (None, Some(on)) => socket2::SockRef::from(stream).set_keepalive(on),
+            (None, Some(on)) => stream.set_keepalive(on),
             (None, None) => Ok(()),
         };
         applied.map_err(|e| io_wire_error("setsockopt", &e))

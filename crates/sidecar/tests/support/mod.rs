@@ -452,13 +452,13 @@ impl Harness {
 }
 
 /// A sidecar with VMs `a`/`sa` and `b`/`sb` whose policy allows `rules`
-/// (`ADDR[/PREFIX][:PORT[-PORT]]`), for tests of host sockets.
+/// (`ADDR[/PREFIX][:PORT[-PORT]]`, or `unix:PATH`), for tests of host sockets.
 pub fn allowing(rules: &[&str]) -> Harness {
     let mut config = sidecar::SidecarConfig::default()
         .with_vm("a", "sa")
         .with_vm("b", "sb");
     for rule in rules {
-        config = config.with_allow(rule.parse().unwrap_or_else(|e| panic!("{e}")));
+        config = config.with_rule(None, rule.parse().unwrap_or_else(|e| panic!("{e}")));
     }
     Harness::with_config(config)
 }

@@ -188,6 +188,8 @@ pub struct Stream {
     /// Index of the other end in the same VM's `streams`.
     pub peer: usize,
     pub open: bool,
+    /// The peer closed: this end is half-closed (its writes are taken, for nobody).
+    pub peer_gone: bool,
 }
 
 pub struct Udp {
