@@ -368,6 +368,9 @@ fn a_backlog_of_zero_admits_one_unacknowledged_connection() {
     assert_eq!(code(second), "ETIMEDOUT", "the backlog of one is full");
 }
 
+/// After the peer's plain destroy a socket is half-closed, as a kernel socket is: `end`,
+/// its writes still taken; once it ends its own side it closes by itself and its id is
+/// released.
 #[test]
 fn after_the_peers_destroy_a_socket_closes_and_its_id_is_released() {
     let h = Harness::new();
@@ -382,11 +385,13 @@ fn after_the_peers_destroy_a_socket_closes_and_its_id_is_released() {
         .unwrap();
     let (end, _, _) = c.client.event_of("end");
     assert_eq!(end["socket"], c.client_sock);
+    let socket = json!({"socket": c.client_sock});
+    let write = c.client.call("net.write", socket.clone(), b"x");
+    assert!(write.is_ok(), "half-closed: the write is taken: {write:?}");
+    c.client.call("net.shutdown", socket.clone(), b"").unwrap();
     let (close, _, _) = c.client.event_of("close");
     assert_eq!(close["socket"], c.client_sock);
-    let write = c
-        .client
-        .call("net.write", json!({"socket": c.client_sock}), b"x");
+    let write = c.client.call("net.write", socket, b"x");
     assert_eq!(code(write), "EBADF", "closed by itself: the id is released");
 
     // After its own shutdown a socket still open refuses writes with EPIPE.
