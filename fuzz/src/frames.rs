@@ -42,6 +42,7 @@ const MIB: usize = 1 << 20;
 #[derive(Debug, PartialEq, Eq)]
 enum End {
     Clean,
+    TooSmall { total: u32 },
     TooLarge { total: u64, max: usize },
     Inconsistent { total: u32, header_len: u32 },
     Truncated { buffered: usize },
@@ -49,6 +50,7 @@ enum End {
 
 fn end_of(err: FrameError) -> End {
     match err {
+        FrameError::TooSmall { total } => End::TooSmall { total },
         FrameError::TooLarge { total, max } => End::TooLarge { total, max },
         FrameError::Inconsistent { total, header_len } => End::Inconsistent { total, header_len },
         FrameError::Truncated { buffered } => End::Truncated { buffered },
@@ -124,8 +126,12 @@ pub fn check(data: &[u8]) {
             assert!(*total > max_frame as u64);
             assert_eq!(&stream[at..at + 4], &(*total as u32).to_be_bytes());
         }
+        End::TooSmall { total } => {
+            assert!(*total < 4);
+            assert_eq!(&stream[at..at + 4], &total.to_be_bytes());
+        }
         End::Inconsistent { total, header_len } => {
-            assert!(*total < 4 || *header_len > total - 4);
+            assert!(*header_len > total - 4);
             assert!(stream.len() >= at + 8);
         }
     }
@@ -241,7 +247,10 @@ fn decode(stream: &[u8], max_frame: usize, pacer: &mut Pacer) -> (Vec<RawFrame>,
 /// After a framing error: the same error from every call, nothing kept.
 fn assert_failed_for_good(d: &mut FrameDecoder, end: &End) {
     assert!(
-        matches!(end, End::TooLarge { .. } | End::Inconsistent { .. }),
+        matches!(
+            end,
+            End::TooSmall { .. } | End::TooLarge { .. } | End::Inconsistent { .. }
+        ),
         "{end:?}"
     );
     assert_eq!(d.capacity(), 0, "memory kept after a framing error");
